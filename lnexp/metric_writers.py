@@ -1,0 +1,116 @@
+"""Where a run's numbers go: ``metrics.jsonl``, TensorBoard, and a console progress line.
+
+``WORKDIR/metrics.jsonl`` holds one JSON object per evaluation (the file the comparison tooling
+reads); TensorBoard event files go to ``WORKDIR/tensorboard/``. Only process 0 of a multi-host
+run writes.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from absl import logging
+
+
+class MetricWriter:
+    """Appends evaluation records to ``metrics.jsonl`` and TensorBoard.
+
+    Args:
+        workdir: The run directory.
+        enabled: Whether this process writes (only process 0 does).
+    """
+
+    def __init__(self, workdir: Path, *, enabled: bool = True):
+        self.path = workdir / "metrics.jsonl"
+        self.enabled = enabled
+        self._tb = None
+        if enabled:
+            from tensorboardX import SummaryWriter
+
+            self._tb = SummaryWriter(str(workdir / "tensorboard"), flush_secs=30)
+
+    def records(self) -> list[dict[str, Any]]:
+        """The records written so far (empty when there is no file)."""
+        if not self.path.exists():
+            return []
+        return [json.loads(line) for line in self.path.read_text().splitlines() if line.strip()]
+
+    def truncate_after(self, step: int) -> list[dict[str, Any]]:
+        """Drops records past ``step`` (written after the checkpoint a resumed run starts from).
+
+        Returns:
+            The records kept.
+        """
+        kept = [r for r in self.records() if r["step"] <= step]
+        if self.enabled and self.path.exists():
+            self.path.write_text("".join(json.dumps(r) + "\n" for r in kept))
+        return kept
+
+    def write(self, record: dict[str, Any]) -> None:
+        """Appends one record (must hold ``step``) to the JSONL file and TensorBoard."""
+        if not self.enabled:
+            return
+        with self.path.open("a") as f:
+            f.write(json.dumps(record) + "\n")
+        for key, value in record.items():
+            if key != "step" and isinstance(value, int | float) and math.isfinite(value):
+                self._tb.add_scalar(key, value, record["step"])
+
+    def scalar(self, key: str, value: float, step: int) -> None:
+        """Logs a between-evaluations scalar (e.g. the running training loss) to TensorBoard."""
+        if self.enabled and math.isfinite(value):
+            self._tb.add_scalar(key, value, step)
+
+    def close(self) -> None:
+        if self._tb is not None:
+            self._tb.close()
+
+
+def format_duration(seconds: float) -> str:
+    """``3725 -> '1h02m'``, ``95 -> '1m35s'``, ``7.2 -> '7s'``."""
+    seconds = max(0, int(seconds))
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    if hours:
+        return f"{hours}h{minutes:02d}m"
+    if minutes:
+        return f"{minutes}m{secs:02d}s"
+    return f"{secs}s"
+
+
+class ProgressLine:
+    """A one-line console progress report with throughput and ETA.
+
+    On a terminal the line is redrawn in place; otherwise (logs, CI) it is logged at most every
+    ``every_s`` seconds.
+    """
+
+    def __init__(self, total_steps: int, *, every_s: float = 30.0, enabled: bool = True):
+        self.total_steps = total_steps
+        self.every_s = every_s
+        self.enabled = enabled
+        self.tty = sys.stderr.isatty()
+        self._last = 0.0
+
+    def update(self, text: str, step: int, seconds_per_step: float) -> None:
+        if not self.enabled:
+            return
+        eta = format_duration((self.total_steps - step) * seconds_per_step)
+        line = f"step {step}/{self.total_steps} | {text} | ETA {eta}"
+        if self.tty:
+            sys.stderr.write("\r\033[K" + line)
+            sys.stderr.flush()
+        elif time.monotonic() - self._last >= self.every_s:
+            logging.info(line)
+            self._last = time.monotonic()
+
+    def done(self) -> None:
+        """Ends the in-place line so the next log message starts on its own line."""
+        if self.enabled and self.tty:
+            sys.stderr.write("\n")
+            sys.stderr.flush()

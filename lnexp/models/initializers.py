@@ -1,0 +1,40 @@
+"""Weight initializers by name, so configs can choose them with a string."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from lnexp.errors import UserError
+
+Initializer = nnx.initializers.Initializer
+
+
+def symmetric_uniform(limit: float) -> Initializer:
+    """Uniform in ``[-limit, limit]`` (the paper's recurrent code uses ``limit = 0.1``)."""
+
+    def init(key: jax.Array, shape, dtype=jnp.float32) -> jax.Array:
+        return jax.random.uniform(key, shape, dtype, -limit, limit)
+
+    return init
+
+
+INITIALIZERS = {
+    "lecun_normal": nnx.initializers.lecun_normal,
+    "he_normal": nnx.initializers.he_normal,
+    "he_uniform": nnx.initializers.he_uniform,
+    "glorot_normal": nnx.initializers.glorot_normal,
+    "glorot_uniform": nnx.initializers.glorot_uniform,
+    "orthogonal": nnx.initializers.orthogonal,
+    # PyTorch's nn.Linear default: uniform in +-1/sqrt(fan_in).
+    "torch": lambda: nnx.initializers.variance_scaling(1 / 3, "fan_in", "uniform"),
+    "uniform_0.1": lambda: symmetric_uniform(0.1),
+}
+
+
+def get_initializer(name: str) -> Initializer:
+    """The initializer called ``name`` (one of :data:`INITIALIZERS`)."""
+    if name not in INITIALIZERS:
+        raise UserError(f"Unknown initializer {name!r}: expected one of {sorted(INITIALIZERS)}.")
+    return INITIALIZERS[name]()

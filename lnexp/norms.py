@@ -1,0 +1,514 @@
+"""Normalization layers of "Layer Normalization" (Ba, Kiros & Hinton, 2016) in Flax NNX.
+
+The paper writes every method as one equation on the summed inputs ``a = W x`` of a layer
+(its eq. 5)::
+
+    h_i = f(g_i / sigma_i * (a_i - mu_i) + b_i)
+
+* batch norm (BN) takes ``mu_i, sigma_i`` per unit over the mini-batch (eq. 2);
+* layer norm (LN) takes one ``mu, sigma`` per example over the layer's ``H`` units (eq. 3);
+* weight norm (WN) has ``mu = 0`` and ``sigma_i = ||w_i||`` (Salimans & Kingma, 2016);
+* RMS norm (Zhang & Sennrich, 2019) is LN without the mean: ``sigma = sqrt(mean_i(a_i^2))``.
+
+:class:`NormalizedLinear` is that equation as a layer ("a linear map whose summed inputs are
+normalized by <method>"); every lnexp model is built from it, so model code reads like the paper.
+:func:`make_norm` builds the activation normalizers by name (``'none'``, ``'layer'``, ``'batch'``,
+``'rms'``) for code that normalizes something other than a linear map's output (the recurrent
+cells normalize ``W_h h`` and ``W_x x`` separately).
+
+Why these are written here rather than taken from ``flax.nnx``: Flax's ``LayerNorm``/``BatchNorm``
+compute the same statistics (and the tests check that we agree with them), but (1) they return
+float32 for bfloat16 inputs when the parameters are float32, where we return the input's dtype;
+(2) BN has no unbiased (``1/(n-1)``) variance, which the paper uses at batch size 4; (3) LN has
+no form with epsilon outside the square root, which the authors' Torch code uses; (4) Flax's
+``WeightNorm`` overwrites the wrapped layer's kernel and does not train its scale, and has no
+data-dependent initialization. All statistics go through one helper, :func:`moments`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+Array = jax.Array
+Initializer = nnx.initializers.Initializer
+
+NORMS = ("none", "layer", "batch", "weight", "rms")
+"""Every value ``NormalizedLinear(norm=...)`` accepts."""
+
+
+def moments(
+    x: Array,
+    axes: int | Sequence[int],
+    *,
+    one_pass: bool = False,
+    unbiased: bool = False,
+    axis_name: str | None = None,
+) -> tuple[Array, Array]:
+    """Mean and variance of ``x`` over ``axes``, computed in at least float32.
+
+    The default is the two-pass variance ``mean((x - mean(x))^2)``, which keeps full precision
+    when the mean is large compared to the spread (``E[x^2] - E[x]^2`` loses it all in float32
+    once ``mean/std`` exceeds about 1e3). The variance is clipped at 0.
+
+    Args:
+        x: Input array.
+        axes: Axes to reduce over (kept in the outputs with size 1).
+        one_pass: Use ``E[x^2] - E[x]^2`` (one fused reduction; less precise).
+        unbiased: Divide the sum of squares by ``n - 1`` instead of ``n``.
+        axis_name: A named mapped axis (``shard_map``/``pmap``) over which the reduction also
+            runs, so the statistics cover every shard. Under plain ``jax.jit`` with a sharded
+            array this is not needed: the reduction is already global.
+
+    Returns:
+        ``(mean, var)`` in float32 (float64 for float64 inputs), broadcastable against ``x``.
+    """
+    dtype = jnp.promote_types(x.dtype, jnp.float32)
+    x = x.astype(dtype)
+    axes = (axes,) if isinstance(axes, int) else tuple(axes)
+    n = 1
+    for a in axes:
+        n *= x.shape[a]
+
+    def mean(v: Array) -> Array:
+        m = jnp.mean(v, axis=axes, keepdims=True)
+        return m if axis_name is None else jax.lax.pmean(m, axis_name)
+
+    mu = mean(x)
+    if one_pass:
+        var = jnp.maximum(mean(jnp.square(x)) - jnp.square(mu), 0.0)
+    else:
+        var = mean(jnp.square(x - mu))
+    if unbiased:
+        if axis_name is not None:
+            n = n * jax.lax.psum(1, axis_name)
+        var = var * (n / jnp.maximum(n - 1, 1))
+    return mu, var
+
+
+def _gain_and_bias(
+    module: nnx.Module,
+    num_features: int,
+    use_scale: bool,
+    use_bias: bool,
+    param_dtype: Any,
+    rngs: nnx.Rngs,
+) -> None:
+    """Gives ``module`` the paper's gain ``scale`` (starts at 1) and bias ``bias`` (at 0).
+
+    The names match Flax's normalization layers, so parameter trees are interchangeable.
+    """
+    del rngs  # Deterministic initial values; kept for the common NNX signature.
+    shape = (num_features,)
+    module.scale = nnx.Param(jnp.ones(shape, param_dtype)) if use_scale else nnx.data(None)
+    module.bias = nnx.Param(jnp.zeros(shape, param_dtype)) if use_bias else nnx.data(None)
+
+
+def _affine(module: nnx.Module, y: Array) -> Array:
+    if module.scale is not None:
+        y = y * module.scale[...].astype(y.dtype)
+    if module.bias is not None:
+        y = y + module.bias[...].astype(y.dtype)
+    return y
+
+
+class LayerNorm(nnx.Module):
+    """Layer normalization, eq. 3 of Ba et al. (2016).
+
+    For each example the ``H`` features on the last axis are standardized with their own mean and
+    (biased, ``1/H``) variance, then scaled by a gain ``g`` and shifted by a bias ``b``::
+
+        mu = mean_i(a_i),  var = mean_i((a_i - mu)^2)
+        y  = g * (a - mu) / sqrt(var + epsilon) + b        # default
+        y  = g * (a - mu) / (sqrt(var) + epsilon) + b      # epsilon_outside_sqrt=True (Torch code)
+
+    The computation is the same in training and evaluation and never looks at other examples,
+    so an example gives the same output alone or inside any batch. Statistics are computed in at
+    least float32; the output has the input's dtype (or ``dtype`` when given).
+
+    Args:
+        num_features: Size ``H`` of the normalized (last) axis.
+        epsilon: Added to the variance (or to the standard deviation, see below).
+        use_scale: Learn the gain ``g`` (initialized to 1).
+        use_bias: Learn the bias ``b`` (initialized to 0).
+        epsilon_outside_sqrt: Divide by ``std + epsilon`` as the authors' Torch code does.
+        one_pass_variance: Compute the variance as ``E[a^2] - E[a]^2`` (opt-in; imprecise when
+            the mean is large).
+        dtype: Output dtype; defaults to the input's.
+        param_dtype: Dtype of ``g`` and ``b``.
+        rngs: Random streams (unused: the initial values are constants).
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> from flax import nnx
+        >>> from lnexp.norms import LayerNorm
+        >>> ln = LayerNorm(4, rngs=nnx.Rngs(0))
+        >>> y = ln(jnp.array([[1.0, 2.0, 3.0, 4.0]]))
+        >>> round(float(y.mean()), 6), round(float(y.std()), 4)
+        (0.0, 1.0)
+    """
+
+    def __init__(
+        self,
+        num_features: int,
+        *,
+        epsilon: float = 1e-5,
+        use_scale: bool = True,
+        use_bias: bool = True,
+        epsilon_outside_sqrt: bool = False,
+        one_pass_variance: bool = False,
+        dtype: Any = None,
+        param_dtype: Any = jnp.float32,
+        rngs: nnx.Rngs,
+    ):
+        self.num_features = num_features
+        self.epsilon = epsilon
+        self.epsilon_outside_sqrt = epsilon_outside_sqrt
+        self.one_pass_variance = one_pass_variance
+        self.dtype = dtype
+        _gain_and_bias(self, num_features, use_scale, use_bias, param_dtype, rngs)
+
+    def __call__(self, x: Array) -> Array:
+        mu, var = moments(x, -1, one_pass=self.one_pass_variance)
+        xc = x.astype(mu.dtype) - mu
+        if self.epsilon_outside_sqrt:
+            y = xc / (jnp.sqrt(var) + self.epsilon)
+        else:
+            y = xc * jax.lax.rsqrt(var + self.epsilon)
+        return _affine(self, y).astype(self.dtype or x.dtype)
+
+
+class RMSNorm(nnx.Module):
+    """Root-mean-square normalization (Zhang & Sennrich, 2019): layer norm without the mean.
+
+    ::
+
+        y = g * a / sqrt(mean_i(a_i^2) + epsilon) [+ b]
+
+    Args:
+        num_features: Size of the normalized (last) axis.
+        epsilon: Added to the mean square.
+        use_scale: Learn the gain ``g`` (initialized to 1).
+        use_bias: Learn a bias ``b`` (initialized to 0); off by default as in the RMSNorm paper,
+            on inside :class:`NormalizedLinear` so that every method there has a gain and bias.
+        dtype: Output dtype; defaults to the input's.
+        param_dtype: Dtype of ``g`` and ``b``.
+        rngs: Random streams (unused: the initial values are constants).
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> from flax import nnx
+        >>> from lnexp.norms import RMSNorm
+        >>> y = RMSNorm(2, rngs=nnx.Rngs(0))(jnp.array([[3.0, 4.0]]))
+        >>> [round(float(v), 3) for v in y[0]]
+        [0.849, 1.131]
+    """
+
+    def __init__(
+        self,
+        num_features: int,
+        *,
+        epsilon: float = 1e-6,
+        use_scale: bool = True,
+        use_bias: bool = False,
+        dtype: Any = None,
+        param_dtype: Any = jnp.float32,
+        rngs: nnx.Rngs,
+    ):
+        self.num_features = num_features
+        self.epsilon = epsilon
+        self.dtype = dtype
+        _gain_and_bias(self, num_features, use_scale, use_bias, param_dtype, rngs)
+
+    def __call__(self, x: Array) -> Array:
+        xf = x.astype(jnp.promote_types(x.dtype, jnp.float32))
+        ms = jnp.mean(jnp.square(xf), axis=-1, keepdims=True)
+        return _affine(self, xf * jax.lax.rsqrt(ms + self.epsilon)).astype(self.dtype or x.dtype)
+
+
+class BatchNorm(nnx.Module):
+    """Batch normalization (Ioffe & Szegedy, 2015), eq. 2 of Ba et al. (2016).
+
+    In training (``use_running_average=False``) each unit (last axis) is standardized with the
+    mean and variance over every other axis of the batch, and exponential running averages of
+    both are updated; in evaluation the running averages are used::
+
+        y = g * (a - mu_B) / sqrt(var_B + epsilon) + b
+        running = momentum * running + (1 - momentum) * batch_statistic
+
+    ``momentum`` follows Flax's convention (0.99 here is PyTorch's ``momentum=0.01``). With
+    ``unbiased=True`` the batch variance is ``sum((a - mu)^2) / (n - 1)``, as the paper uses at
+    batch size 4; the running variance then averages that same estimate.
+
+    Which batch the statistics are over: under ``jax.jit`` with the batch sharded over devices
+    (lnexp's training loop) the reductions are global, so the statistics are over the whole
+    global batch, exactly as on one device. Inside ``shard_map`` each device sees only its shard:
+    pass ``axis_name`` (the mesh axis the batch is split over) to average over all shards; without
+    it the statistics are per device. Switch modes the NNX way: ``model.train()``/``model.eval()``.
+
+    Args:
+        num_features: Number of units (size of the last axis).
+        momentum: Decay of the running averages.
+        epsilon: Added to the variance.
+        unbiased: Use the ``1/(n-1)`` variance in training.
+        use_running_average: Start in evaluation mode.
+        use_scale: Learn the gain ``g`` (initialized to 1).
+        use_bias: Learn the bias ``b`` (initialized to 0).
+        axis_name: Named mapped axis to average statistics over (``shard_map``).
+        dtype: Output dtype; defaults to the input's.
+        param_dtype: Dtype of ``g`` and ``b``.
+        rngs: Random streams (unused: the initial values are constants).
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> from flax import nnx
+        >>> from lnexp.norms import BatchNorm
+        >>> bn = BatchNorm(2, rngs=nnx.Rngs(0))
+        >>> y = bn(jnp.array([[0.0, 10.0], [2.0, 30.0]]))
+        >>> [round(float(v), 3) for v in y[:, 1]]
+        [-1.0, 1.0]
+        >>> bn.eval()  # now uses the running averages
+    """
+
+    def __init__(
+        self,
+        num_features: int,
+        *,
+        momentum: float = 0.99,
+        epsilon: float = 1e-5,
+        unbiased: bool = False,
+        use_running_average: bool = False,
+        use_scale: bool = True,
+        use_bias: bool = True,
+        axis_name: str | None = None,
+        dtype: Any = None,
+        param_dtype: Any = jnp.float32,
+        rngs: nnx.Rngs,
+    ):
+        self.num_features = num_features
+        self.momentum = momentum
+        self.epsilon = epsilon
+        self.unbiased = unbiased
+        self.use_running_average = use_running_average
+        self.axis_name = axis_name
+        self.dtype = dtype
+        self.mean = nnx.BatchStat(jnp.zeros((num_features,), jnp.float32))
+        self.var = nnx.BatchStat(jnp.ones((num_features,), jnp.float32))
+        _gain_and_bias(self, num_features, use_scale, use_bias, param_dtype, rngs)
+
+    def __call__(self, x: Array, use_running_average: bool | None = None) -> Array:
+        if use_running_average is None:
+            use_running_average = self.use_running_average
+        if use_running_average:
+            mu, var = self.mean[...], self.var[...]
+        else:
+            reduce = tuple(range(x.ndim - 1))
+            mu, var = moments(x, reduce, unbiased=self.unbiased, axis_name=self.axis_name)
+            mu, var = mu.reshape(-1), var.reshape(-1)
+            m = self.momentum
+            self.mean[...] = jax.lax.stop_gradient(m * self.mean[...] + (1 - m) * mu)
+            self.var[...] = jax.lax.stop_gradient(m * self.var[...] + (1 - m) * var)
+        y = (x.astype(mu.dtype) - mu) * jax.lax.rsqrt(var + self.epsilon)
+        return _affine(self, y).astype(self.dtype or x.dtype)
+
+
+class Identity(nnx.Module):
+    """The ``'none'`` normalizer: returns its input unchanged."""
+
+    def __init__(self, num_features: int | None = None, **unused: Any):
+        del num_features, unused
+
+    def __call__(self, x: Array) -> Array:
+        return x
+
+
+class WeightNormLinear(nnx.Module):
+    """A linear layer with weight normalization (Salimans & Kingma, 2016).
+
+    Each output unit's weight vector is re-parameterized by a direction ``v`` and a length ``g``::
+
+        w_j = g_j * v_j / ||v_j||,    y = x @ w + b
+
+    ``v`` and ``g`` are both trainable :class:`nnx.Param`\\ s and ``v`` is stored un-normalized,
+    so gradient steps move ``v`` freely while the layer only sees its direction. ``g`` starts at
+    ``||v||``: at initialization the layer computes exactly the plain linear map ``x @ v + b``.
+    :meth:`data_init` is the paper's data-dependent initialization.
+
+    Written here because Flax's ``nnx.WeightNorm`` wraps a layer by overwriting its kernel on
+    every call and keeps the scale out of training, and no Flax version has the data-dependent
+    initialization.
+
+    Args:
+        in_features: Input size.
+        out_features: Number of units.
+        use_bias: Add a bias ``b`` (initialized to 0).
+        kernel_init: Initializer of ``v`` (shape ``(in_features, out_features)``).
+        epsilon: Guards ``||v||`` against zero.
+        dtype: Computation dtype; defaults to the input's.
+        param_dtype: Dtype of the parameters.
+        rngs: Random streams; ``rngs.params()`` draws ``v``.
+
+    Example:
+        >>> import jax, jax.numpy as jnp
+        >>> from flax import nnx
+        >>> from lnexp.norms import WeightNormLinear
+        >>> layer = WeightNormLinear(3, 2, rngs=nnx.Rngs(0))
+        >>> x = jax.random.normal(jax.random.key(1), (5, 3))
+        >>> bool(jnp.allclose(layer(x), x @ layer.v[...], atol=1e-6))
+        True
+        >>> y = layer.data_init(x)  # per-unit mean 0, std 1 on this batch
+    """
+
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        *,
+        use_bias: bool = True,
+        kernel_init: Initializer = nnx.initializers.lecun_normal(),
+        epsilon: float = 1e-12,
+        dtype: Any = None,
+        param_dtype: Any = jnp.float32,
+        rngs: nnx.Rngs,
+    ):
+        self.in_features = in_features
+        self.out_features = out_features
+        self.epsilon = epsilon
+        self.dtype = dtype
+        v = kernel_init(rngs.params(), (in_features, out_features), param_dtype)
+        self.v = nnx.Param(v)
+        self.g = nnx.Param(self._norm(v))
+        self.bias = nnx.Param(jnp.zeros((out_features,), param_dtype)) if use_bias else None
+
+    def _norm(self, v: Array) -> Array:
+        return jnp.sqrt(jnp.sum(jnp.square(v), axis=0) + self.epsilon)
+
+    @property
+    def kernel(self) -> Array:
+        """The effective weight matrix ``g * v / ||v||``, shape ``(in_features, out_features)``."""
+        v = self.v[...]
+        return v * (self.g[...] / self._norm(v))
+
+    def __call__(self, x: Array) -> Array:
+        dtype = self.dtype or x.dtype
+        y = jnp.dot(x.astype(dtype), self.kernel.astype(dtype))
+        if self.bias is not None:
+            y = y + self.bias[...].astype(dtype)
+        return y
+
+    def data_init(self, x: Array, *, epsilon: float = 1e-6) -> Array:
+        """Salimans & Kingma's data-dependent initialization from one batch ``x``.
+
+        With ``t = x @ (v / ||v||)`` and its per-unit batch mean ``m`` and standard deviation
+        ``s``, sets ``g = 1 / s`` and ``b = -m / s`` so that this batch's pre-activations have
+        mean 0 and standard deviation 1 per unit. ``v`` is left as it is.
+
+        Args:
+            x: A batch of inputs, shape ``(batch, in_features)``.
+            epsilon: Added to ``s`` to guard against constant units.
+
+        Returns:
+            The layer's output on ``x`` after the initialization.
+        """
+        v = self.v[...]
+        t = jnp.dot(x.astype(jnp.float32), (v / self._norm(v)).astype(jnp.float32))
+        m, var = moments(t, 0)
+        s = jnp.sqrt(var.reshape(-1)) + epsilon
+        self.g[...] = (1.0 / s).astype(self.g[...].dtype)
+        if self.bias is not None:
+            self.bias[...] = (-m.reshape(-1) / s).astype(self.bias[...].dtype)
+        return self(x)
+
+
+_ACTIVATION_NORMS = {"none": Identity, "layer": LayerNorm, "batch": BatchNorm, "rms": RMSNorm}
+
+
+def make_norm(name: str, num_features: int, *, rngs: nnx.Rngs, **kwargs: Any) -> nnx.Module:
+    """Builds the activation normalizer called ``name`` over ``num_features`` units.
+
+    Args:
+        name: One of ``'none'``, ``'layer'``, ``'batch'``, ``'rms'``.
+        num_features: Size of the normalized (last) axis.
+        rngs: Random streams.
+        **kwargs: Passed to the normalizer (e.g. ``epsilon``, ``unbiased`` for batch norm).
+
+    Raises:
+        ValueError: For an unknown name; the message lists the valid ones.
+    """
+    if name not in _ACTIVATION_NORMS:
+        raise ValueError(
+            f"Unknown normalization {name!r}: expected one of {sorted(_ACTIVATION_NORMS)}."
+        )
+    return _ACTIVATION_NORMS[name](num_features, rngs=rngs, **kwargs)
+
+
+class NormalizedLinear(nnx.Module):
+    """A linear map whose summed inputs are normalized by ``norm`` (eq. 5 of Ba et al., 2016).
+
+    ::
+
+        a = x @ W                                      # summed inputs, no bias
+        y = g / sigma * (a - mu) + b                   # mu, sigma from the chosen method
+
+    * ``'none'``: ``y = x @ W + b`` (plain linear layer with bias);
+    * ``'layer'``: ``mu, sigma`` over the units of each example (:class:`LayerNorm`);
+    * ``'batch'``: ``mu, sigma`` per unit over the batch (:class:`BatchNorm`, with running
+      averages in evaluation);
+    * ``'weight'``: ``mu = 0, sigma_j = ||w_j||`` (:class:`WeightNormLinear`);
+    * ``'rms'``: ``mu = 0, sigma`` the root mean square over units (:class:`RMSNorm`).
+
+    The linear map has no bias of its own when a normalizer follows (the normalizer's ``b`` takes
+    its place). The non-linearity ``f`` is left to the caller.
+
+    Args:
+        in_features: Input size.
+        out_features: Number of units ``H``.
+        norm: The method, one of :data:`NORMS`.
+        kernel_init: Initializer of ``W`` (of ``v`` for weight norm).
+        rngs: Random streams.
+        **norm_kwargs: Passed to the normalizer (``epsilon``, ``unbiased``, ``momentum``, ...).
+
+    Raises:
+        ValueError: For an unknown ``norm``; the message lists the valid names.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> from flax import nnx
+        >>> from lnexp.norms import NormalizedLinear
+        >>> layer = NormalizedLinear(784, 1000, norm="layer", rngs=nnx.Rngs(0))
+        >>> layer(jnp.ones((2, 784))).shape
+        (2, 1000)
+    """
+
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        *,
+        norm: str,
+        kernel_init: Initializer = nnx.initializers.lecun_normal(),
+        rngs: nnx.Rngs,
+        **norm_kwargs: Any,
+    ):
+        if norm not in NORMS:
+            raise ValueError(f"Unknown normalization {norm!r}: expected one of {list(NORMS)}.")
+        self.norm_name = norm
+        if norm == "weight":
+            self.linear = WeightNormLinear(
+                in_features, out_features, kernel_init=kernel_init, rngs=rngs, **norm_kwargs
+            )
+            self.norm = Identity()
+            return
+        self.linear = nnx.Linear(
+            in_features, out_features, use_bias=norm == "none", kernel_init=kernel_init, rngs=rngs
+        )
+        if norm == "rms":
+            norm_kwargs.setdefault("use_bias", True)
+        self.norm = make_norm(norm, out_features, rngs=rngs, **norm_kwargs)
+
+    def __call__(self, x: Array) -> Array:
+        return self.norm(self.linear(x))

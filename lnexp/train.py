@@ -1,0 +1,366 @@
+"""The one training loop: ``train_and_evaluate(config, workdir)``.
+
+It knows nothing about any experiment: :func:`lnexp.experiments.build_task` gives it a model, the
+data and the loss. Its shape:
+
+* One ``jax.sharding.Mesh`` with a ``'data'`` axis over all devices (even when there is one).
+  Parameters and optimizer state are replicated, batches are sharded on the batch axis, so
+  batch-norm statistics are over the global batch.
+* The training set stays on the devices. Each epoch draws a permutation on the host (from
+  ``(seed, epoch)``, so every host and every resumed run draws the same one); a jitted
+  ``lax.scan`` runs ``steps_per_call`` steps per host call, gathering its batches on the device.
+  The training state is donated, so it is updated in place.
+* After each epoch every evaluation split is evaluated in one jitted pass, the record goes to
+  ``metrics.jsonl`` and TensorBoard, and an orbax checkpoint is written (the last
+  ``checkpoint.keep`` are kept). Re-running on the same workdir resumes from the last one, and
+  since batches depend only on ``(seed, epoch)`` a resumed run is bitwise identical on CPU.
+* A non-finite loss stops the run with an error naming the epoch and step; the bad state is never
+  checkpointed, so the last good checkpoint survives.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+import orbax.checkpoint as ocp
+from absl import logging
+from flax import nnx
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
+
+from lnexp.errors import UserError
+from lnexp.experiments import Task, build_task
+from lnexp.metric_writers import MetricWriter, ProgressLine, format_duration
+
+# Config keys that may change between a run and its resumption (more epochs, moved data, ...).
+RESUMABLE_CHANGES = ("num_epochs", "data.dir", "steps_per_call", "eval_batch_size", "log_every_s")
+
+TrainState = dict[str, Any]
+
+
+def make_mesh() -> Mesh:
+    """A one-axis ``('data',)`` mesh over every device of every process."""
+    return Mesh(np.asarray(jax.devices()), ("data",))
+
+
+def make_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransformation:
+    """The optax optimizer described by ``config.optimizer``."""
+    opt = config.optimizer
+    if opt.name == "adam":
+        tx = optax.adam(opt.learning_rate, b1=opt.b1, b2=opt.b2, eps=opt.eps)
+    elif opt.name == "sgd":
+        tx = optax.sgd(opt.learning_rate, momentum=opt.momentum or None)
+    else:
+        raise UserError(
+            f"Unknown optimizer {opt.name!r} in config.optimizer.name: expected 'adam' or 'sgd'."
+        )
+    if opt.grad_clip_norm:
+        tx = optax.chain(optax.clip_by_global_norm(opt.grad_clip_norm), tx)
+    return tx
+
+
+def _put(tree: Any, sharding: NamedSharding) -> Any:
+    """Places host arrays on the mesh; works the same with one process or several."""
+
+    def put(a):
+        a = np.asarray(a)
+        return jax.make_array_from_callback(a.shape, sharding, lambda index: a[index])
+
+    return jax.tree.map(put, tree)
+
+
+def _check_batch_size(config: ml_collections.ConfigDict, mesh: Mesh) -> None:
+    if config.batch_size <= 0 or config.batch_size % mesh.size:
+        raise UserError(
+            f"config.batch_size={config.batch_size} does not divide over the {mesh.size} devices "
+            f"of this machine: each device takes an equal share of every batch. Use a multiple "
+            f"of {mesh.size} (e.g. --config.batch_size={max(mesh.size, config.batch_size // mesh.size * mesh.size)}), "
+            "or run on fewer devices (e.g. CUDA_VISIBLE_DEVICES)."
+        )
+
+
+def _flatten(config: ml_collections.ConfigDict, prefix: str = "") -> dict[str, Any]:
+    flat = {}
+    for key, value in config.items():
+        if isinstance(value, ml_collections.ConfigDict | dict):
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def _save_config(config: ml_collections.ConfigDict, workdir: Path) -> None:
+    """Writes ``config.json``; refuses to resume a workdir that holds a different run."""
+    path = workdir / "config.json"
+    current = json.loads(config.to_json_best_effort())
+    if path.exists():
+        previous = json.loads(path.read_text())
+        old, new = _flatten(previous), _flatten(current)
+        changed = sorted(
+            k for k in old.keys() | new.keys() if old.get(k) != new.get(k) and k not in RESUMABLE_CHANGES
+        )
+        if changed:
+            raise UserError(
+                f"{workdir} holds a run with a different config (changed: {', '.join(changed)}); "
+                "resuming it would mix two experiments. Pass the same overrides as before to "
+                "resume, or choose a new --workdir."
+            )
+    if jax.process_index() == 0:
+        path.write_text(json.dumps(current, indent=2, sort_keys=True) + "\n")
+
+
+def _epoch_batches(seed: int, epoch: int, num_examples: int, batch_size: int) -> np.ndarray:
+    """The example indices of one epoch's batches, shape ``(steps, batch_size)``.
+
+    A fresh permutation per epoch from ``(seed, epoch)``; the incomplete last batch is dropped.
+    """
+    perm = np.random.default_rng([seed, epoch]).permutation(num_examples)
+    steps = num_examples // batch_size
+    return perm[: steps * batch_size].reshape(steps, batch_size).astype(np.int32)
+
+
+def _eval_layout(split: Mapping[str, np.ndarray], eval_batch: int) -> dict[str, np.ndarray]:
+    """Pads a split to whole evaluation batches: arrays ``(num_batches, eval_batch, ...)``.
+
+    A ``'weight'`` array marks the real examples (1) and the padding (0).
+    """
+    n = len(next(iter(split.values())))
+    num_batches = -(-n // eval_batch)
+    pad = num_batches * eval_batch - n
+    out = {}
+    for key, a in split.items():
+        a = np.concatenate([a, np.zeros((pad, *a.shape[1:]), a.dtype)])
+        out[key] = a.reshape(num_batches, eval_batch, *a.shape[1:])
+    weight = np.concatenate([np.ones(n, np.float32), np.zeros(pad, np.float32)])
+    out["weight"] = weight.reshape(num_batches, eval_batch)
+    return out
+
+
+class Trainer:
+    """The jitted functions of one run; built once from a task, a mesh and an optimizer."""
+
+    def __init__(self, task: Task, tx: optax.GradientTransformation, mesh: Mesh, seed: int):
+        self.task, self.tx, self.mesh = task, tx, mesh
+        self.replicated = NamedSharding(mesh, P())
+        self.batch_sharding = NamedSharding(mesh, P("data"))
+        self.index_sharding = NamedSharding(mesh, P(None, "data"))
+        model = task.model
+        model.train()
+        self.train_graph, params, rest = nnx.split(model, nnx.Param, ...)
+        model.eval()
+        self.eval_graph = nnx.split(model, nnx.Param, ...)[0]
+        model.train()
+        self.rng = jax.random.key(seed)
+        self.initial_state: TrainState = {
+            "params": params,
+            "rest": rest,
+            "opt_state": tx.init(params),
+            "step": jnp.zeros((), jnp.int32),
+            "epoch": jnp.zeros((), jnp.int32),
+        }
+        self._train_chunk = jax.jit(
+            self._train_chunk_impl,
+            donate_argnums=0,
+            out_shardings=(self.replicated, self.replicated),
+        )
+        self._evaluate = jax.jit(self._evaluate_impl, out_shardings=self.replicated)
+        self._compiled: dict[int, Any] = {}  # chunk length -> compiled train_chunk
+        self.compile_seconds = 0.0
+
+    def _train_step(self, data, state: TrainState, idx: jax.Array):
+        batch = jax.tree.map(lambda a: a[idx], data)
+        batch = jax.lax.with_sharding_constraint(batch, self.batch_sharding)
+        rng = jax.random.fold_in(self.rng, state["step"])
+
+        def loss_fn(params):
+            model = nnx.merge(self.train_graph, params, state["rest"])
+            loss, metrics = self.task.loss_fn(model, batch, rng)
+            return loss, (metrics, nnx.state(model, nnx.Not(nnx.Param)))
+
+        (loss, (metrics, rest)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+            state["params"]
+        )
+        updates, opt_state = self.tx.update(grads, state["opt_state"], state["params"])
+        params = optax.apply_updates(state["params"], updates)
+        new_state = dict(
+            state, params=params, rest=rest, opt_state=opt_state, step=state["step"] + 1
+        )
+        return new_state, {"loss": loss, **metrics}
+
+    def _train_chunk_impl(self, state: TrainState, data, indices: jax.Array):
+        return jax.lax.scan(functools.partial(self._train_step, data), state, indices)
+
+    def train_chunk(self, state: TrainState, data, indices: np.ndarray):
+        """Runs ``len(indices)`` training steps in one call; returns the new state and the
+        per-step metrics. Compiles once per chunk length (ahead of time, so that the compile
+        time is counted in ``compile_seconds`` and not in the throughput)."""
+        indices = _put(indices, self.index_sharding)
+        if (k := len(indices)) not in self._compiled:
+            t0 = time.perf_counter()
+            self._compiled[k] = self._train_chunk.lower(state, data, indices).compile()
+            self.compile_seconds += time.perf_counter() - t0
+        return self._compiled[k](state, data, indices)
+
+    def _evaluate_impl(self, params, rest, split):
+        model = nnx.merge(self.eval_graph, params, rest)
+
+        def body(totals, batch):
+            batch = jax.lax.with_sharding_constraint(batch, self.batch_sharding)
+            weight = batch["weight"]
+            values = self.task.eval_fn(model, batch)
+            sums = {k: jnp.sum(v.astype(jnp.float32) * weight) for k, v in values.items()}
+            return jax.tree.map(jnp.add, totals, sums), None
+
+        first = jax.tree.map(lambda a: a[0], split)
+        shapes = jax.eval_shape(lambda b: self.task.eval_fn(model, b), first)
+        zeros = {k: jnp.zeros((), jnp.float32) for k in shapes}
+        totals, _ = jax.lax.scan(body, zeros, split)
+        count = jnp.sum(split["weight"])
+        return {k: v / count for k, v in totals.items()}
+
+    def evaluate(self, state: TrainState, split) -> dict[str, float]:
+        out = self._evaluate(state["params"], state["rest"], split)
+        return {k: float(v) for k, v in jax.device_get(out).items()}
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -> dict[str, Any]:
+    """Trains ``config``'s experiment, evaluating and checkpointing after every epoch.
+
+    Resumes from the last checkpoint in ``workdir`` when there is one.
+
+    Args:
+        config: The experiment's config (see ``configs/``).
+        workdir: Run directory: ``config.json``, ``metrics.jsonl``, ``tensorboard/``,
+            ``checkpoints/``.
+
+    Returns:
+        The last evaluation record (the last line of ``metrics.jsonl``).
+
+    Raises:
+        UserError: For a config, data or divergence problem the user can fix.
+    """
+    workdir = Path(workdir).resolve()
+    workdir.mkdir(parents=True, exist_ok=True)
+    is_main = jax.process_index() == 0
+    mesh = make_mesh()
+    _check_batch_size(config, mesh)
+    _save_config(config, workdir)
+
+    task = build_task(config)
+    trainer = Trainer(task, make_optimizer(config), mesh, config.seed)
+    if task.num_train < config.batch_size:
+        raise UserError(
+            f"The training set has {task.num_train} examples, fewer than one batch "
+            f"(config.batch_size={config.batch_size}). Lower the batch size or use more data "
+            "(config.data.limit_train)."
+        )
+    steps_per_epoch = task.num_train // config.batch_size
+    total_steps = steps_per_epoch * config.num_epochs
+    eval_batch = -(-config.eval_batch_size // mesh.size) * mesh.size
+
+    train_data = _put(task.train_data, trainer.replicated)
+    eval_data = {
+        name: _put(_eval_layout(split, eval_batch), trainer.index_sharding)
+        for name, split in task.eval_data.items()
+    }
+
+    checkpoints = ocp.CheckpointManager(
+        workdir / "checkpoints",
+        options=ocp.CheckpointManagerOptions(max_to_keep=config.checkpoint.keep, create=True),
+    )
+    writer = MetricWriter(workdir, enabled=is_main)
+    state = _put(trainer.initial_state, trainer.replicated)
+    wall_before = 0.0
+    last_record: dict[str, Any] = {}
+    if (latest := checkpoints.latest_step()) is not None:
+        abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, state)
+        state = checkpoints.restore(latest, args=ocp.args.StandardRestore(abstract))
+        kept = writer.truncate_after(latest)
+        if kept:
+            last_record = kept[-1]
+            wall_before = last_record["wall_s"]
+        logging.info("Resumed from the checkpoint at step %d in %s.", latest, workdir)
+
+    start_epoch = int(state["epoch"])
+    progress = ProgressLine(total_steps, every_s=config.log_every_s, enabled=is_main)
+    t_start = time.perf_counter()
+    try:
+        for epoch in range(start_epoch + 1, config.num_epochs + 1):
+            state, train_metrics, train_seconds = _train_epoch(
+                trainer, state, train_data, config, epoch, progress
+            )
+            steps = len(train_metrics["loss"])
+            record = {"epoch": epoch, "step": int(state["step"])}
+            for name, split in eval_data.items():
+                for key, value in trainer.evaluate(state, split).items():
+                    record[f"{name}_{key}"] = value
+            record["train_loss"] = float(np.mean(train_metrics["loss"]))
+            record["examples_per_sec"] = steps * config.batch_size / train_seconds
+            record["compile_s"] = trainer.compile_seconds
+            record["wall_s"] = wall_before + time.perf_counter() - t_start
+            progress.done()
+            logging.info(_summary(record, config.num_epochs))
+            writer.write(record)
+            last_record = record
+            state["epoch"] = _put(np.int32(epoch), trainer.replicated)
+            if epoch % config.checkpoint.every_epochs == 0 or epoch == config.num_epochs:
+                checkpoints.save(int(state["step"]), args=ocp.args.StandardSave(state))
+    finally:
+        checkpoints.wait_until_finished()
+        checkpoints.close()
+        writer.close()
+    return last_record
+
+
+def _train_epoch(trainer: Trainer, state, train_data, config, epoch: int, progress: ProgressLine):
+    """Runs one epoch in calls of ``steps_per_call`` fused steps; stops on a non-finite loss."""
+    batches = _epoch_batches(config.seed, epoch, trainer.task.num_train, config.batch_size)
+    losses = []
+    seconds = 0.0
+    for start in range(0, len(batches), config.steps_per_call):
+        chunk = batches[start : start + config.steps_per_call]
+        first_step = int(state["step"])
+        t0, compile_before = time.perf_counter(), trainer.compile_seconds
+        state, metrics = trainer.train_chunk(state, train_data, chunk)
+        loss = np.asarray(metrics["loss"])  # waits for the chunk
+        seconds += time.perf_counter() - t0 - (trainer.compile_seconds - compile_before)
+        if not np.all(np.isfinite(loss)):
+            bad = first_step + int(np.argmin(np.isfinite(loss))) + 1
+            raise UserError(
+                f"Training diverged: the loss became {loss[~np.isfinite(loss)][0]} at epoch "
+                f"{epoch}, step {bad}. The run stopped; checkpoints written before epoch {epoch} "
+                "are kept, and re-running resumes from the last of them. Lower "
+                "--config.optimizer.learning_rate or set --config.optimizer.grad_clip_norm."
+            )
+        losses.append(loss)
+        done = start + len(chunk)
+        rate = done * config.batch_size / seconds
+        progress.update(
+            f"epoch {epoch}/{config.num_epochs} | loss {loss.mean():.4f} | "
+            f"{rate:,.0f} examples/s",
+            int(state["step"]),
+            seconds / done,
+        )
+    return state, {"loss": np.concatenate(losses)}, seconds
+
+
+def _summary(record: Mapping[str, Any], num_epochs: int) -> str:
+    metrics = ", ".join(
+        f"{k} {v:.4g}"
+        for k, v in record.items()
+        if k not in ("epoch", "step", "wall_s", "examples_per_sec", "compile_s")
+    )
+    return (
+        f"epoch {record['epoch']}/{num_epochs} (step {record['step']}): {metrics} | "
+        f"{record['examples_per_sec']:,.0f} examples/s | {format_duration(record['wall_s'])}"
+    )
