@@ -4,14 +4,13 @@ Any config field can be overridden, e.g. ``--config.model.norm=batch --config.ba
 configs are locked, so a misspelled key is an error rather than a silent no-op.
 """
 
-import logging as std_logging
 import sys
-from pathlib import Path
 
 from absl import app, flags, logging
 from ml_collections import config_flags
 
 from lnexp.errors import UserError
+from lnexp.metric_writers import quiet_library_logs
 from lnexp.train import train_and_evaluate
 
 _CONFIG = config_flags.DEFINE_config_file(
@@ -21,20 +20,29 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "Run directory (created; resumed
 flags.mark_flags_as_required(["config", "workdir"])
 
 
-_PACKAGE_DIR = str(Path(__file__).resolve().parent)
-
-
-class _OnlyLnexpInfo(std_logging.Filter):
-    """Keeps lnexp's own INFO lines; libraries (orbax logs every checkpoint step) only warn."""
-
-    def filter(self, record: std_logging.LogRecord) -> bool:
-        return record.levelno >= std_logging.WARNING or record.pathname.startswith(_PACKAGE_DIR)
+def parse_flags(argv: list[str]) -> list[str]:
+    """absl's flag parsing, with a config override naming a missing key reported in one
+    paragraph instead of a traceback (config_flags raises AttributeError/KeyError for those)."""
+    try:
+        return flags.FLAGS(argv)
+    except OSError as e:
+        message = f"the config file cannot be loaded: {' '.join(str(e).split())}."
+    except (AttributeError, KeyError) as e:
+        key = str(e).strip("\"'")
+        culprits = [a for a in argv if a.startswith("--config.") and key in a]
+        message = (
+            f"{' '.join(culprits) or 'a --config override'}: the config has no key {key!r}. "
+            "Configs are locked so that a misspelled override fails instead of being ignored; "
+            "check the spelling against the config file (every run's config.json lists them)."
+        )
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(2)
 
 
 def main(argv: list[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
-    logging.get_absl_handler().addFilter(_OnlyLnexpInfo())
+    quiet_library_logs()
     try:
         train_and_evaluate(_CONFIG.value, _WORKDIR.value)
     except UserError as e:
@@ -44,4 +52,4 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    app.run(main)
+    app.run(main, flags_parser=parse_flags)

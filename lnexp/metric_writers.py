@@ -8,6 +8,7 @@ run writes.
 from __future__ import annotations
 
 import json
+import logging as std_logging
 import math
 import sys
 import time
@@ -114,3 +115,17 @@ class ProgressLine:
         if self.enabled and self.tty:
             sys.stderr.write("\n")
             sys.stderr.flush()
+
+
+_PACKAGE_DIR = str(Path(__file__).resolve().parent)
+
+
+class _OnlyLnexpInfo(std_logging.Filter):
+    def filter(self, record: std_logging.LogRecord) -> bool:
+        return record.levelno >= std_logging.WARNING or record.pathname.startswith(_PACKAGE_DIR)
+
+
+def quiet_library_logs() -> None:
+    """Keeps lnexp's INFO lines on the console; libraries only warn (orbax logs every step of
+    every checkpoint at INFO). For the command-line entry points; library users keep control."""
+    logging.get_absl_handler().addFilter(_OnlyLnexpInfo())

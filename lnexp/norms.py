@@ -394,7 +394,10 @@ class WeightNormLinear(nnx.Module):
         return v * (self.g[...] / self._norm(v))
 
     def __call__(self, x: Array) -> Array:
-        dtype = self.dtype or x.dtype
+        # A floating input keeps its dtype; an integer one (e.g. uint8 pixels) computes in the
+        # parameters' dtype instead of truncating the kernel to integers.
+        floating = jnp.issubdtype(x.dtype, jnp.floating)
+        dtype = self.dtype or (x.dtype if floating else self.v[...].dtype)
         y = jnp.dot(x.astype(dtype), self.kernel.astype(dtype))
         if self.bias is not None:
             y = y + self.bias[...].astype(dtype)
@@ -511,4 +514,7 @@ class NormalizedLinear(nnx.Module):
         self.norm = make_norm(norm, out_features, rngs=rngs, **norm_kwargs)
 
     def __call__(self, x: Array) -> Array:
-        return self.norm(self.linear(x))
+        y = self.norm(self.linear(x))
+        # nnx.Linear promotes e.g. bfloat16 inputs to its float32 kernel; return a floating
+        # input's dtype for every method, as WeightNormLinear and the normalizers do.
+        return y.astype(x.dtype) if jnp.issubdtype(x.dtype, jnp.floating) else y

@@ -81,10 +81,11 @@ def _put(tree: Any, sharding: NamedSharding) -> Any:
 
 def _check_batch_size(config: ml_collections.ConfigDict, mesh: Mesh) -> None:
     if config.batch_size <= 0 or config.batch_size % mesh.size:
+        suggestion = max(mesh.size, config.batch_size // mesh.size * mesh.size)
         raise UserError(
             f"config.batch_size={config.batch_size} does not divide over the {mesh.size} devices "
             f"of this machine: each device takes an equal share of every batch. Use a multiple "
-            f"of {mesh.size} (e.g. --config.batch_size={max(mesh.size, config.batch_size // mesh.size * mesh.size)}), "
+            f"of {mesh.size} (e.g. --config.batch_size={suggestion}), "
             "or run on fewer devices (e.g. CUDA_VISIBLE_DEVICES)."
         )
 
@@ -99,15 +100,18 @@ def _flatten(config: ml_collections.ConfigDict, prefix: str = "") -> dict[str, A
     return flat
 
 
-def _save_config(config: ml_collections.ConfigDict, workdir: Path) -> None:
-    """Writes ``config.json``; refuses to resume a workdir that holds a different run."""
+def _save_config(config: ml_collections.ConfigDict, workdir: Path, *, write: bool = True) -> None:
+    """Writes ``config.json`` (unless ``write`` is false); refuses to resume a workdir that holds
+    a different run."""
     path = workdir / "config.json"
     current = json.loads(config.to_json_best_effort())
     if path.exists():
         previous = json.loads(path.read_text())
         old, new = _flatten(previous), _flatten(current)
         changed = sorted(
-            k for k in old.keys() | new.keys() if old.get(k) != new.get(k) and k not in RESUMABLE_CHANGES
+            k
+            for k in old.keys() | new.keys()
+            if old.get(k) != new.get(k) and k not in RESUMABLE_CHANGES
         )
         if changed:
             raise UserError(
@@ -115,7 +119,7 @@ def _save_config(config: ml_collections.ConfigDict, workdir: Path) -> None:
                 "resuming it would mix two experiments. Pass the same overrides as before to "
                 "resume, or choose a new --workdir."
             )
-    if jax.process_index() == 0:
+    if write and jax.process_index() == 0:
         path.write_text(json.dumps(current, indent=2, sort_keys=True) + "\n")
 
 
@@ -183,13 +187,13 @@ class Trainer:
         rng = jax.random.fold_in(self.rng, state["step"])
 
         def loss_fn(params):
-            model = nnx.merge(self.train_graph, params, state["rest"])
+            # copy=True: the merged Variables must belong to this (grad) trace, or batch norm's
+            # update of its BatchStat running averages fails with a TraceContextError.
+            model = nnx.merge(self.train_graph, params, state["rest"], copy=True)
             loss, metrics = self.task.loss_fn(model, batch, rng)
             return loss, (metrics, nnx.state(model, nnx.Not(nnx.Param)))
 
-        (loss, (metrics, rest)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-            state["params"]
-        )
+        (loss, (metrics, rest)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state["params"])
         updates, opt_state = self.tx.update(grads, state["opt_state"], state["params"])
         params = optax.apply_updates(state["params"], updates)
         new_state = dict(
@@ -254,7 +258,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
     is_main = jax.process_index() == 0
     mesh = make_mesh()
     _check_batch_size(config, mesh)
-    _save_config(config, workdir)
+    _save_config(config, workdir, write=False)  # Refuses another run's workdir before any work.
 
     task = build_task(config)
     trainer = Trainer(task, make_optimizer(config), mesh, config.seed)
@@ -264,6 +268,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
             f"(config.batch_size={config.batch_size}). Lower the batch size or use more data "
             "(config.data.limit_train)."
         )
+    # Written only once the config is known to be valid: a run refused for a bad value must not
+    # leave a config.json behind that then refuses the corrected run as "a different config".
+    _save_config(config, workdir)
     steps_per_epoch = task.num_train // config.batch_size
     total_steps = steps_per_epoch * config.num_epochs
     eval_batch = -(-config.eval_batch_size // mesh.size) * mesh.size
@@ -290,6 +297,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
             last_record = kept[-1]
             wall_before = last_record["wall_s"]
         logging.info("Resumed from the checkpoint at step %d in %s.", latest, workdir)
+    else:
+        # Records of a run killed before its first checkpoint was finalized: it starts over.
+        writer.truncate_after(0)
 
     start_epoch = int(state["epoch"])
     progress = ProgressLine(total_steps, every_s=config.log_every_s, enabled=is_main)
@@ -346,8 +356,7 @@ def _train_epoch(trainer: Trainer, state, train_data, config, epoch: int, progre
         done = start + len(chunk)
         rate = done * config.batch_size / seconds
         progress.update(
-            f"epoch {epoch}/{config.num_epochs} | loss {loss.mean():.4f} | "
-            f"{rate:,.0f} examples/s",
+            f"epoch {epoch}/{config.num_epochs} | loss {loss.mean():.4f} | {rate:,.0f} examples/s",
             int(state["step"]),
             seconds / done,
         )

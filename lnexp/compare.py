@@ -1,0 +1,382 @@
+"""Grids of runs -> the paper's figures and tables (the library behind ``scripts/compare.py``).
+
+A grid is the product of ``--grid KEY=V1,V2,...`` axes and ``--seeds N``; every cell is an
+ordinary run directory ``WORKDIR/<k1=v1,k2=v2>/seed=<s>/`` trained by
+:func:`lnexp.train.train_and_evaluate` (so it resumes, and finished cells are skipped).
+:func:`report` reads whatever run directories exist and writes
+
+* ``figure.png``: one column per value of the column key (default: the second grid key, e.g.
+  batch size), one row per metric (default: training NLL on a log scale, test error); one line
+  per value of the line key (default: the first grid key, e.g. the normalization) with the mean
+  over seeds and a band from the lowest to the highest seed; the paper's curves dashed.
+* ``summary.md`` and ``summary.json``: per cell the final and best test error (mean ± std over
+  seeds), the epoch of the best, wall time, and the paper's value at epoch 64.
+"""
+
+from __future__ import annotations
+
+import ast
+import csv
+import dataclasses
+import importlib.util
+import itertools
+import json
+import math
+from collections.abc import Iterable, Sequence
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import ml_collections
+import numpy as np
+
+from lnexp.errors import UserError
+
+# Paper method names in the reference curves -> lnexp's model.norm values.
+PAPER_METHODS = {"Base": "none", "BN": "batch", "LN": "layer"}
+# Reference panel names -> lnexp metric names.
+PAPER_PANELS = {"train_NLL": "train_nll", "test_err": "test_error"}
+TIMING_KEYS = ("wall_s", "examples_per_sec", "compile_s")
+
+
+def paper_fig6() -> dict[tuple[int, str], dict[str, np.ndarray]]:
+    """The paper's Fig. 6 curves, ``(batch_size, norm) -> {'epoch', metric, metric_lo, ...}``.
+
+    The numbers ship in ``lnexp/reference/paper_fig6_pimnist.csv``, recovered from the vector
+    paths of Fig. 6 in arXiv:1607.06450v1 (about ±0.01 % test error; ``band_lo``/``band_hi`` are
+    the edges of the figure's shaded regions, whose meaning the paper does not state).
+    """
+    text = resources.files("lnexp").joinpath("reference/paper_fig6_pimnist.csv").read_text()
+    rows = csv.DictReader(line for line in text.splitlines() if not line.startswith("#"))
+    curves: dict[tuple[int, str], dict[str, list[float]]] = {}
+    for row in rows:
+        key = (int(row["batch_size"]), PAPER_METHODS[row["method"]])
+        metric = PAPER_PANELS[row["panel"]]
+        curve = curves.setdefault(key, {})
+        curve.setdefault(f"{metric}_epoch", []).append(float(row["epoch"]))
+        curve.setdefault(metric, []).append(float(row["value"]))
+        curve.setdefault(f"{metric}_lo", []).append(float(row["band_lo"]))
+        curve.setdefault(f"{metric}_hi", []).append(float(row["band_hi"]))
+    return {k: {m: np.asarray(v) for m, v in c.items()} for k, c in curves.items()}
+
+
+# --------------------------------------------------------------------------------------------
+# The grid.
+
+
+def parse_assignment(text: str) -> tuple[str, str]:
+    """``'model.norm=batch'`` -> ``('model.norm', 'batch')``."""
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise UserError(f"Expected KEY=VALUE, got {text!r} (e.g. --set num_epochs=5).")
+    return key.strip(), value.strip()
+
+
+def _parse_value(text: str) -> Any:
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text
+
+
+def apply_overrides(config: ml_collections.ConfigDict, overrides: Iterable[tuple[str, str]]):
+    """Sets ``key=value`` pairs (dotted keys; values parsed as Python literals, else strings)."""
+    for key, text in overrides:
+        *parents, leaf = key.split(".")
+        node = config
+        try:
+            for name in parents:
+                node = node[name]
+            if leaf not in node:
+                raise KeyError(leaf)
+            # A string field takes the text as it is (so data.dir=123 stays a path).
+            node[leaf] = text if node.get_type(leaf) is str else _parse_value(text)
+        except (KeyError, AttributeError) as e:
+            raise UserError(
+                f"The config has no key {key!r} (from {key}={text}); check its spelling "
+                "against the config file."
+            ) from e
+        except TypeError as e:
+            raise UserError(f"Cannot set {key}={text}: {e}") from e
+    return config
+
+
+def load_config(path: str | Path, overrides: Iterable[tuple[str, str]] = ()):
+    """Loads ``get_config()`` from a config file (``path[:arg]``) and applies overrides."""
+    path, _, arg = str(path).partition(":")
+    spec = importlib.util.spec_from_file_location("lnexp_config", path)
+    if spec is None or not Path(path).exists():
+        raise UserError(f"Config file {path} does not exist.")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    config = module.get_config(arg or None)
+    return apply_overrides(config, overrides)
+
+
+@dataclasses.dataclass(frozen=True)
+class Cell:
+    """One run of a grid: the grid values it sets and its seed."""
+
+    values: tuple[tuple[str, str], ...]
+    seed: int
+
+    @property
+    def name(self) -> str:
+        return ",".join(f"{k}={v}" for k, v in self.values) or "base"
+
+    def run_dir(self, workdir: Path) -> Path:
+        return workdir / self.name / f"seed={self.seed}"
+
+
+def expand_grid(grid: Sequence[str], seeds: int) -> list[Cell]:
+    """``['model.norm=none,layer', 'batch_size=128,4']`` x seeds -> every cell."""
+    axes = []
+    for text in grid:
+        key, values = parse_assignment(text)
+        axes.append([(key, v.strip()) for v in values.split(",") if v.strip()])
+    return [
+        Cell(tuple(values), seed) for values in itertools.product(*axes) for seed in range(seeds)
+    ]
+
+
+def _finished(run_dir: Path, num_epochs: int) -> bool:
+    records = read_metrics(run_dir)
+    return bool(records) and records[-1]["epoch"] >= num_epochs
+
+
+def run_grid(
+    config_path: str,
+    workdir: Path,
+    cells: Sequence[Cell],
+    shared: Sequence[tuple[str, str]] = (),
+    log=print,
+) -> list[tuple[Cell, str]]:
+    """Trains every unfinished cell, one after the other; returns the cells that failed."""
+    from lnexp.train import train_and_evaluate
+
+    failures = []
+    for i, cell in enumerate(cells, 1):
+        config = load_config(config_path, [*shared, *cell.values, ("seed", str(cell.seed))])
+        run_dir = cell.run_dir(workdir)
+        if _finished(run_dir, config.num_epochs):
+            log(f"[{i}/{len(cells)}] {run_dir} is finished; skipped.")
+            continue
+        log(f"[{i}/{len(cells)}] training {run_dir}")
+        try:
+            train_and_evaluate(config, run_dir)
+        except UserError as e:
+            log(f"[{i}/{len(cells)}] {run_dir} failed: {e}")
+            failures.append((cell, str(e)))
+    return failures
+
+
+# --------------------------------------------------------------------------------------------
+# Reading and aggregating run directories.
+
+
+def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
+    path = run_dir / "metrics.jsonl"
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def _flatten(tree: dict, prefix: str = "") -> dict[str, Any]:
+    out = {}
+    for k, v in tree.items():
+        if isinstance(v, dict):
+            out.update(_flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+@dataclasses.dataclass
+class Run:
+    cell: str
+    seed: int
+    config: dict[str, Any]  # flattened config.json
+    records: list[dict[str, Any]]
+
+    def curve(self, metric: str) -> tuple[np.ndarray, np.ndarray]:
+        rows = [r for r in self.records if metric in r]
+        return np.array([r["epoch"] for r in rows]), np.array([r[metric] for r in rows])
+
+
+def find_runs(workdir: Path) -> list[Run]:
+    """Every run directory ``WORKDIR/<cell>/seed=<s>/`` that has metrics."""
+    runs = []
+    for config_path in sorted(workdir.glob("*/seed=*/config.json")):
+        run_dir = config_path.parent
+        records = read_metrics(run_dir)
+        if records:
+            config = _flatten(json.loads(config_path.read_text()))
+            runs.append(Run(run_dir.parent.name, config["seed"], config, records))
+    return runs
+
+
+def _mean_std(values: Sequence[float]) -> tuple[float, float]:
+    a = np.asarray(values, np.float64)
+    return float(a.mean()), float(a.std(ddof=1)) if len(a) > 1 else 0.0
+
+
+def summarize(runs: Sequence[Run], metric: str = "test_error") -> list[dict[str, Any]]:
+    """Per cell: final and best ``metric`` (mean, std over seeds), epoch of the best, paper."""
+    paper = paper_fig6()
+    by_cell: dict[str, list[Run]] = {}
+    for run in runs:
+        by_cell.setdefault(run.cell, []).append(run)
+    rows = []
+    for cell, cell_runs in by_cell.items():
+        finals, bests, best_epochs, walls = [], [], [], []
+        for run in cell_runs:
+            epochs, values = run.curve(metric)
+            finals.append(values[-1])
+            bests.append(values.min())
+            best_epochs.append(int(epochs[values.argmin()]))
+            walls.append(run.records[-1].get("wall_s", math.nan))
+        config = cell_runs[0].config
+        row = {
+            "cell": cell,
+            "seeds": sorted(r.seed for r in cell_runs),
+            "epochs": min(r.records[-1]["epoch"] for r in cell_runs),
+            "final": _mean_std(finals),
+            "best": _mean_std(bests),
+            "best_epoch": float(np.mean(best_epochs)),
+            "wall_s": float(np.mean(walls)),
+        }
+        key = (config.get("batch_size"), config.get("model.norm"))
+        if config.get("experiment") == "pimnist" and key in paper and metric in paper[key]:
+            row["paper_at_64"] = float(paper[key][metric][-1])
+        rows.append(row)
+    return rows
+
+
+def _pct(mean_std: tuple[float, float]) -> str:
+    return f"{100 * mean_std[0]:.2f} ± {100 * mean_std[1]:.2f}"
+
+
+def summary_markdown(rows: Sequence[dict[str, Any]], metric: str = "test_error") -> str:
+    lines = [
+        f"| cell | seeds | epochs | final {metric} (%) | best {metric} (%) | epoch of best "
+        "| paper at epoch 64 (%) | wall time per run |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        paper = f"{100 * r['paper_at_64']:.2f}" if "paper_at_64" in r else "–"
+        lines.append(
+            f"| {r['cell']} | {len(r['seeds'])} | {r['epochs']} | {_pct(r['final'])} | "
+            f"{_pct(r['best'])} | {r['best_epoch']:.1f} | {paper} | {r['wall_s'] / 60:.1f} min |"
+        )
+    lines.append("")
+    lines.append("mean ± sample standard deviation over seeds; errors in percent.")
+    return "\n".join(lines) + "\n"
+
+
+def plot_figure(
+    runs: Sequence[Run],
+    path: Path,
+    *,
+    line_key: str,
+    column_key: str | None,
+    metrics: Sequence[str] = ("train_nll", "test_error"),
+) -> None:
+    """Draws the grid like the paper's Fig. 6 (see the module docstring)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    paper = paper_fig6()
+    columns = sorted({r.config.get(column_key) for r in runs}, key=_sort_key, reverse=True)
+    lines = sorted({r.config.get(line_key) for r in runs}, key=_sort_key)
+    fig, axes = plt.subplots(
+        len(metrics), len(columns), figsize=(5 * len(columns), 3.6 * len(metrics)), squeeze=False
+    )
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for j, column in enumerate(columns):
+        for i, metric in enumerate(metrics):
+            ax = axes[i][j]
+            for k, line in enumerate(lines):
+                color = colors[k % len(colors)]
+                chosen = [
+                    r
+                    for r in runs
+                    if r.config.get(column_key) == column and r.config.get(line_key) == line
+                ]
+                curves = [r.curve(metric) for r in chosen]
+                curves = [c for c in curves if len(c[0])]
+                if curves:
+                    n = min(len(c[0]) for c in curves)
+                    epochs = curves[0][0][:n]
+                    values = np.stack([c[1][:n] for c in curves])
+                    label = f"{line} ({len(curves)} seed{'s' * (len(curves) > 1)})"
+                    ax.plot(epochs, values.mean(0), color=color, label=label)
+                    if len(curves) > 1:
+                        ax.fill_between(
+                            epochs,
+                            values.min(0),
+                            values.max(0),
+                            color=color,
+                            alpha=0.2,
+                            linewidth=0,
+                        )
+                ref = paper.get((column, line)) if chosen and _is_pimnist(chosen) else None
+                if ref is not None and metric in ref:
+                    ax.plot(
+                        ref[f"{metric}_epoch"],
+                        ref[metric],
+                        "--",
+                        color=color,
+                        linewidth=1,
+                        label=f"{line} (paper)",
+                    )
+            if metric.endswith("nll"):
+                ax.set_yscale("log")
+            if metric.endswith("error"):
+                ax.yaxis.set_major_formatter(matplotlib.ticker.PercentFormatter(1.0))
+            ax.set_xlabel("epoch")
+            ax.set_ylabel(metric)
+            title = f"{column_key} = {column}" if column_key else ""
+            ax.set_title(title)
+            ax.grid(alpha=0.3)
+            if i == 0:
+                ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def _is_pimnist(runs: Sequence[Run]) -> bool:
+    return runs[0].config.get("experiment") == "pimnist"
+
+
+def _sort_key(value: Any) -> tuple:
+    return (isinstance(value, str), value if value is not None else "")
+
+
+def report(
+    workdir: Path,
+    *,
+    line_key: str | None = None,
+    column_key: str | None = None,
+    metrics: Sequence[str] = ("train_nll", "test_error"),
+) -> list[dict[str, Any]]:
+    """Writes ``figure.png``, ``summary.md`` and ``summary.json`` for the runs in ``workdir``."""
+    runs = find_runs(workdir)
+    if not runs:
+        raise UserError(
+            f"No run directories with metrics under {workdir} (expected "
+            f"{workdir}/<cell>/seed=<s>/metrics.jsonl)."
+        )
+    rows = summarize(runs)
+    (workdir / "summary.md").write_text(summary_markdown(rows))
+    (workdir / "summary.json").write_text(json.dumps(rows, indent=2) + "\n")
+    plot_figure(
+        runs,
+        workdir / "figure.png",
+        line_key=line_key or "model.norm",
+        column_key=column_key,
+        metrics=metrics,
+    )
+    return rows

@@ -1,0 +1,70 @@
+"""Run a grid of experiments and compare them with the paper: figure, table, JSON.
+
+Reproduce the paper's Fig. 6 (every cell is a resumable run directory; finished cells are skipped)::
+
+    python scripts/compare.py --config configs/pimnist.py --workdir runs/fig6 \\
+        --grid model.norm=none,batch,layer,weight --grid batch_size=128,4 --seeds 3 \\
+        --set data.dir=PATH_TO_MNIST
+
+Only aggregate the run directories that exist::
+
+    python scripts/compare.py --workdir runs/fig6 --report
+
+Writes WORKDIR/figure.png, WORKDIR/summary.md and WORKDIR/summary.json.
+"""
+
+import sys
+from pathlib import Path
+
+from absl import app, flags
+
+from lnexp import compare
+from lnexp.errors import UserError
+from lnexp.metric_writers import quiet_library_logs
+
+_CONFIG = flags.DEFINE_string("config", None, "Config file, e.g. configs/pimnist.py[:arg].")
+_WORKDIR = flags.DEFINE_string("workdir", None, "Directory holding one run directory per cell.")
+_GRID = flags.DEFINE_multi_string("grid", [], "KEY=V1,V2,...: one axis of the grid.")
+_SET = flags.DEFINE_multi_string("set", [], "KEY=VALUE: an override shared by every cell.")
+_SEEDS = flags.DEFINE_integer("seeds", 1, "Seeds 0..N-1 per cell.")
+_REPORT = flags.DEFINE_bool("report", False, "Only aggregate existing run directories.")
+_LINES = flags.DEFINE_string("lines", None, "Key drawn as lines (default: the first grid key).")
+_COLUMNS = flags.DEFINE_string(
+    "columns", None, "Key drawn as columns (default: the second grid key)."
+)
+_METRICS = flags.DEFINE_list("metrics", ["train_nll", "test_error"], "Rows of the figure.")
+flags.mark_flag_as_required("workdir")
+
+
+def main(argv):
+    del argv
+    quiet_library_logs()
+    workdir = Path(_WORKDIR.value)
+    keys = [compare.parse_assignment(g)[0] for g in _GRID.value]
+    line_key = _LINES.value or (keys[0] if keys else "model.norm")
+    column_key = _COLUMNS.value or (keys[1] if len(keys) > 1 else None)
+    if _REPORT.value and not _GRID.value and _COLUMNS.value is None:
+        column_key = "batch_size"
+    try:
+        if not _REPORT.value:
+            if not _CONFIG.value:
+                raise UserError("--config is required to run a grid (or pass --report).")
+            cells = compare.expand_grid(_GRID.value, _SEEDS.value)
+            shared = [compare.parse_assignment(s) for s in _SET.value]
+            failures = compare.run_grid(_CONFIG.value, workdir, cells, shared)
+            for cell, message in failures:
+                print(f"FAILED {cell.run_dir(workdir)}: {message}", file=sys.stderr)
+        rows = compare.report(
+            workdir, line_key=line_key, column_key=column_key, metrics=_METRICS.value
+        )
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+    print(compare.summary_markdown(rows))
+    print(f"Wrote {workdir / 'figure.png'}, {workdir / 'summary.md'}, {workdir / 'summary.json'}")
+    if not _REPORT.value and failures:
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    app.run(main)
