@@ -101,11 +101,14 @@ def _flatten(config: ml_collections.ConfigDict, prefix: str = "") -> dict[str, A
 
 
 def _save_config(config: ml_collections.ConfigDict, workdir: Path, *, write: bool = True) -> None:
-    """Writes ``config.json`` (unless ``write`` is false); refuses to resume a workdir that holds
-    a different run."""
+    """Writes ``config.json`` (unless ``write`` is false); refuses to resume a workdir whose
+    checkpoints come from a different config. (Without a checkpoint there is nothing to mix, so a
+    run that failed before its first checkpoint can be retried with corrected settings.)"""
     path = workdir / "config.json"
     current = json.loads(config.to_json_best_effort())
-    if path.exists():
+    checkpoints = workdir / "checkpoints"
+    has_checkpoint = checkpoints.is_dir() and any(p.name.isdigit() for p in checkpoints.iterdir())
+    if path.exists() and has_checkpoint:
         previous = json.loads(path.read_text())
         old, new = _flatten(previous), _flatten(current)
         changed = sorted(
