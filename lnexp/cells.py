@@ -25,6 +25,7 @@ all biases at 0. All normalization goes through :func:`lnexp.norms.make_norm`.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -479,12 +480,16 @@ def scan(
     unroll: int | bool = 1,
     reverse: bool = False,
     time_major: bool = False,
+    precompute_inputs: bool = True,
     rngs: nnx.Rngs | nnx.RngStream | None = None,
 ) -> tuple[Carry, Array]:
     """Runs ``cell`` over a sequence: input projections batched, recurrence in ``lax.scan``.
 
     ``cell.input_projection`` is applied once to the whole ``inputs`` (one big matmul and layer
-    norm for all time steps); only ``cell.recurrent_step`` runs inside ``jax.lax.scan``.
+    norm for all time steps); only ``cell.recurrent_step`` runs inside ``jax.lax.scan``. This is
+    meant for accelerators, where every op inside the loop is a kernel launch per step. On CPU
+    the per-step form measured faster (1.1-2x, 2 cores): ``precompute_inputs=False`` runs the
+    whole ``cell(carry, x_t)`` inside the scan instead, with the same result.
 
     With ``seq_lengths`` (a right-padded batch) a step at ``t >= seq_lengths[b]`` leaves example
     ``b``'s carry unchanged and outputs zeros, so the final carry is the carry after the last
@@ -501,6 +506,8 @@ def scan(
         unroll: Passed to ``jax.lax.scan``.
         reverse: Scan from the end of the sequence.
         time_major: Whether time is the first axis of ``inputs`` and of the outputs.
+        precompute_inputs: Project the inputs of all steps before the scan (default) or inside
+            it, step by step.
         rngs: Passed to ``cell.initialize_carry`` when ``initial_carry`` is ``None``.
 
     Returns:
@@ -511,30 +518,60 @@ def scan(
         >>> import jax.numpy as jnp
         >>> from flax import nnx
         >>> from lnexp.cells import GRUCell, scan
-        >>> cell = GRUCell(2, 4, rngs=nnx.Rngs(0))
-        >>> h, ys = scan(cell, jnp.ones((3, 6, 2)), seq_lengths=jnp.array([6, 1, 3]))
-        >>> [int((abs(y).sum(-1) > 0).sum()) for y in ys]
-        [6, 1, 3]
+        >>> cell = GRUCell(3, 8, rngs=nnx.Rngs(0))
+        >>> h, ys = scan(cell, jnp.ones((2, 5, 3)), seq_lengths=jnp.array([5, 2]))
+        >>> (ys != 0).any(axis=-1).sum(axis=-1).tolist()  # padded steps output zeros
+        [5, 2]
     """
     time_axis = 0 if time_major else inputs.ndim - 2
     if initial_carry is None:
         step_shape = inputs.shape[:time_axis] + inputs.shape[time_axis + 1 :]
         initial_carry = cell.initialize_carry(step_shape, rngs)
-    projected = jnp.moveaxis(cell.input_projection(inputs), time_axis, 0)
-    steps = jnp.arange(projected.shape[0])
+    if seq_lengths is not None:
+        seq_lengths = jnp.asarray(seq_lengths)
     graphdef, state = nnx.split(cell)
+    carry, outputs = _scan_time_major(
+        graphdef,
+        state,
+        jnp.moveaxis(inputs, time_axis, 0),
+        initial_carry,
+        seq_lengths,
+        unroll=unroll,
+        reverse=reverse,
+        precompute_inputs=precompute_inputs,
+    )
+    return carry, jnp.moveaxis(outputs, 0, time_axis)
 
-    def step(carry: Carry, xs: tuple[Array, Array]) -> tuple[Carry, Array]:
-        t, p = xs
-        new_carry, y = nnx.merge(graphdef, state).recurrent_step(carry, p)
+
+# Jitted so that eager calls compile once per cell structure and shape, not once per call.
+@functools.partial(jax.jit, static_argnames=("graphdef", "unroll", "reverse", "precompute_inputs"))
+def _scan_time_major(
+    graphdef: nnx.GraphDef,
+    state: nnx.State,
+    xs: Array,
+    initial_carry: Carry,
+    seq_lengths: Array | None,
+    *,
+    unroll: int | bool,
+    reverse: bool,
+    precompute_inputs: bool,
+) -> tuple[Carry, Array]:
+    if precompute_inputs:
+        xs = nnx.merge(graphdef, state).input_projection(xs)
+    steps = jnp.arange(xs.shape[0])
+
+    def step(carry: Carry, t_and_x: tuple[Array, Array]) -> tuple[Carry, Array]:
+        t, x = t_and_x
+        cell = nnx.merge(graphdef, state)
+        if precompute_inputs:
+            new_carry, y = cell.recurrent_step(carry, x)
+        else:
+            new_carry, y = cell(carry, x)
         if seq_lengths is not None:
-            valid = (t < jnp.asarray(seq_lengths))[..., None]
+            valid = (t < seq_lengths)[..., None]
             new_carry = jax.tree.map(lambda n, o: jnp.where(valid, n, o), new_carry, carry)
             y = jnp.where(valid, y, jnp.zeros_like(y))
         new_carry = jax.tree.map(lambda n, o: n.astype(o.dtype), new_carry, carry)
         return new_carry, y
 
-    carry, outputs = jax.lax.scan(
-        step, initial_carry, (steps, projected), unroll=unroll, reverse=reverse
-    )
-    return carry, jnp.moveaxis(outputs, 0, time_axis)
+    return jax.lax.scan(step, initial_carry, (steps, xs), unroll=unroll, reverse=reverse)

@@ -361,16 +361,20 @@ def report(
     line_key: str | None = None,
     column_key: str | None = None,
     metrics: Sequence[str] = ("train_nll", "test_error"),
+    metric: str = "test_error",
 ) -> list[dict[str, Any]]:
-    """Writes ``figure.png``, ``summary.md`` and ``summary.json`` for the runs in ``workdir``."""
+    """Writes ``figure.png``, ``summary.md`` and ``summary.json`` for the runs in ``workdir``.
+
+    ``metric`` is the one tabulated (``valid_error`` to choose hyperparameters, never test).
+    """
     runs = find_runs(workdir)
     if not runs:
         raise UserError(
             f"No run directories with metrics under {workdir} (expected "
             f"{workdir}/<cell>/seed=<s>/metrics.jsonl)."
         )
-    rows = summarize(runs)
-    (workdir / "summary.md").write_text(summary_markdown(rows))
+    rows = summarize(runs, metric)
+    (workdir / "summary.md").write_text(summary_markdown(rows, metric))
     (workdir / "summary.json").write_text(json.dumps(rows, indent=2) + "\n")
     plot_figure(
         runs,

@@ -87,21 +87,28 @@ def format_duration(seconds: float) -> str:
 class ProgressLine:
     """A one-line console progress report with throughput and ETA.
 
-    On a terminal the line is redrawn in place; otherwise (logs, CI) it is logged at most every
-    ``every_s`` seconds.
+    The ETA extrapolates the wall time per step since the line was created (evaluation and
+    checkpointing included). On a terminal the line is redrawn in place; otherwise (logs, CI) it
+    is logged at most every ``every_s`` seconds.
     """
 
-    def __init__(self, total_steps: int, *, every_s: float = 30.0, enabled: bool = True):
+    def __init__(
+        self, total_steps: int, *, start_step: int = 0, every_s: float = 30.0, enabled: bool = True
+    ):
         self.total_steps = total_steps
+        self.start_step = start_step
         self.every_s = every_s
         self.enabled = enabled
         self.tty = sys.stderr.isatty()
+        self._t0 = time.monotonic()
         self._last = 0.0
 
-    def update(self, text: str, step: int, seconds_per_step: float) -> None:
+    def update(self, text: str, step: int) -> None:
         if not self.enabled:
             return
-        eta = format_duration((self.total_steps - step) * seconds_per_step)
+        elapsed = time.monotonic() - self._t0
+        per_step = elapsed / max(step - self.start_step, 1)
+        eta = format_duration((self.total_steps - step) * per_step)
         line = f"step {step}/{self.total_steps} | {text} | ETA {eta}"
         if self.tty:
             sys.stderr.write("\r\033[K" + line)

@@ -305,7 +305,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
         writer.truncate_after(0)
 
     start_epoch = int(state["epoch"])
-    progress = ProgressLine(total_steps, every_s=config.log_every_s, enabled=is_main)
+    progress = ProgressLine(
+        total_steps, start_step=int(state["step"]), every_s=config.log_every_s, enabled=is_main
+    )
     t_start = time.perf_counter()
     try:
         for epoch in range(start_epoch + 1, config.num_epochs + 1):
@@ -361,7 +363,6 @@ def _train_epoch(trainer: Trainer, state, train_data, config, epoch: int, progre
         progress.update(
             f"epoch {epoch}/{config.num_epochs} | loss {loss.mean():.4f} | {rate:,.0f} examples/s",
             int(state["step"]),
-            seconds / done,
         )
     return state, {"loss": np.concatenate(losses)}, seconds
 

@@ -21,7 +21,7 @@ from lnexp.errors import UserError
 
 Batch = Mapping[str, jax.Array]
 
-EXPERIMENTS = ("pimnist",)
+EXPERIMENTS = ("pimnist", "seqmnist")
 """Names ``config.experiment`` accepts; each is a module of this package."""
 
 

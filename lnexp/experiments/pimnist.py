@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import jax
-import jax.numpy as jnp
 import ml_collections
-import optax
 from flax import nnx
 
 from lnexp.data.mnist import load_mnist, pixels_to_unit_interval
 from lnexp.errors import UserError
-from lnexp.experiments import Batch, Task
+from lnexp.experiments import Task
+from lnexp.experiments.classification import classification_fns
 from lnexp.models.initializers import get_initializer
 from lnexp.models.mlp import MLP
 from lnexp.norms import NORMS
@@ -52,24 +50,7 @@ def build_model(config: ml_collections.ConfigDict, rngs: nnx.Rngs) -> MLP:
     )
 
 
-def _logits(model: MLP, batch: Batch) -> jax.Array:
-    return model(pixels_to_unit_interval(batch["image"]))
-
-
-def loss_fn(model: MLP, batch: Batch, rng: jax.Array):
-    del rng
-    logits = _logits(model, batch)
-    nll = optax.softmax_cross_entropy_with_integer_labels(logits, batch["label"]).mean()
-    error = jnp.mean(jnp.argmax(logits, -1) != batch["label"])
-    return nll, {"error": error}
-
-
-def eval_fn(model: MLP, batch: Batch) -> dict[str, jax.Array]:
-    logits = _logits(model, batch)
-    return {
-        "nll": optax.softmax_cross_entropy_with_integer_labels(logits, batch["label"]),
-        "error": (jnp.argmax(logits, -1) != batch["label"]).astype(jnp.float32),
-    }
+loss_fn, eval_fn = classification_fns(pixels_to_unit_interval)
 
 
 def build_task(config: ml_collections.ConfigDict) -> Task:

@@ -1,0 +1,59 @@
+"""Sequential MNIST: a recurrent cell reads each image as 28 rows of 28 pixels."""
+
+from __future__ import annotations
+
+import jax
+import ml_collections
+from flax import nnx
+
+from lnexp.data.mnist import load_mnist, pixels_to_unit_interval
+from lnexp.errors import UserError
+from lnexp.experiments import Task
+from lnexp.experiments.classification import classification_fns
+from lnexp.models.initializers import get_initializer
+from lnexp.models.recurrent import CELLS, RecurrentClassifier
+
+NORMS = {"simple": ("layer", "none"), "gru": ("layer", "none"), "lstm": ("layer", "none", "cell")}
+
+
+def rows(images: jax.Array) -> jax.Array:
+    """Flat uint8 images ``(batch, 784)`` -> sequences of rows ``(batch, 28, 28)`` in [0, 1]."""
+    return pixels_to_unit_interval(images).reshape(images.shape[0], 28, 28)
+
+
+loss_fn, eval_fn = classification_fns(rows)
+
+
+def build_model(config: ml_collections.ConfigDict, rngs: nnx.Rngs) -> RecurrentClassifier:
+    model = config.model
+    if model.cell not in CELLS:
+        raise UserError(
+            f"Unknown cell {model.cell!r} in config.model.cell: expected one of {sorted(CELLS)}."
+        )
+    if model.norm not in NORMS[model.cell]:
+        raise UserError(
+            f"config.model.norm={model.norm!r} is not available for the {model.cell} cell: "
+            f"expected one of {list(NORMS[model.cell])}."
+        )
+    return RecurrentClassifier(
+        28,
+        model.hidden_size,
+        10,
+        cell=model.cell,
+        norm=model.norm,
+        unroll=model.unroll,
+        kernel_init=get_initializer(model.kernel_init),
+        recurrent_kernel_init=get_initializer(model.recurrent_kernel_init),
+        rngs=rngs,
+    )
+
+
+def build_task(config: ml_collections.ConfigDict) -> Task:
+    data = load_mnist(config.data.dir, limit_train=config.data.limit_train)
+    return Task(
+        model=build_model(config, nnx.Rngs(config.seed)),
+        train_data=data["train"],
+        eval_data={"train": data["train"], "valid": data["valid"], "test": data["test"]},
+        loss_fn=loss_fn,
+        eval_fn=eval_fn,
+    )
