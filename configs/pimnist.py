@@ -1,6 +1,6 @@
 """Permutation-invariant MNIST, the paper's Fig. 6: a 784-1000-1000-10 ReLU MLP, Adam.
 
-Run (layer norm, batch 128, 64 epochs; about 10 s an epoch on 2 CPU cores)::
+Run (layer norm, batch 128, 64 epochs; about 5 s an epoch on 2 CPU cores, 6 min in all)::
 
     python -m lnexp.main --config=configs/pimnist.py --workdir=runs/ln128 \\
         --config.data.dir=PATH_TO_MNIST
@@ -10,8 +10,21 @@ Batch norm at batch size 4 (unbiased variance, as the paper)::
     python -m lnexp.main --config=configs/pimnist.py --workdir=runs/bn4 \\
         --config.model.norm=batch --config.batch_size=4 --config.data.dir=PATH_TO_MNIST
 
-The paper leaves the learning rate and the initialization unstated; the defaults here are
-Adam's usual 1e-3 and He-normal weights (ReLU units). Results are in the README.
+The paper leaves the learning rate and the initialization unstated. Initialization: He-normal
+weights (ReLU units), zero biases, gains 1. Learning rate: Adam 3e-4, chosen on the validation
+split (never test) by a sweep of {3e-4, 1e-3, 3e-3} x {none, batch, layer, weight} at batch 128,
+8 epochs, seed 0, as the rate with the lowest final validation error averaged over the four
+methods (1.71 %, against 1.78 % for 1e-3 and 2.02 % for 3e-3; per method the best rates were
+none 3e-4, batch 3e-4, layer 3e-3, weight 1e-3, with differences of about one standard error of a
+5,000-example error rate, 0.2 %). The sweep, reproducible with::
+
+    python scripts/compare.py --config configs/pimnist.py --workdir runs/sweep \
+        --grid model.norm=none,batch,layer,weight --grid optimizer.learning_rate=3e-4,1e-3,3e-3 \
+        --set num_epochs=8 --set data.dir=PATH_TO_MNIST
+    python scripts/compare.py --workdir runs/sweep --report --metric valid_error \
+        --columns optimizer.learning_rate
+
+is in results/lr_sweep/ (its summary.md). Results of the full comparison are in the README.
 """
 
 import ml_collections
@@ -49,7 +62,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
     config.optimizer = ml_collections.ConfigDict()
     config.optimizer.name = "adam"  # adam | sgd
-    config.optimizer.learning_rate = 1e-3
+    config.optimizer.learning_rate = 3e-4  # Chosen on validation; see the docstring.
     config.optimizer.b1 = 0.9
     config.optimizer.b2 = 0.999
     config.optimizer.eps = 1e-8
