@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import gzip
 import json
 import statistics
 import subprocess
@@ -483,23 +482,6 @@ def test_summarize_single_seed_unfinished_runs_and_other_experiments():
 # End to end through the CLI.
 
 
-def write_tiny_mnist(directory: Path, n_train: int = 240, n_test: int = 60) -> None:
-    """Four gzipped IDX files of random pixels (valid = the last 240 * 5000 // 60000 = 20)."""
-    rng = np.random.default_rng(0)
-    arrays = {
-        "train-images-idx3-ubyte": (2051, rng.integers(0, 256, (n_train, 28, 28))),
-        "train-labels-idx1-ubyte": (2049, rng.integers(0, 10, (n_train,))),
-        "t10k-images-idx3-ubyte": (2051, rng.integers(0, 256, (n_test, 28, 28))),
-        "t10k-labels-idx1-ubyte": (2049, rng.integers(0, 10, (n_test,))),
-    }
-    directory.mkdir(parents=True)
-    for name, (magic, array) in arrays.items():
-        header = magic.to_bytes(4, "big") + np.asarray(array.shape, ">i4").tobytes()
-        (directory / f"{name}.gz").write_bytes(
-            gzip.compress(header + array.astype(np.uint8).tobytes())
-        )
-
-
 def run_cli(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "scripts/compare.py", *args],
@@ -511,9 +493,8 @@ def run_cli(*args: str) -> subprocess.CompletedProcess:
 
 
 @pytest.mark.slow
-def test_cli_runs_a_grid_skips_finished_cells_and_reports(tmp_path):
-    data_dir = tmp_path / "mnist"
-    write_tiny_mnist(data_dir)
+def test_cli_runs_a_grid_skips_finished_cells_and_reports(tmp_path, tiny_mnist_dir):
+    data_dir = tiny_mnist_dir
     workdir = tmp_path / "grid"
     grid_args = [
         "--config=configs/pimnist.py",

@@ -7,10 +7,10 @@ SIGKILL, forced multi-device runs) is exercised in subprocesses.
 
 from __future__ import annotations
 
-import gzip
 import importlib.util
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -52,28 +52,6 @@ REQUIRED_KEYS = (
 
 # --------------------------------------------------------------------------------------------
 # Helpers.
-
-
-def _idx_bytes(array: np.ndarray) -> bytes:
-    header = (0x0800 | array.ndim).to_bytes(4, "big") + np.asarray(array.shape, ">i4").tobytes()
-    return header + array.astype(np.uint8).tobytes()
-
-
-def write_tiny_mnist(
-    directory: Path, n_train: int = N_TRAIN_FILE, n_test: int = N_TEST_FILE, seed: int = 0
-) -> Path:
-    """Writes the four gzipped MNIST IDX files: each class a random prototype plus noise."""
-    directory.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(seed)
-    prototypes = rng.integers(0, 256, (10, 784))
-    for prefix, n in (("train", n_train), ("t10k", n_test)):
-        labels = rng.integers(0, 10, n)
-        noisy = prototypes[labels] + rng.normal(0.0, 80.0, (n, 784))
-        images = np.clip(noisy, 0, 255).astype(np.uint8).reshape(n, 28, 28)
-        for kind, array in (("images-idx3", images), ("labels-idx1", labels)):
-            path = directory / f"{prefix}-{kind}-ubyte.gz"
-            path.write_bytes(gzip.compress(_idx_bytes(array)))
-    return directory
 
 
 def load_config_module():
@@ -190,9 +168,8 @@ def subprocess_compilation_cache(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def tiny_dir(tmp_path_factory) -> Path:
-    """Four tiny gzipped MNIST IDX files, shared by the module's tests (read-only)."""
-    return write_tiny_mnist(tmp_path_factory.mktemp("tiny_mnist"))
+def tiny_dir(tiny_mnist_dir) -> Path:
+    return tiny_mnist_dir
 
 
 @pytest.fixture(scope="module")
@@ -438,8 +415,9 @@ def test_cli_missing_data_dir(tmp_path):
     assert_clean_cli_error(result, str(tmp_path / "no_such_dir"), "does not exist")
 
 
-def test_cli_corrupt_data_file(tmp_path):
-    data = write_tiny_mnist(tmp_path / "data")
+def test_cli_corrupt_data_file(tiny_mnist_dir, tmp_path):
+    data = tmp_path / "data"
+    shutil.copytree(tiny_mnist_dir, data)
     path = data / "train-images-idx3-ubyte.gz"
     path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
     result = run_cli(tmp_path / "run", data)
