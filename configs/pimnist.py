@@ -18,10 +18,10 @@ methods (1.71 %, against 1.78 % for 1e-3 and 2.02 % for 3e-3; per method the bes
 none 3e-4, batch 3e-4, layer 3e-3, weight 1e-3, with differences of about one standard error of a
 5,000-example error rate, 0.2 %). The sweep, reproducible with::
 
-    python scripts/compare.py --config configs/pimnist.py --workdir runs/sweep \
-        --grid model.norm=none,batch,layer,weight --grid optimizer.learning_rate=3e-4,1e-3,3e-3 \
+    python scripts/compare.py --config configs/pimnist.py --workdir runs/sweep \\
+        --grid model.norm=none,batch,layer,weight --grid optimizer.learning_rate=3e-4,1e-3,3e-3 \\
         --set num_epochs=8 --set data.dir=PATH_TO_MNIST
-    python scripts/compare.py --workdir runs/sweep --report --metric valid_error \
+    python scripts/compare.py --workdir runs/sweep --report --metric valid_error \\
         --columns optimizer.learning_rate
 
 is in results/lr_sweep/ (its summary.md). Results of the full comparison are in the README.

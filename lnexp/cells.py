@@ -55,9 +55,11 @@ def _blockwise(init: Initializer, num_blocks: int) -> Initializer:
     return block_init
 
 
-def _check_norm(norm: str, allowed: tuple[str, ...]) -> None:
-    if norm not in allowed:
-        raise ValueError(f"Unknown norm {norm!r}: expected one of {list(allowed)}.")
+def _check_norm(cell: type[_Cell], norm: str) -> None:
+    if norm not in cell.NORMS:
+        raise ValueError(
+            f"Unknown norm {norm!r} for {cell.__name__}: expected one of {list(cell.NORMS)}."
+        )
 
 
 class _GateNorm(nnx.Module):
@@ -102,6 +104,7 @@ class _Cell(nnx.RNNCellBase):
     hidden_features: int
     param_dtype: Any
     _num_carry_arrays: int = 1
+    NORMS: tuple[str, ...] = ("layer", "none")  # The values ``norm`` accepts.
 
     def input_projection(self, inputs: Array) -> Array:
         """Everything of a step that depends only on the input, for any leading axes.
@@ -208,7 +211,7 @@ class SimpleCell(_Cell):
         param_dtype: Any = jnp.float32,
         rngs: nnx.Rngs,
     ):
-        _check_norm(norm, ("layer", "none"))
+        _check_norm(type(self), norm)
         self.in_features = in_features
         self.hidden_features = hidden_features
         self.norm_name = norm
@@ -288,6 +291,7 @@ class LSTMCell(_Cell):
     """
 
     _num_carry_arrays = 2
+    NORMS = ("layer", "none", "cell")
 
     def __init__(
         self,
@@ -307,7 +311,7 @@ class LSTMCell(_Cell):
         param_dtype: Any = jnp.float32,
         rngs: nnx.Rngs,
     ):
-        _check_norm(norm, ("layer", "none", "cell"))
+        _check_norm(type(self), norm)
         if ln_per_gate and norm != "layer":
             raise ValueError(f"ln_per_gate=True needs norm='layer', got norm={norm!r}.")
         if carry_normalized_cell and norm == "none":
@@ -418,7 +422,7 @@ class GRUCell(_Cell):
         param_dtype: Any = jnp.float32,
         rngs: nnx.Rngs,
     ):
-        _check_norm(norm, ("layer", "none"))
+        _check_norm(type(self), norm)
         self.in_features = in_features
         self.hidden_features = hidden_features
         self.norm_name = norm

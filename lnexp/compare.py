@@ -29,8 +29,10 @@ from typing import Any
 
 import ml_collections
 import numpy as np
+from flax.traverse_util import flatten_dict
 
 from lnexp.errors import UserError
+from lnexp.metric_writers import read_records
 
 # Paper method names in the reference curves -> lnexp's model.norm values.
 PAPER_METHODS = {"Base": "none", "BN": "batch", "LN": "layer"}
@@ -175,20 +177,8 @@ def run_grid(
 
 
 def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
-    path = run_dir / "metrics.jsonl"
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-
-
-def _flatten(tree: dict, prefix: str = "") -> dict[str, Any]:
-    out = {}
-    for k, v in tree.items():
-        if isinstance(v, dict):
-            out.update(_flatten(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
+    """The evaluation records of a run directory."""
+    return read_records(run_dir / "metrics.jsonl")
 
 
 @dataclasses.dataclass
@@ -210,7 +200,7 @@ def find_runs(workdir: Path) -> list[Run]:
         run_dir = config_path.parent
         records = read_metrics(run_dir)
         if records:
-            config = _flatten(json.loads(config_path.read_text()))
+            config = flatten_dict(json.loads(config_path.read_text()), sep=".")
             runs.append(Run(run_dir.parent.name, config["seed"], config, records))
     return runs
 
@@ -220,8 +210,14 @@ def _mean_std(values: Sequence[float]) -> tuple[float, float]:
     return float(a.mean()), float(a.std(ddof=1)) if len(a) > 1 else 0.0
 
 
-def summarize(runs: Sequence[Run], metric: str = "test_error") -> list[dict[str, Any]]:
-    """Per cell: final and best ``metric`` (mean, std over seeds), epoch of the best, paper."""
+def summarize(
+    runs: Sequence[Run], metric: str = "test_error", at_epoch: int | None = None
+) -> list[dict[str, Any]]:
+    """Per cell: final and best ``metric`` (mean, std over seeds), epoch of the best, paper.
+
+    With ``at_epoch``, "final" is the value at that epoch and "best" the best up to it (runs
+    that have not reached it are left out).
+    """
     paper = paper_fig6()
     by_cell: dict[str, list[Run]] = {}
     for run in runs:
@@ -229,17 +225,27 @@ def summarize(runs: Sequence[Run], metric: str = "test_error") -> list[dict[str,
     rows = []
     for cell, cell_runs in by_cell.items():
         finals, bests, best_epochs, walls = [], [], [], []
-        for run in cell_runs:
-            epochs, values = run.curve(metric)
+        curves = [run.curve(metric) for run in cell_runs]
+        if at_epoch is not None:
+            curves = [(e[e <= at_epoch], v[e <= at_epoch]) for e, v in curves]
+            keep = [len(e) and e[-1] == at_epoch for e, _ in curves]
+        else:
+            keep = [len(e) > 0 for e, _ in curves]
+        cell_runs = [r for r, k in zip(cell_runs, keep, strict=True) if k]
+        curves = [c for c, k in zip(curves, keep, strict=True) if k]
+        if not cell_runs:
+            continue
+        for run, (epochs, values) in zip(cell_runs, curves, strict=True):
             finals.append(values[-1])
             bests.append(values.min())
             best_epochs.append(int(epochs[values.argmin()]))
-            walls.append(run.records[-1].get("wall_s", math.nan))
+            last = next(r for r in reversed(run.records) if r["epoch"] <= epochs[-1])
+            walls.append(last.get("wall_s", math.nan))
         config = cell_runs[0].config
         row = {
             "cell": cell,
             "seeds": sorted(r.seed for r in cell_runs),
-            "epochs": min(r.records[-1]["epoch"] for r in cell_runs),
+            "epochs": at_epoch or min(r.records[-1]["epoch"] for r in cell_runs),
             "final": _mean_std(finals),
             "best": _mean_std(bests),
             "best_epoch": float(np.mean(best_epochs)),
@@ -321,7 +327,7 @@ def plot_figure(
                             alpha=0.2,
                             linewidth=0,
                         )
-                ref = paper.get((column, line)) if chosen and _is_pimnist(chosen) else None
+                ref = _paper_curve(paper, chosen)
                 if ref is not None and metric in ref:
                     ax.plot(
                         ref[f"{metric}_epoch"],
@@ -347,8 +353,12 @@ def plot_figure(
     plt.close(fig)
 
 
-def _is_pimnist(runs: Sequence[Run]) -> bool:
-    return runs[0].config.get("experiment") == "pimnist"
+def _paper_curve(paper: dict, runs: Sequence[Run]) -> dict[str, np.ndarray] | None:
+    """The paper's curve for runs of one line and column, if they are a Fig. 6 configuration."""
+    keys = {(r.config.get("batch_size"), r.config.get("model.norm")) for r in runs}
+    if len(keys) != 1 or any(r.config.get("experiment") != "pimnist" for r in runs):
+        return None
+    return paper.get(keys.pop())
 
 
 def _sort_key(value: Any) -> tuple:
@@ -362,10 +372,12 @@ def report(
     column_key: str | None = None,
     metrics: Sequence[str] = ("train_nll", "test_error"),
     metric: str = "test_error",
+    at_epoch: int | None = None,
 ) -> list[dict[str, Any]]:
     """Writes ``figure.png``, ``summary.md`` and ``summary.json`` for the runs in ``workdir``.
 
-    ``metric`` is the one tabulated (``valid_error`` to choose hyperparameters, never test).
+    ``metric`` is the one tabulated (``valid_error`` to choose hyperparameters, never test);
+    ``at_epoch`` tabulates it at that epoch instead of the last.
     """
     runs = find_runs(workdir)
     if not runs:
@@ -373,7 +385,7 @@ def report(
             f"No run directories with metrics under {workdir} (expected "
             f"{workdir}/<cell>/seed=<s>/metrics.jsonl)."
         )
-    rows = summarize(runs, metric)
+    rows = summarize(runs, metric, at_epoch)
     (workdir / "summary.md").write_text(summary_markdown(rows, metric))
     (workdir / "summary.json").write_text(json.dumps(rows, indent=2) + "\n")
     plot_figure(

@@ -18,28 +18,48 @@ from typing import Any
 from absl import logging
 
 
+def read_records(path: Path) -> list[dict[str, Any]]:
+    """The records of a ``metrics.jsonl`` file (empty when there is none).
+
+    A last line cut short by a kill mid-write is ignored (the resumed run rewrites it).
+    """
+    if not path.exists():
+        return []
+    lines = [line for line in path.read_text().splitlines() if line.strip()]
+    records = []
+    for i, line in enumerate(lines):
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            if i < len(lines) - 1:
+                raise
+    return records
+
+
 class MetricWriter:
     """Appends evaluation records to ``metrics.jsonl`` and TensorBoard.
 
     Args:
         workdir: The run directory.
         enabled: Whether this process writes (only process 0 does).
+        purge_after: TensorBoard events past this step (from an interrupted run that resumes
+            from the checkpoint at this step) are dropped.
     """
 
-    def __init__(self, workdir: Path, *, enabled: bool = True):
+    def __init__(self, workdir: Path, *, enabled: bool = True, purge_after: int = 0):
         self.path = workdir / "metrics.jsonl"
         self.enabled = enabled
         self._tb = None
         if enabled:
             from tensorboardX import SummaryWriter
 
-            self._tb = SummaryWriter(str(workdir / "tensorboard"), flush_secs=30)
+            self._tb = SummaryWriter(
+                str(workdir / "tensorboard"), purge_step=purge_after + 1, flush_secs=30
+            )
 
     def records(self) -> list[dict[str, Any]]:
         """The records written so far (empty when there is no file)."""
-        if not self.path.exists():
-            return []
-        return [json.loads(line) for line in self.path.read_text().splitlines() if line.strip()]
+        return read_records(self.path)
 
     def truncate_after(self, step: int) -> list[dict[str, Any]]:
         """Drops records past ``step`` (written after the checkpoint a resumed run starts from).
@@ -61,11 +81,6 @@ class MetricWriter:
         for key, value in record.items():
             if key != "step" and isinstance(value, int | float) and math.isfinite(value):
                 self._tb.add_scalar(key, value, record["step"])
-
-    def scalar(self, key: str, value: float, step: int) -> None:
-        """Logs a between-evaluations scalar (e.g. the running training loss) to TensorBoard."""
-        if self.enabled and math.isfinite(value):
-            self._tb.add_scalar(key, value, step)
 
     def close(self) -> None:
         if self._tb is not None:

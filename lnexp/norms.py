@@ -96,13 +96,11 @@ def _gain_and_bias(
     use_scale: bool,
     use_bias: bool,
     param_dtype: Any,
-    rngs: nnx.Rngs,
 ) -> None:
     """Gives ``module`` the paper's gain ``scale`` (starts at 1) and bias ``bias`` (at 0).
 
     The names match Flax's normalization layers, so parameter trees are interchangeable.
     """
-    del rngs  # Deterministic initial values; kept for the common NNX signature.
     shape = (num_features,)
     module.scale = nnx.Param(jnp.ones(shape, param_dtype)) if use_scale else nnx.data(None)
     module.bias = nnx.Param(jnp.zeros(shape, param_dtype)) if use_bias else nnx.data(None)
@@ -170,7 +168,7 @@ class LayerNorm(nnx.Module):
         self.epsilon_outside_sqrt = epsilon_outside_sqrt
         self.one_pass_variance = one_pass_variance
         self.dtype = dtype
-        _gain_and_bias(self, num_features, use_scale, use_bias, param_dtype, rngs)
+        _gain_and_bias(self, num_features, use_scale, use_bias, param_dtype)
 
     def __call__(self, x: Array) -> Array:
         mu, var = moments(x, -1, one_pass=self.one_pass_variance)
@@ -222,7 +220,7 @@ class RMSNorm(nnx.Module):
         self.num_features = num_features
         self.epsilon = epsilon
         self.dtype = dtype
-        _gain_and_bias(self, num_features, use_scale, use_bias, param_dtype, rngs)
+        _gain_and_bias(self, num_features, use_scale, use_bias, param_dtype)
 
     def __call__(self, x: Array) -> Array:
         xf = x.astype(jnp.promote_types(x.dtype, jnp.float32))
@@ -298,7 +296,7 @@ class BatchNorm(nnx.Module):
         self.dtype = dtype
         self.mean = nnx.BatchStat(jnp.zeros((num_features,), jnp.float32))
         self.var = nnx.BatchStat(jnp.ones((num_features,), jnp.float32))
-        _gain_and_bias(self, num_features, use_scale, use_bias, param_dtype, rngs)
+        _gain_and_bias(self, num_features, use_scale, use_bias, param_dtype)
 
     def __call__(self, x: Array, use_running_average: bool | None = None) -> Array:
         if use_running_average is None:
@@ -347,7 +345,8 @@ class WeightNormLinear(nnx.Module):
         out_features: Number of units.
         use_bias: Add a bias ``b`` (initialized to 0).
         kernel_init: Initializer of ``v`` (shape ``(in_features, out_features)``).
-        epsilon: Guards ``||v||`` against zero.
+        epsilon: Added to ``||v||^2`` to guard against zero (not a normalizer's variance
+            epsilon: it never sees the data).
         dtype: Computation dtype; defaults to the input's.
         param_dtype: Dtype of the parameters.
         rngs: Random streams; ``rngs.params()`` draws ``v``.
@@ -382,7 +381,9 @@ class WeightNormLinear(nnx.Module):
         v = kernel_init(rngs.params(), (in_features, out_features), param_dtype)
         self.v = nnx.Param(v)
         self.g = nnx.Param(self._norm(v))
-        self.bias = nnx.Param(jnp.zeros((out_features,), param_dtype)) if use_bias else None
+        self.bias = (
+            nnx.Param(jnp.zeros((out_features,), param_dtype)) if use_bias else nnx.data(None)
+        )
 
     def _norm(self, v: Array) -> Array:
         return jnp.sqrt(jnp.sum(jnp.square(v), axis=0) + self.epsilon)

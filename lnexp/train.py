@@ -35,6 +35,7 @@ import optax
 import orbax.checkpoint as ocp
 from absl import logging
 from flax import nnx
+from flax.traverse_util import flatten_dict
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
@@ -44,6 +45,8 @@ from lnexp.metric_writers import MetricWriter, ProgressLine, format_duration
 
 # Config keys that may change between a run and its resumption (more epochs, moved data, ...).
 RESUMABLE_CHANGES = ("num_epochs", "data.dir", "steps_per_call", "eval_batch_size", "log_every_s")
+# ... except data.dir between a path and None, which switches between IDX files and TFDS (whose
+# validation split holds other images).
 
 TrainState = dict[str, Any]
 
@@ -79,6 +82,22 @@ def _put(tree: Any, sharding: NamedSharding) -> Any:
     return jax.tree.map(put, tree)
 
 
+def _check_config(config: ml_collections.ConfigDict, mesh: Mesh) -> None:
+    """Rejects settings the loop cannot run with, naming the field."""
+    positive = {
+        "steps_per_call": config.steps_per_call,
+        "eval_batch_size": config.eval_batch_size,
+        "checkpoint.keep": config.checkpoint.keep,
+        "checkpoint.every_epochs": config.checkpoint.every_epochs,
+    }
+    for key, value in positive.items():
+        if value <= 0:
+            raise UserError(f"config.{key}={value} must be positive (--config.{key}=N).")
+    if config.num_epochs < 0:
+        raise UserError(f"config.num_epochs={config.num_epochs} must not be negative.")
+    _check_batch_size(config, mesh)
+
+
 def _check_batch_size(config: ml_collections.ConfigDict, mesh: Mesh) -> None:
     if config.batch_size <= 0 or config.batch_size % mesh.size:
         suggestion = max(mesh.size, config.batch_size // mesh.size * mesh.size)
@@ -88,16 +107,6 @@ def _check_batch_size(config: ml_collections.ConfigDict, mesh: Mesh) -> None:
             f"of {mesh.size} (e.g. --config.batch_size={suggestion}), "
             "or run on fewer devices (e.g. CUDA_VISIBLE_DEVICES)."
         )
-
-
-def _flatten(config: ml_collections.ConfigDict, prefix: str = "") -> dict[str, Any]:
-    flat = {}
-    for key, value in config.items():
-        if isinstance(value, ml_collections.ConfigDict | dict):
-            flat.update(_flatten(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
 
 
 def _save_config(config: ml_collections.ConfigDict, workdir: Path, *, write: bool = True) -> None:
@@ -110,11 +119,12 @@ def _save_config(config: ml_collections.ConfigDict, workdir: Path, *, write: boo
     has_checkpoint = checkpoints.is_dir() and any(p.name.isdigit() for p in checkpoints.iterdir())
     if path.exists() and has_checkpoint:
         previous = json.loads(path.read_text())
-        old, new = _flatten(previous), _flatten(current)
+        old, new = flatten_dict(previous, sep="."), flatten_dict(current, sep=".")
         changed = sorted(
             k
             for k in old.keys() | new.keys()
-            if old.get(k) != new.get(k) and k not in RESUMABLE_CHANGES
+            if old.get(k) != new.get(k)
+            and (k not in RESUMABLE_CHANGES or None in (old.get(k), new.get(k)))
         )
         if changed:
             raise UserError(
@@ -123,7 +133,9 @@ def _save_config(config: ml_collections.ConfigDict, workdir: Path, *, write: boo
                 "resume, or choose a new --workdir."
             )
     if write and jax.process_index() == 0:
-        path.write_text(json.dumps(current, indent=2, sort_keys=True) + "\n")
+        tmp = path.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(current, indent=2, sort_keys=True) + "\n")
+        tmp.replace(path)  # Atomic: a kill never leaves half a config behind.
 
 
 def _epoch_batches(seed: int, epoch: int, num_examples: int, batch_size: int) -> np.ndarray:
@@ -260,7 +272,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
     workdir.mkdir(parents=True, exist_ok=True)
     is_main = jax.process_index() == 0
     mesh = make_mesh()
-    _check_batch_size(config, mesh)
+    _check_config(config, mesh)
     _save_config(config, workdir, write=False)  # Refuses another run's workdir before any work.
 
     task = build_task(config)
@@ -288,11 +300,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
         workdir / "checkpoints",
         options=ocp.CheckpointManagerOptions(max_to_keep=config.checkpoint.keep, create=True),
     )
-    writer = MetricWriter(workdir, enabled=is_main)
+    latest = checkpoints.latest_step()
+    writer = MetricWriter(workdir, enabled=is_main, purge_after=latest or 0)
     state = _put(trainer.initial_state, trainer.replicated)
     wall_before = 0.0
     last_record: dict[str, Any] = {}
-    if (latest := checkpoints.latest_step()) is not None:
+    if latest is not None:
         abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, state)
         state = checkpoints.restore(latest, args=ocp.args.StandardRestore(abstract))
         kept = writer.truncate_after(latest)
@@ -319,11 +332,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
             for name, split in eval_data.items():
                 for key, value in trainer.evaluate(state, split).items():
                     record[f"{name}_{key}"] = value
-            record["train_loss"] = float(np.mean(train_metrics["loss"]))
+            # The training-mode loss (and the task's other metrics) averaged over the epoch's steps.
+            for key, values in train_metrics.items():
+                name = "train_loss" if key == "loss" else f"train_batch_{key}"
+                record[name] = float(np.mean(values))
             record["examples_per_sec"] = steps * config.batch_size / train_seconds
             record["compile_s"] = trainer.compile_seconds
             record["wall_s"] = wall_before + time.perf_counter() - t_start
             progress.done()
+            _check_finite(record)
             logging.info(_summary(record, config.num_epochs))
             writer.write(record)
             last_record = record
@@ -340,7 +357,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
 def _train_epoch(trainer: Trainer, state, train_data, config, epoch: int, progress: ProgressLine):
     """Runs one epoch in calls of ``steps_per_call`` fused steps; stops on a non-finite loss."""
     batches = _epoch_batches(config.seed, epoch, trainer.task.num_train, config.batch_size)
-    losses = []
+    per_step = []
     seconds = 0.0
     for start in range(0, len(batches), config.steps_per_call):
         chunk = batches[start : start + config.steps_per_call]
@@ -353,18 +370,33 @@ def _train_epoch(trainer: Trainer, state, train_data, config, epoch: int, progre
             bad = first_step + int(np.argmin(np.isfinite(loss))) + 1
             raise UserError(
                 f"Training diverged: the loss became {loss[~np.isfinite(loss)][0]} at epoch "
-                f"{epoch}, step {bad}. The run stopped; checkpoints written before epoch {epoch} "
-                "are kept, and re-running resumes from the last of them. Lower "
-                "--config.optimizer.learning_rate or set --config.optimizer.grad_clip_norm."
+                f"{epoch}, step {bad}. The run stopped and wrote nothing for epoch {epoch}; "
+                "checkpoints of earlier epochs are kept. The same command would diverge the "
+                "same way: lower --config.optimizer.learning_rate or set "
+                "--config.optimizer.grad_clip_norm, in a new --workdir (or in this one if no "
+                "checkpoint was written yet)."
             )
-        losses.append(loss)
+        per_step.append(jax.device_get(metrics))
         done = start + len(chunk)
         rate = done * config.batch_size / seconds
         progress.update(
             f"epoch {epoch}/{config.num_epochs} | loss {loss.mean():.4f} | {rate:,.0f} examples/s",
             int(state["step"]),
         )
-    return state, {"loss": np.concatenate(losses)}, seconds
+    return state, {k: np.concatenate([m[k] for m in per_step]) for k in per_step[0]}, seconds
+
+
+def _check_finite(record: Mapping[str, Any]) -> None:
+    """Stops before a non-finite evaluation (e.g. from the epoch's last update) is recorded or
+    checkpointed."""
+    bad = [k for k, v in record.items() if isinstance(v, float) and not np.isfinite(v)]
+    if bad:
+        raise UserError(
+            f"Training diverged: {', '.join(bad)} became non-finite after epoch "
+            f"{record['epoch']} (step {record['step']}). Nothing was written for this epoch; "
+            "checkpoints of earlier epochs are kept. Lower --config.optimizer.learning_rate or "
+            "set --config.optimizer.grad_clip_norm, in a new --workdir."
+        )
 
 
 def _summary(record: Mapping[str, Any], num_epochs: int) -> str:

@@ -33,6 +33,10 @@ _COLUMNS = flags.DEFINE_string(
     "columns", None, "Key drawn as columns (default: the second grid key)."
 )
 _METRICS = flags.DEFINE_list("metrics", ["train_nll", "test_error"], "Rows of the figure.")
+_METRIC = flags.DEFINE_string(
+    "metric", "test_error", "Metric of the table (valid_error when choosing hyperparameters)."
+)
+_AT_EPOCH = flags.DEFINE_integer("at_epoch", None, "Tabulate this epoch instead of the last.")
 flags.mark_flag_as_required("workdir")
 
 
@@ -55,12 +59,17 @@ def main(argv):
             for cell, message in failures:
                 print(f"FAILED {cell.run_dir(workdir)}: {message}", file=sys.stderr)
         rows = compare.report(
-            workdir, line_key=line_key, column_key=column_key, metrics=_METRICS.value
+            workdir,
+            line_key=line_key,
+            column_key=column_key,
+            metrics=_METRICS.value,
+            metric=_METRIC.value,
+            at_epoch=_AT_EPOCH.value,
         )
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
-    print(compare.summary_markdown(rows))
+    print(compare.summary_markdown(rows, _METRIC.value))
     print(f"Wrote {workdir / 'figure.png'}, {workdir / 'summary.md'}, {workdir / 'summary.json'}")
     if not _REPORT.value and failures:
         sys.exit(1)

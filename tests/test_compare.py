@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from flax.traverse_util import flatten_dict
 
 from lnexp import compare
 from lnexp.errors import UserError
@@ -453,7 +454,7 @@ def test_summarize_single_seed_unfinished_runs_and_other_experiments():
         records = [
             {"epoch": e, "test_error": v, "wall_s": 10.0 * e} for e, v in enumerate(errors, 1)
         ]
-        config = compare._flatten(synthetic_config(norm, 128, seed, experiment))
+        config = flatten_dict(synthetic_config(norm, 128, seed, experiment), sep=".")
         return compare.Run(cell, seed, config, records)
 
     rows = compare.summarize(
@@ -549,3 +550,18 @@ def test_cli_runs_a_grid_skips_finished_cells_and_reports(tmp_path, tiny_mnist_d
     assert result.returncode == 2 and "No run directories" in result.stderr
     result = run_cli(f"--workdir={workdir}", "--grid=model.norm=layer")
     assert result.returncode == 2 and "--config is required" in result.stderr
+
+
+def test_summarize_at_an_earlier_epoch(synthetic_workdir):
+    rows = {
+        r["cell"]: r for r in compare.summarize(compare.find_runs(synthetic_workdir), at_epoch=3)
+    }
+    norm, batch_size = NORMS[0], BATCH_SIZES[0]
+    row = rows[cell_name(norm, batch_size)]
+    curves = [[synthetic_test_error(norm, batch_size, i, e) for e in range(1, 4)] for i in range(3)]
+    assert row["epochs"] == 3
+    np.testing.assert_allclose(row["final"][0], statistics.mean(c[-1] for c in curves))
+    np.testing.assert_allclose(row["best"][0], statistics.mean(min(c) for c in curves))
+    assert row["wall_s"] == statistics.mean(60.0 * 3 + 30.0 * i for i in range(3))
+    # Runs that never reached the epoch are left out.
+    assert compare.summarize(compare.find_runs(synthetic_workdir), at_epoch=NUM_EPOCHS + 1) == []

@@ -23,7 +23,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-from lnexp import train
+from lnexp import metric_writers, train
 from lnexp.errors import UserError
 from lnexp.experiments import pimnist
 
@@ -119,7 +119,9 @@ def run_cli(
 
 
 def read_records(workdir: Path) -> list[dict]:
-    lines = (workdir / "metrics.jsonl").read_text().splitlines()
+    """The records of a run, read independently of lnexp (none when there is no file)."""
+    path = workdir / "metrics.jsonl"
+    lines = path.read_text().splitlines() if path.exists() else []
     return [json.loads(line) for line in lines if line.strip()]
 
 
@@ -239,10 +241,11 @@ def test_real_mnist_learns(mnist_dir, tmp_path):
         eval_batch_size=5000,
         model__hidden_sizes=(128, 128),
         data__limit_train=2000,
+        optimizer__learning_rate=1e-3,
     )
     last = train.train_and_evaluate(config, tmp_path)
     assert last["epoch"] == 2 and last["step"] == 2 * (2000 // 64)
-    assert last["test_error"] < 0.2, last
+    assert last["test_error"] < 0.15, last  # 2,000 images, 62 steps: chance is 0.9
 
 
 # --------------------------------------------------------------------------------------------
@@ -471,7 +474,7 @@ def test_divergence_keeps_earlier_checkpoints_and_rerun_resumes(
     "key, value, name",
     [
         ("model__norm", "batch", "model.norm"),
-        ("optimizer__learning_rate", 3e-4, "optimizer.learning_rate"),
+        ("optimizer__learning_rate", 1e-2, "optimizer.learning_rate"),
         ("seed", 1, "seed"),
     ],
 )
@@ -488,3 +491,59 @@ def test_resume_with_different_config_is_refused(reference_runs, tiny_dir, key, 
 def test_cli_resume_with_different_config_is_refused(reference_runs, tiny_dir):
     result = run_cli(reference_runs["layer"], tiny_dir, "--config.model.norm=rms")
     assert_clean_cli_error(result, "different config", "model.norm")
+
+
+# 7. More inputs a user can get wrong, and crash leftovers.
+
+
+@pytest.mark.parametrize(
+    "key,value",
+    [
+        ("steps_per_call", 0),
+        ("eval_batch_size", -1),
+        ("checkpoint__every_epochs", 0),
+        ("checkpoint__keep", 0),
+        ("num_epochs", -1),
+    ],
+)
+def test_nonpositive_settings_are_user_errors(tiny_dir, tmp_path, key, value):
+    with pytest.raises(UserError, match=key.replace("__", ".")):
+        train.train_and_evaluate(make_config(tiny_dir, **{key: value}), tmp_path)
+
+
+def test_switching_data_source_on_resume_is_refused(reference_runs, tiny_dir, tmp_path):
+    shutil.copytree(reference_runs["layer"], tmp_path, dirs_exist_ok=True)
+    moved = tmp_path / "moved_data"
+    shutil.copytree(tiny_dir, moved)
+    # Another directory with the same files is fine (num_epochs=3: nothing left to train) ...
+    train.train_and_evaluate(make_config(tiny_dir, data__dir=str(moved)), tmp_path)
+    # ... but switching to TFDS (another validation split) is not.
+    with pytest.raises(UserError, match=r"different config \(changed: data.dir\)"):
+        train.train_and_evaluate(make_config(tiny_dir, data__dir=None), tmp_path)
+
+
+def test_non_finite_evaluation_is_neither_recorded_nor_checkpointed(
+    tiny_dir, tmp_path, monkeypatch
+):
+    original = pimnist.eval_fn
+
+    def nan_eval(model, batch):
+        return {k: v * np.nan for k, v in original(model, batch).items()}
+
+    monkeypatch.setattr(pimnist, "eval_fn", nan_eval)
+    with pytest.raises(UserError, match="non-finite after epoch 1"):
+        train.train_and_evaluate(make_config(tiny_dir), tmp_path)
+    assert read_records(tmp_path) == []
+    assert checkpoint_steps(tmp_path) == []
+
+
+def test_a_record_cut_short_by_a_kill_is_dropped_on_resume(reference_runs, tiny_dir, tmp_path):
+    shutil.copytree(reference_runs["layer"], tmp_path, dirs_exist_ok=True)
+    records = read_records(tmp_path)
+    with (tmp_path / "metrics.jsonl").open("a") as f:
+        f.write('{"epoch": 4, "step": 6')  # a write interrupted half way
+    with pytest.raises(json.JSONDecodeError):
+        read_records(tmp_path)
+    assert metric_writers.read_records(tmp_path / "metrics.jsonl") == records
+    train.train_and_evaluate(make_config(tiny_dir, num_epochs=4), tmp_path)
+    assert [r["epoch"] for r in read_records(tmp_path)] == [1, 2, 3, 4]

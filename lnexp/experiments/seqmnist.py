@@ -13,8 +13,6 @@ from lnexp.experiments.classification import classification_fns
 from lnexp.models.initializers import get_initializer
 from lnexp.models.recurrent import CELLS, RecurrentClassifier
 
-NORMS = {"simple": ("layer", "none"), "gru": ("layer", "none"), "lstm": ("layer", "none", "cell")}
-
 
 def rows(images: jax.Array) -> jax.Array:
     """Flat uint8 images ``(batch, 784)`` -> sequences of rows ``(batch, 28, 28)`` in [0, 1]."""
@@ -30,10 +28,10 @@ def build_model(config: ml_collections.ConfigDict, rngs: nnx.Rngs) -> RecurrentC
         raise UserError(
             f"Unknown cell {model.cell!r} in config.model.cell: expected one of {sorted(CELLS)}."
         )
-    if model.norm not in NORMS[model.cell]:
+    if model.norm not in CELLS[model.cell].NORMS:
         raise UserError(
             f"config.model.norm={model.norm!r} is not available for the {model.cell} cell: "
-            f"expected one of {list(NORMS[model.cell])}."
+            f"expected one of {list(CELLS[model.cell].NORMS)}."
         )
     return RecurrentClassifier(
         28,
@@ -42,6 +40,7 @@ def build_model(config: ml_collections.ConfigDict, rngs: nnx.Rngs) -> RecurrentC
         cell=model.cell,
         norm=model.norm,
         unroll=model.unroll,
+        precompute_inputs=model.precompute_inputs,
         kernel_init=get_initializer(model.kernel_init),
         recurrent_kernel_init=get_initializer(model.recurrent_kernel_init),
         rngs=rngs,

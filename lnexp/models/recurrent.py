@@ -24,6 +24,8 @@ class RecurrentClassifier(nnx.Module):
         norm: The cell's normalization (``'layer'`` or ``'none'``; ``'cell'`` for the LSTM's
             DRAW variant).
         unroll: Time steps unrolled per iteration of the scan.
+        precompute_inputs: Compute the input projections of all steps before the scan
+            (see :func:`lnexp.cells.scan`).
         rngs: Random streams.
         **cell_kwargs: Passed to the cell (e.g. ``reset_after=False``).
 
@@ -45,6 +47,7 @@ class RecurrentClassifier(nnx.Module):
         cell: str = "gru",
         norm: str = "layer",
         unroll: int = 1,
+        precompute_inputs: bool = True,
         rngs: nnx.Rngs,
         **cell_kwargs: Any,
     ):
@@ -53,9 +56,16 @@ class RecurrentClassifier(nnx.Module):
         self.cell = CELLS[cell](in_features, hidden_features, norm=norm, rngs=rngs, **cell_kwargs)
         self.head = nnx.Linear(hidden_features, num_classes, rngs=rngs)
         self.unroll = unroll
+        self.precompute_inputs = precompute_inputs
 
     def __call__(self, xs: jax.Array, seq_lengths: jax.Array | None = None) -> jax.Array:
         """Logits of a batch of sequences ``(batch, time, in_features)``."""
-        carry, _ = cells.scan(self.cell, xs, seq_lengths=seq_lengths, unroll=self.unroll)
+        carry, _ = cells.scan(
+            self.cell,
+            xs,
+            seq_lengths=seq_lengths,
+            unroll=self.unroll,
+            precompute_inputs=self.precompute_inputs,
+        )
         h = carry[1] if isinstance(carry, tuple) else carry  # The LSTM carries (c, h).
         return self.head(h)
