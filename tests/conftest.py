@@ -1,9 +1,11 @@
 """Shared fixtures. Real data comes from $LNEXP_DATA (CI sets it to ../shared/data)."""
 
 import gzip
+import importlib.util
 import os
 from pathlib import Path
 
+import ml_collections
 import numpy as np
 import pytest
 
@@ -53,3 +55,18 @@ def write_tiny_mnist(directory: Path, n_train: int = 600, n_test: int = 100, see
 def tiny_mnist_dir(tmp_path_factory) -> Path:
     """600 training / 100 test images in MNIST's IDX format (shared, read-only)."""
     return write_tiny_mnist(tmp_path_factory.mktemp("tiny_mnist"))
+
+
+def load_config(name: str, **overrides) -> ml_collections.ConfigDict:
+    """``configs/<name>.py``'s ``get_config()``; ``a__b=v`` sets ``config.a.b = v``."""
+    spec = importlib.util.spec_from_file_location(name, REPO / "configs" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    config = module.get_config()
+    for key, value in overrides.items():
+        *parents, leaf = key.split("__")
+        node = config
+        for parent in parents:
+            node = node[parent]
+        node[leaf] = value
+    return config

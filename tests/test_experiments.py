@@ -1,28 +1,12 @@
 """Each experiment trains end to end through train_and_evaluate on tiny data."""
 
-import importlib.util
 import json
 
 import pytest
-from conftest import REPO
+from conftest import load_config
 
 from lnexp.errors import UserError
 from lnexp.train import train_and_evaluate
-
-
-def load_config(name: str, data_dir, **overrides):
-    spec = importlib.util.spec_from_file_location(name, REPO / "configs" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    config = module.get_config()
-    config.data.dir = str(data_dir)
-    for key, value in overrides.items():
-        node = config
-        *parents, leaf = key.split("__")
-        for p in parents:
-            node = node[p]
-        node[leaf] = value
-    return config
 
 
 @pytest.mark.parametrize(
@@ -56,7 +40,7 @@ def test_seqmnist_learns(tiny_mnist_dir, tmp_path, cell, norm):
     ],
 )
 def test_seqmnist_rejects_unknown_choices(tiny_mnist_dir, tmp_path, key, value, words):
-    config = load_config("seqmnist", tiny_mnist_dir, **{key: value})
+    config = load_config("seqmnist", data__dir=str(tiny_mnist_dir), **{key: value})
     with pytest.raises(UserError) as info:
         train_and_evaluate(config, tmp_path)
     for word in words:

@@ -7,7 +7,6 @@ SIGKILL, forced multi-device runs) is exercised in subprocesses.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import shutil
@@ -22,6 +21,7 @@ import ml_collections
 import numpy as np
 import orbax.checkpoint as ocp
 import pytest
+from conftest import load_config
 
 from lnexp import metric_writers, train
 from lnexp.errors import UserError
@@ -54,28 +54,16 @@ REQUIRED_KEYS = (
 # Helpers.
 
 
-def load_config_module():
-    spec = importlib.util.spec_from_file_location("pimnist_config", CONFIG_FILE)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def make_config(data_dir: Path, **overrides) -> ml_collections.ConfigDict:
     """configs/pimnist.py with a small model and short run; ``a__b=v`` sets ``config.a.b``."""
-    config = load_config_module().get_config()
-    config.data.dir = str(data_dir)
-    config.model.hidden_sizes = (32, 32)
-    config.num_epochs = 3
-    config.batch_size = BATCH_SIZE
-    config.eval_batch_size = 200
-    for key, value in overrides.items():
-        *parents, leaf = key.split("__")
-        node = config
-        for parent in parents:
-            node = node[parent]
-        node[leaf] = value
-    return config
+    defaults = dict(
+        data__dir=str(data_dir),
+        model__hidden_sizes=(32, 32),
+        num_epochs=3,
+        batch_size=BATCH_SIZE,
+        eval_batch_size=200,
+    )
+    return load_config("pimnist", **{**defaults, **overrides})
 
 
 CLI_BASE = (
