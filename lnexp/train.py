@@ -14,8 +14,8 @@ data and the loss. Its shape:
   ``metrics.jsonl`` and TensorBoard, and an orbax checkpoint is written (the last
   ``checkpoint.keep`` are kept). Re-running on the same workdir resumes from the last one, and
   since batches depend only on ``(seed, epoch)`` a resumed run is bitwise identical on CPU.
-* A non-finite loss stops the run with an error naming the epoch and step; the bad state is never
-  checkpointed, so the last good checkpoint survives.
+* A non-finite loss (or evaluation) stops the run with an error naming the epoch and step; the
+  bad state is never recorded or checkpointed, so the last good checkpoint survives.
 """
 
 from __future__ import annotations
@@ -52,7 +52,11 @@ TrainState = dict[str, Any]
 
 
 def make_mesh() -> Mesh:
-    """A one-axis ``('data',)`` mesh over every device of every process."""
+    """A one-axis ``('data',)`` mesh over every device of every process.
+
+    Built directly rather than with ``jax.make_mesh``, which makes the axis ``Explicit`` (sharding
+    in types); the loop relies on the default automatic sharding propagation.
+    """
     return Mesh(np.asarray(jax.devices()), ("data",))
 
 
