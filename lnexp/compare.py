@@ -22,6 +22,7 @@ import importlib.util
 import itertools
 import json
 import math
+import shutil
 from collections.abc import Iterable, Sequence
 from importlib import resources
 from pathlib import Path
@@ -256,6 +257,22 @@ def summarize(
             row["paper_at_64"] = float(paper[key][metric][-1])
         rows.append(row)
     return rows
+
+
+def export(workdir: Path, dest: Path) -> int:
+    """Copies every run's ``config.json`` and ``metrics.jsonl`` (no checkpoints, no TensorBoard)
+    from ``workdir`` to ``dest`` in the same layout, so results can be committed and reported
+    with ``--report``. Returns the number of runs copied."""
+    runs = 0
+    for config_path in sorted(workdir.glob("*/seed=*/config.json")):
+        run_dir = config_path.parent
+        target = dest / run_dir.relative_to(workdir)
+        target.mkdir(parents=True, exist_ok=True)
+        for name in ("config.json", "metrics.jsonl"):
+            if (run_dir / name).exists():
+                shutil.copyfile(run_dir / name, target / name)
+        runs += 1
+    return runs
 
 
 def _pct(mean_std: tuple[float, float]) -> str:

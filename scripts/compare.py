@@ -13,6 +13,7 @@ Only aggregate the run directories that exist::
 Writes WORKDIR/figure.png, WORKDIR/summary.md and WORKDIR/summary.json.
 """
 
+import shutil
 import sys
 from pathlib import Path
 
@@ -35,6 +36,9 @@ _COLUMNS = flags.DEFINE_string(
 _METRICS = flags.DEFINE_list("metrics", ["train_nll", "test_error"], "Rows of the figure.")
 _METRIC = flags.DEFINE_string(
     "metric", "test_error", "Metric of the table (valid_error when choosing hyperparameters)."
+)
+_EXPORT = flags.DEFINE_string(
+    "export", None, "Also copy every run's config.json and metrics.jsonl, and the report, here."
 )
 _AT_EPOCH = flags.DEFINE_integer("at_epoch", None, "Tabulate this epoch instead of the last.")
 flags.mark_flag_as_required("workdir")
@@ -69,6 +73,12 @@ def main(argv):
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
+    if _EXPORT.value:
+        export_dir = Path(_EXPORT.value)
+        n = compare.export(workdir, export_dir)
+        for name in ("figure.png", "summary.md", "summary.json"):
+            shutil.copyfile(workdir / name, export_dir / name)
+        print(f"Exported {n} runs and the report to {export_dir}")
     print(compare.summary_markdown(rows, _METRIC.value))
     print(f"Wrote {workdir / 'figure.png'}, {workdir / 'summary.md'}, {workdir / 'summary.json'}")
     if not _REPORT.value and failures:

@@ -565,3 +565,17 @@ def test_summarize_at_an_earlier_epoch(synthetic_workdir):
     assert row["wall_s"] == statistics.mean(60.0 * 3 + 30.0 * i for i in range(3))
     # Runs that never reached the epoch are left out.
     assert compare.summarize(compare.find_runs(synthetic_workdir), at_epoch=NUM_EPOCHS + 1) == []
+
+
+def test_export_copies_configs_and_metrics_only(synthetic_workdir, tmp_path):
+    run_dir = synthetic_workdir / cell_name(NORMS[0], BATCH_SIZES[0]) / f"seed={SEEDS[0]}"
+    (run_dir / "checkpoints" / "5").mkdir(parents=True)
+    dest = tmp_path / "exported"
+    assert compare.export(synthetic_workdir, dest) == len(NORMS) * len(BATCH_SIZES) * 3 + 1
+    copied = dest / run_dir.relative_to(synthetic_workdir)
+    assert sorted(p.name for p in copied.iterdir()) == ["config.json", "metrics.jsonl"]
+    assert (copied / "metrics.jsonl").read_text() == (run_dir / "metrics.jsonl").read_text()
+    # The export reports exactly like the original.
+    assert compare.summarize(compare.find_runs(dest)) == compare.summarize(
+        compare.find_runs(synthetic_workdir)
+    )
