@@ -16,7 +16,7 @@ from lnexp.train import train_and_evaluate
 def test_seqmnist_learns(tiny_mnist_dir, tmp_path, cell, norm):
     config = load_config(
         "seqmnist",
-        tiny_mnist_dir,
+        data__dir=str(tiny_mnist_dir),
         num_epochs=2,
         batch_size=50,
         model__cell=cell,
