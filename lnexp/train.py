@@ -363,12 +363,14 @@ def _train_epoch(trainer: Trainer, state, train_data, config, epoch: int, progre
     batches = _epoch_batches(config.seed, epoch, trainer.task.num_train, config.batch_size)
     per_step = []
     seconds = 0.0
+    epoch_start_step = int(state["step"])  # The host tracks the step from here on.
     for start in range(0, len(batches), config.steps_per_call):
         chunk = batches[start : start + config.steps_per_call]
-        first_step = int(state["step"])
+        first_step = epoch_start_step + start
         t0, compile_before = time.perf_counter(), trainer.compile_seconds
         state, metrics = trainer.train_chunk(state, train_data, chunk)
-        loss = np.asarray(metrics["loss"])  # waits for the chunk
+        metrics = jax.device_get(metrics)  # One transfer per chunk; waits for it.
+        loss = metrics["loss"]
         seconds += time.perf_counter() - t0 - (trainer.compile_seconds - compile_before)
         if not np.all(np.isfinite(loss)):
             bad = first_step + int(np.argmin(np.isfinite(loss))) + 1
@@ -380,12 +382,12 @@ def _train_epoch(trainer: Trainer, state, train_data, config, epoch: int, progre
                 "--config.optimizer.grad_clip_norm, in a new --workdir (or in this one if no "
                 "checkpoint was written yet)."
             )
-        per_step.append(jax.device_get(metrics))
+        per_step.append(metrics)
         done = start + len(chunk)
         rate = done * config.batch_size / seconds
         progress.update(
             f"epoch {epoch}/{config.num_epochs} | loss {loss.mean():.4f} | {rate:,.0f} examples/s",
-            int(state["step"]),
+            epoch_start_step + done,
         )
     return state, {k: np.concatenate([m[k] for m in per_step]) for k in per_step[0]}, seconds
 
