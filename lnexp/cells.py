@@ -34,7 +34,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from lnexp.models.initializers import symmetric_uniform
-from lnexp.norms import make_norm
+from lnexp.norms import Identity, LayerNorm, make_norm, standardize_segments
 
 Array = jax.Array
 Carry = Any
@@ -60,6 +60,24 @@ def _check_norm(cell: type[_Cell], norm: str) -> None:
         raise ValueError(
             f"Unknown norm {norm!r} for {cell.__name__}: expected one of {list(cell.NORMS)}."
         )
+
+
+def _normalize(x: Array, *norms: nnx.Module) -> Array:
+    """Applies ``norms`` to consecutive segments of ``x``'s last axis (one each).
+
+    ``norms`` are all ``Identity`` (``norm='none'``) or all layer norms. Layer norms go through
+    one fused :func:`lnexp.norms.standardize_segments` call (one reduction per step instead of
+    one per norm, and a hand-written derivative), then each segment's gain and bias: the result
+    equals ``concatenate([n(x_j) for ...])``.
+    """
+    if all(type(n) is LayerNorm for n in norms):
+        y = standardize_segments(x, [n.num_features for n in norms], epsilon=norms[0].epsilon)
+        scale = jnp.concatenate([n.scale[...] for n in norms]).astype(y.dtype)
+        bias = jnp.concatenate([n.bias[...] for n in norms]).astype(y.dtype)
+        return (y * scale + bias).astype(x.dtype)
+    if all(type(n) is Identity for n in norms):
+        return x
+    raise TypeError(f"Expected only LayerNorm or only Identity, got {[type(n) for n in norms]}.")
 
 
 class _GateNorm(nnx.Module):
@@ -91,10 +109,7 @@ class _GateNorm(nnx.Module):
             self.norm = make_norm(norm, num_blocks * block_size, rngs=rngs, **norm_kwargs)
 
     def __call__(self, a: Array) -> Array:
-        if not self.per_block:
-            return self.norm(a)
-        parts = jnp.split(a, self.num_blocks, axis=-1)
-        return jnp.concatenate([n(p) for n, p in zip(self.blocks, parts, strict=True)], axis=-1)
+        return _normalize(a, *(self.blocks if self.per_block else [self.norm]))
 
 
 class _Cell(nnx.RNNCellBase):
@@ -233,7 +248,7 @@ class SimpleCell(_Cell):
         return a if self.bias is None else a + self.bias[...]
 
     def recurrent_step(self, carry: Array, projected: Array) -> tuple[Array, Array]:
-        h = self.activation_fn(self.norm(self.dense_h(carry) + projected))
+        h = self.activation_fn(_normalize(self.dense_h(carry) + projected, self.norm))
         return h, h
 
 
@@ -351,7 +366,7 @@ class LSTMCell(_Cell):
         f, i, o, g = jnp.split(gates, 4, axis=-1)
         s = self.gate_fn
         new_c = s(f + self.forget_bias) * c + s(i) * self.activation_fn(g)
-        c_hat = self.norm_c(new_c)
+        c_hat = _normalize(new_c, self.norm_c)
         new_h = s(o) * self.activation_fn(c_hat)
         return (c_hat if self.carry_normalized_cell else new_c, new_h), new_h
 
@@ -448,11 +463,7 @@ class GRUCell(_Cell):
             self.bias = nnx.data(None)
 
     def input_projection(self, inputs: Array) -> Array:
-        a = self.dense_i(inputs)
-        H = self.hidden_features
-        a = jnp.concatenate(
-            [self.norm_i(a[..., : 2 * H]), self.norm_i_candidate(a[..., 2 * H :])], axis=-1
-        )
+        a = _normalize(self.dense_i(inputs), self.norm_i, self.norm_i_candidate)
         return a if self.bias is None else a + self.bias[...]
 
     def recurrent_step(self, carry: Array, projected: Array) -> tuple[Array, Array]:
@@ -461,13 +472,13 @@ class GRUCell(_Cell):
         kernel = self.dense_h.kernel[...]
         x_gates, x_candidate = projected[..., : 2 * H], projected[..., 2 * H :]
         if self.reset_after:
-            a = h @ kernel
+            a = _normalize(h @ kernel, self.norm_h, self.norm_h_candidate)
             h_gates, h_candidate = a[..., : 2 * H], a[..., 2 * H :]
         else:
-            h_gates = h @ kernel[:, : 2 * H]
-        z, r = jnp.split(self.gate_fn(self.norm_h(h_gates) + x_gates), 2, axis=-1)
+            h_gates = _normalize(h @ kernel[:, : 2 * H], self.norm_h)
+        z, r = jnp.split(self.gate_fn(h_gates + x_gates), 2, axis=-1)
         if self.reset_after:
-            recurrent = r * self.norm_h_candidate(h_candidate)
+            recurrent = r * h_candidate
         else:
             recurrent = self.norm_h_candidate((r * h) @ kernel[:, 2 * H :])
         candidate = self.activation_fn(x_candidate + recurrent)
@@ -491,9 +502,10 @@ def scan(
 
     ``cell.input_projection`` is applied once to the whole ``inputs`` (one big matmul and layer
     norm for all time steps); only ``cell.recurrent_step`` runs inside ``jax.lax.scan``. This is
-    meant for accelerators, where every op inside the loop is a kernel launch per step. On CPU
-    the per-step form measured faster (1.1-2x, 2 cores): ``precompute_inputs=False`` runs the
-    whole ``cell(carry, x_t)`` inside the scan instead, with the same result.
+    meant for accelerators, where every op inside the loop is a kernel launch per step. On a
+    2-core CPU the two forms measured within 15 % of each other (``scripts/bench.py``; the LSTM
+    slightly faster per step): ``precompute_inputs=False`` runs the whole ``cell(carry, x_t)``
+    inside the scan instead, with the same result.
 
     With ``seq_lengths`` (a right-padded batch) a step at ``t >= seq_lengths[b]`` leaves example
     ``b``'s carry unchanged and outputs zeros, so the final carry is the carry after the last

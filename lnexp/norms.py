@@ -27,6 +27,8 @@ data-dependent initialization. All statistics go through one helper, :func:`mome
 
 from __future__ import annotations
 
+import functools
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -88,6 +90,89 @@ def moments(
             n = n * jax.lax.psum(1, axis_name)
         var = var * (n / jnp.maximum(n - 1, 1))
     return mu, var
+
+
+def standardize_segments(x: Array, sizes: Sequence[int], *, epsilon: float = 1e-5) -> Array:
+    """Layer-norm standardization of each contiguous segment of the last axis, fused.
+
+    ::
+
+        x = [x_1, ..., x_k]                         # segments of the given sizes
+        y_j = (x_j - mean(x_j)) / sqrt(var(x_j) + epsilon)
+
+    The GRU normalizes ``W_h h`` as two segments (the ``2H`` gates and the ``H`` candidate), the
+    per-gate LSTM as four. Inside a recurrence every op is paid once per time step, so this
+    computes all segments' statistics with one reduction over ``gcd(sizes)``-sized blocks and has
+    a hand-written derivative (``r * (dx - mean(dx) - y * mean(dx * y))`` per segment, which
+    serves forward and reverse mode) in place of autodiff through the two-pass variance: fewer,
+    better-fused ops forward and backward. Statistics are float32 (or wider); the output is
+    float32 (or wider), for the caller's gain and bias.
+
+    Args:
+        x: ``(..., sum(sizes))``.
+        sizes: Segment sizes along the last axis.
+        epsilon: Added to each segment's variance.
+
+    Returns:
+        The standardized ``x`` in ``promote_types(x.dtype, float32)``.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> from lnexp.norms import standardize_segments
+        >>> y = standardize_segments(jnp.arange(6.0), (4, 2))
+        >>> [round(float(v), 3) for v in y]
+        [-1.342, -0.447, 0.447, 1.342, -1.0, 1.0]
+    """
+    sizes = tuple(int(n) for n in sizes)
+    if sum(sizes) != x.shape[-1] or min(sizes) < 1:
+        raise ValueError(f"Segment sizes {sizes} do not partition the last axis {x.shape[-1]}.")
+    return _standardize_segments(x, sizes, float(epsilon))
+
+
+def _segment_mean(blocks: Array, sizes: tuple[int, ...]) -> Array:
+    """Each block's segment mean, ``(..., num_blocks, 1)``, for ``(..., num_blocks, block)``.
+
+    One segment is passed unblocked, as ``(..., size)``: a size-1 block axis makes XLA:CPU's
+    gradient ten times slower (jax 0.10).
+    """
+    block = blocks.shape[-1]
+    sums = blocks.sum(-1, keepdims=True)
+    if len(sizes) == 1:
+        return sums / sizes[0]
+    parts, start = [], 0
+    for n in sizes:
+        k = n // block
+        total = sums[..., start : start + k, :].sum(-2, keepdims=True) / n
+        parts.append(jnp.broadcast_to(total, (*total.shape[:-2], k, 1)))
+        start += k
+    return jnp.concatenate(parts, axis=-2)
+
+
+def _standardize_segments_primal(x: Array, sizes: tuple[int, ...], epsilon: float):
+    block = math.gcd(*sizes)
+    dtype = jnp.promote_types(x.dtype, jnp.float32)
+    blocks = x.astype(dtype)
+    if len(sizes) > 1:
+        blocks = blocks.reshape(*x.shape[:-1], x.shape[-1] // block, block)
+    centered = blocks - _segment_mean(blocks, sizes)
+    rstd = jax.lax.rsqrt(_segment_mean(centered * centered, sizes) + epsilon)
+    return centered * rstd, rstd
+
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(1, 2))
+def _standardize_segments(x: Array, sizes: tuple[int, ...], epsilon: float) -> Array:
+    return _standardize_segments_primal(x, sizes, epsilon)[0].reshape(x.shape)
+
+
+@_standardize_segments.defjvp
+def _standardize_segments_jvp(sizes: tuple[int, ...], epsilon: float, primals, tangents):
+    # The tangent map dx -> rstd * (dx - mean(dx) - y * mean(dx * y)) is linear and symmetric,
+    # so JAX's transpose of it is the same expression: one rule serves jvp and grad.
+    (x,), (dx,) = primals, tangents
+    y, rstd = _standardize_segments_primal(x, sizes, epsilon)
+    g = dx.reshape(y.shape).astype(y.dtype)
+    dy = rstd * (g - _segment_mean(g, sizes) - y * _segment_mean(g * y, sizes))
+    return y.reshape(x.shape), dy.reshape(x.shape)
 
 
 def _gain_and_bias(

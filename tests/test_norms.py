@@ -25,6 +25,7 @@ from lnexp.norms import (
     WeightNormLinear,
     make_norm,
     moments,
+    standardize_segments,
 )
 
 SHAPES = [(3, 5), (2, 4, 7), (1, 16)]
@@ -726,3 +727,60 @@ def test_batch_norm_statistics_across_devices():
         [sys.executable, "-c", _SHARDED_BN], env=env, capture_output=True, text=True, timeout=300
     )
     assert proc.returncode == 0 and proc.stdout.strip().endswith("OK"), proc.stderr[-4000:]
+
+
+# ------------------------------------------------------------------------------------------------
+# standardize_segments: the fused layer norm of the recurrent cells
+# ------------------------------------------------------------------------------------------------
+
+SEGMENTS = [(12,), (8, 4), (3, 3, 3, 3), (6, 4, 2)]
+
+
+def segments_ref(x, sizes, eps=1e-5):
+    cuts = np.cumsum(sizes)[:-1]
+    return np.concatenate([ln_ref(p, 1.0, 0.0, eps) for p in np.split(f64(x), cuts, -1)], -1)
+
+
+@pytest.mark.parametrize("sizes", SEGMENTS)
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
+def test_standardize_segments_matches_per_segment_layer_norm(sizes, dtype):
+    x = jnp.asarray(rand(0, (2, 3, 12), 3.0, 2.0), dtype)
+    y = standardize_segments(x, sizes)
+    assert y.dtype == jnp.float32 and y.shape == x.shape
+    rtol, atol = TOL[dtype]
+    np.testing.assert_allclose(f64(y), segments_ref(x, sizes), rtol=rtol, atol=atol)
+
+
+@pytest.mark.parametrize("sizes", SEGMENTS)
+def test_standardize_segments_derivatives_match_autodiff(sizes):
+    """The hand-written derivative equals autodiff of the plain formula: grad, jvp, Hessian."""
+    x = jnp.asarray(rand(1, (5, 12), 2.0, 1.0))
+    w = jnp.asarray(rand(2, (5, 12), 1.0, 0.0))
+
+    def plain(x):
+        cuts = list(np.cumsum(sizes)[:-1])
+        parts = jnp.split(x, cuts, axis=-1)
+        return jnp.concatenate(
+            [(p - p.mean(-1, keepdims=True)) * jax.lax.rsqrt(p.var(-1, keepdims=True) + 1e-5)
+             for p in parts], axis=-1)  # fmt: skip
+
+    def loss(f):
+        return lambda x: jnp.sum(jnp.sin(f(x) * w))
+
+    fused = functools.partial(standardize_segments, sizes=sizes)
+    np.testing.assert_allclose(jax.grad(loss(fused))(x), jax.grad(loss(plain))(x), atol=2e-5)
+    jvp = [jax.jvp(f, (x,), (w,))[1] for f in (fused, plain)]
+    np.testing.assert_allclose(*jvp, atol=2e-5)
+    hess = [jax.hessian(loss(f))(x[:1]) for f in (fused, plain)]
+    np.testing.assert_allclose(*hess, atol=2e-4)
+
+
+def test_standardize_segments_gradient_has_input_dtype():
+    x = jnp.ones((2, 6), jnp.bfloat16).at[:, 0].set(3.0)
+    g = jax.grad(lambda x: standardize_segments(x, (6,))[:, 0].sum())(x)
+    assert g.dtype == jnp.bfloat16 and bool(jnp.all(jnp.isfinite(g)))
+
+
+def test_standardize_segments_rejects_sizes_that_do_not_partition():
+    with pytest.raises(ValueError, match="do not partition"):
+        standardize_segments(jnp.ones((2, 6)), (4, 4))
