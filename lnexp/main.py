@@ -25,8 +25,8 @@ def parse_flags(argv: list[str]) -> list[str]:
     paragraph instead of a traceback (config_flags raises AttributeError/KeyError for those)."""
     try:
         return flags.FLAGS(argv)
-    except OSError as e:
-        message = f"the config file cannot be loaded: {' '.join(str(e).split())}."
+    except (OSError, ValueError) as e:  # ValueError: e.g. an unknown config variant.
+        message = f"the config file cannot be loaded: {' '.join(str(e).split())}"
     except (AttributeError, KeyError) as e:
         key = str(e).strip("\"'")
         culprits = [a for a in argv if a.startswith("--config.") and key in a]

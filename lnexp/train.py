@@ -39,12 +39,20 @@ from flax.traverse_util import flatten_dict
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from lnexp.batches import Chunk, Schedule
 from lnexp.errors import UserError
 from lnexp.experiments import Task, build_task
 from lnexp.metric_writers import MetricWriter, ProgressLine, format_duration
 
 # Config keys that may change between a run and its resumption (more epochs, moved data, ...).
-RESUMABLE_CHANGES = ("num_epochs", "data.dir", "steps_per_call", "eval_batch_size", "log_every_s")
+RESUMABLE_CHANGES = (
+    "num_epochs",
+    "data.dir",
+    "data.cache_dir",
+    "steps_per_call",
+    "eval_batch_size",
+    "log_every_s",
+)
 # ... except data.dir between a path and None, which switches between IDX files and TFDS (whose
 # validation split holds other images).
 
@@ -94,6 +102,8 @@ def _check_config(config: ml_collections.ConfigDict, mesh: Mesh) -> None:
         "checkpoint.keep": config.checkpoint.keep,
         "checkpoint.every_epochs": config.checkpoint.every_epochs,
     }
+    if config.get("steps_per_epoch") is not None:
+        positive["steps_per_epoch"] = config.steps_per_epoch
     for key, value in positive.items():
         if value <= 0:
             raise UserError(f"config.{key}={value} must be positive (--config.{key}=N).")
@@ -142,16 +152,6 @@ def _save_config(config: ml_collections.ConfigDict, workdir: Path, *, write: boo
         tmp.replace(path)  # Atomic: a kill never leaves half a config behind.
 
 
-def _epoch_batches(seed: int, epoch: int, num_examples: int, batch_size: int) -> np.ndarray:
-    """The example indices of one epoch's batches, shape ``(steps, batch_size)``.
-
-    A fresh permutation per epoch from ``(seed, epoch)``; the incomplete last batch is dropped.
-    """
-    perm = np.random.default_rng([seed, epoch]).permutation(num_examples)
-    steps = num_examples // batch_size
-    return perm[: steps * batch_size].reshape(steps, batch_size).astype(np.int32)
-
-
 def _eval_layout(split: Mapping[str, np.ndarray], eval_batch: int) -> dict[str, np.ndarray]:
     """Pads a split to whole evaluation batches: arrays ``(num_batches, eval_batch, ...)``.
 
@@ -194,15 +194,23 @@ class Trainer:
         self._train_chunk = jax.jit(
             self._train_chunk_impl,
             donate_argnums=0,
+            static_argnames="width",
             out_shardings=(self.replicated, self.replicated),
         )
         self._evaluate = jax.jit(self._evaluate_impl, out_shardings=self.replicated)
-        self._compiled: dict[int, Any] = {}  # chunk length -> compiled train_chunk
+        self._compiled: dict[tuple[int, int | None], Any] = {}  # (steps, width) -> compiled
         self.compile_seconds = 0.0
 
-    def _train_step(self, data, state: TrainState, idx: jax.Array):
-        batch = jax.tree.map(lambda a: a[idx], data)
-        batch = jax.lax.with_sharding_constraint(batch, self.batch_sharding)
+    def _make_batch(self, constants, examples, width: int | None):
+        examples = jax.lax.with_sharding_constraint(examples, self.batch_sharding)
+        if self.task.make_batch is None:
+            return examples
+        batch = self.task.make_batch(constants, examples, width)
+        return jax.lax.with_sharding_constraint(batch, self.batch_sharding)
+
+    def _train_step(self, data, width: int | None, state: TrainState, idx: jax.Array):
+        examples = jax.tree.map(lambda a: a[idx], data["examples"])
+        batch = self._make_batch(data["constants"], examples, width)
         rng = jax.random.fold_in(self.rng, state["step"])
 
         def loss_fn(params):
@@ -220,40 +228,45 @@ class Trainer:
         )
         return new_state, {"loss": loss, **metrics}
 
-    def _train_chunk_impl(self, state: TrainState, data, indices: jax.Array):
-        return jax.lax.scan(functools.partial(self._train_step, data), state, indices)
+    def _train_chunk_impl(self, state: TrainState, data, indices: jax.Array, *, width):
+        return jax.lax.scan(functools.partial(self._train_step, data, width), state, indices)
 
-    def train_chunk(self, state: TrainState, data, indices: np.ndarray):
-        """Runs ``len(indices)`` training steps in one call; returns the new state and the
-        per-step metrics. Compiles once per chunk length (ahead of time, so that the compile
+    def train_chunk(self, state: TrainState, data, chunk: Chunk):
+        """Runs the chunk's training steps in one call; returns the new state and the per-step
+        metrics. Compiles once per chunk length and width (ahead of time, so that the compile
         time is counted in ``compile_seconds`` and not in the throughput)."""
-        indices = _put(indices, self.index_sharding)
-        if (k := len(indices)) not in self._compiled:
+        indices = _put(chunk.indices, self.index_sharding)
+        if (key := (len(indices), chunk.width)) not in self._compiled:
             t0 = time.perf_counter()
-            self._compiled[k] = self._train_chunk.lower(state, data, indices).compile()
+            lowered = self._train_chunk.lower(state, data, indices, width=chunk.width)
+            self._compiled[key] = lowered.compile()
             self.compile_seconds += time.perf_counter() - t0
-        return self._compiled[k](state, data, indices)
+        return self._compiled[key](state, data, indices)
 
-    def _evaluate_impl(self, params, rest, split):
+    def _evaluate_impl(self, params, rest, constants, split):
         model = nnx.merge(self.eval_graph, params, rest)
 
-        def body(totals, batch):
-            batch = jax.lax.with_sharding_constraint(batch, self.batch_sharding)
-            weight = batch["weight"]
+        def body(totals, examples):
+            weight = examples.pop("weight")
+            batch = self._make_batch(constants, examples, None)
             values = self.task.eval_fn(model, batch)
             sums = {k: jnp.sum(v.astype(jnp.float32) * weight) for k, v in values.items()}
             return jax.tree.map(jnp.add, totals, sums), None
 
-        first = jax.tree.map(lambda a: a[0], split)
-        shapes = jax.eval_shape(lambda b: self.task.eval_fn(model, b), first)
+        first = {k: v[0] for k, v in split.items() if k != "weight"}
+        shapes = jax.eval_shape(
+            lambda b: self.task.eval_fn(model, self._make_batch(constants, b, None)), first
+        )
         zeros = {k: jnp.zeros((), jnp.float32) for k in shapes}
-        totals, _ = jax.lax.scan(body, zeros, split)
+        totals, _ = jax.lax.scan(body, zeros, dict(split))
         count = jnp.sum(split["weight"])
         return {k: v / count for k, v in totals.items()}
 
-    def evaluate(self, state: TrainState, split) -> dict[str, float]:
-        out = self._evaluate(state["params"], state["rest"], split)
-        return {k: float(v) for k, v in jax.device_get(out).items()}
+    def evaluate(self, state: TrainState, constants, split) -> dict[str, float]:
+        out = self._evaluate(state["params"], state["rest"], constants, split)
+        means = {k: float(v) for k, v in jax.device_get(out).items()}
+        summarize = self.task.summarize_eval
+        return means if summarize is None else summarize(means)
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -> dict[str, Any]:
@@ -290,11 +303,22 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
     # Written only once the config is known to be valid: a run refused for a bad value must not
     # leave a config.json behind that then refuses the corrected run as "a different config".
     _save_config(config, workdir)
-    steps_per_epoch = task.num_train // config.batch_size
-    total_steps = steps_per_epoch * config.num_epochs
+    schedule = Schedule(
+        num_examples=task.num_train,
+        batch_size=config.batch_size,
+        steps_per_call=config.steps_per_call,
+        seed=config.seed,
+        steps_per_epoch=config.get("steps_per_epoch"),
+        lengths=task.lengths,
+    )
+    total_steps = schedule.epoch_steps * config.num_epochs
     eval_batch = -(-config.eval_batch_size // mesh.size) * mesh.size
 
-    train_data = _put(task.train_data, trainer.replicated)
+    if is_main:
+        for name, text in task.files.items():
+            (workdir / name).write_text(text, encoding="utf-8")
+    constants = _put(task.constants, trainer.replicated)
+    train_data = {"examples": _put(task.train_data, trainer.replicated), "constants": constants}
     eval_data = {
         name: _put(_eval_layout(split, eval_batch), trainer.index_sharding)
         for name, split in task.eval_data.items()
@@ -329,12 +353,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
     try:
         for epoch in range(start_epoch + 1, config.num_epochs + 1):
             state, train_metrics, train_seconds = _train_epoch(
-                trainer, state, train_data, config, epoch, progress
+                trainer, state, train_data, schedule, config, epoch, progress
             )
             steps = len(train_metrics["loss"])
             record = {"epoch": epoch, "step": int(state["step"])}
             for name, split in eval_data.items():
-                for key, value in trainer.evaluate(state, split).items():
+                for key, value in trainer.evaluate(state, constants, split).items():
                     record[f"{name}_{key}"] = value
             # The training-mode loss (and the task's other metrics) averaged over the epoch's steps.
             for key, values in train_metrics.items():
@@ -358,15 +382,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
     return last_record
 
 
-def _train_epoch(trainer: Trainer, state, train_data, config, epoch: int, progress: ProgressLine):
+def _train_epoch(
+    trainer: Trainer, state, train_data, schedule: Schedule, config, epoch: int, progress
+):
     """Runs one epoch in calls of ``steps_per_call`` fused steps; stops on a non-finite loss."""
-    batches = _epoch_batches(config.seed, epoch, trainer.task.num_train, config.batch_size)
     per_step = []
     seconds = 0.0
     epoch_start_step = int(state["step"])  # The host tracks the step from here on.
-    for start in range(0, len(batches), config.steps_per_call):
-        chunk = batches[start : start + config.steps_per_call]
-        first_step = epoch_start_step + start
+    done = 0
+    for chunk in schedule.epoch_chunks(epoch):
+        first_step = epoch_start_step + done
         t0, compile_before = time.perf_counter(), trainer.compile_seconds
         state, metrics = trainer.train_chunk(state, train_data, chunk)
         metrics = jax.device_get(metrics)  # One transfer per chunk; waits for it.
@@ -383,10 +408,11 @@ def _train_epoch(trainer: Trainer, state, train_data, config, epoch: int, progre
                 "checkpoint was written yet)."
             )
         per_step.append(metrics)
-        done = start + len(chunk)
+        done += len(chunk.indices)
         rate = done * config.batch_size / seconds
         progress.update(
-            f"epoch {epoch}/{config.num_epochs} | loss {loss.mean():.4f} | {rate:,.0f} examples/s",
+            f"epoch {epoch}/{config.num_epochs} | loss {loss.mean():.4f} | "
+            f"{rate:,.0f} {trainer.task.unit}/s",
             epoch_start_step + done,
         )
     return state, {k: np.concatenate([m[k] for m in per_step]) for k in per_step[0]}, seconds

@@ -57,12 +57,12 @@ def tiny_mnist_dir(tmp_path_factory) -> Path:
     return write_tiny_mnist(tmp_path_factory.mktemp("tiny_mnist"))
 
 
-def load_config(name: str, **overrides) -> ml_collections.ConfigDict:
-    """``configs/<name>.py``'s ``get_config()``; ``a__b=v`` sets ``config.a.b = v``."""
+def load_config(name: str, variant: str | None = None, /, **overrides) -> ml_collections.ConfigDict:
+    """``configs/<name>.py``'s ``get_config(variant)``; ``a__b=v`` sets ``config.a.b = v``."""
     spec = importlib.util.spec_from_file_location(name, REPO / "configs" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    config = module.get_config()
+    config = module.get_config(variant)
     for key, value in overrides.items():
         *parents, leaf = key.split("__")
         node = config
@@ -70,3 +70,60 @@ def load_config(name: str, **overrides) -> ml_collections.ConfigDict:
             node = node[parent]
         node[leaf] = value
     return config
+
+
+GUTENBERG_HEAD = (
+    "The Project Gutenberg eBook of {title}\n\nLicence text.\n\n"
+    "*** START OF THE PROJECT GUTENBERG EBOOK {title} ***\n"
+)
+GUTENBERG_TAIL = (
+    "\n*** END OF THE PROJECT GUTENBERG EBOOK {title} ***\n\nMore licence text. Donate.\n"
+)
+NAMES = ["anna", "ben", "cora", "dan", "eve", "finn"]
+VERBS = ["sees", "helps", "calls", "meets"]
+
+
+def story_sentence(i: int) -> str:
+    """Sentence ``i`` of a deterministic story: each sentence predicts its neighbours."""
+    return f"{NAMES[i % 6].title()} {VERBS[i % 4]} {NAMES[(i + 1) % 6]} at {i % 5} o'clock."
+
+
+def write_tiny_books(directory: Path, num_books: int = 4, sentences: int = 60) -> Path:
+    """A tree of Gutenberg-style books: CRLF, a BOM, hard-wrapped paragraphs, markers around
+    the body (the last book has none), names with spaces, commas and parentheses."""
+    for b in range(num_books):
+        author = directory / f"Author {b}, A. (Anon)"
+        author.mkdir(parents=True, exist_ok=True)
+        title = f"Book {b} (vol. {b})"
+        body = []
+        for p in range(0, sentences, 3):
+            paragraph = " ".join(story_sentence(b * 7 + i) for i in range(p, p + 3))
+            words = paragraph.split()
+            body.append("\n".join(" ".join(words[k : k + 7]) for k in range(0, len(words), 7)))
+        text = "\n\n".join(body)
+        if b < num_books - 1:
+            text = (
+                GUTENBERG_HEAD.format(title=title)
+                + "\n"
+                + text
+                + "\n"
+                + GUTENBERG_TAIL.format(title=title)
+            )
+        data = ("\ufeff" + text).replace("\n", "\r\n").encode("utf-8")
+        (author / f"{title}.txt").write_bytes(data)
+    return directory
+
+
+@pytest.fixture(scope="session")
+def tiny_books_dir(tmp_path_factory) -> Path:
+    """Four tiny books (shared, read-only)."""
+    return write_tiny_books(tmp_path_factory.mktemp("tiny_books"))
+
+
+@pytest.fixture
+def books_dir() -> Path:
+    """The real book corpus; skips the test when it is not there."""
+    path = data_root() / "books"
+    if not path.is_dir():
+        pytest.skip(f"real books not found at {path} (set LNEXP_DATA to the data directory)")
+    return path

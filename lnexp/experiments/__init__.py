@@ -21,7 +21,7 @@ from lnexp.errors import UserError
 
 Batch = Mapping[str, jax.Array]
 
-EXPERIMENTS = ("pimnist", "seqmnist")
+EXPERIMENTS = ("pimnist", "seqmnist", "skipthought")
 """Names ``config.experiment`` accepts; each is a module of this package."""
 
 
@@ -39,6 +39,18 @@ class Task:
             (the model is in training mode) and a dict of scalar metrics to log beside it.
         eval_fn: ``(model, batch) -> {name: per-example values}``; the loop averages each over the
             split and logs it as ``<split>_<name>``.
+        constants: Arrays placed on the devices once (replicated) that batches are built from,
+            e.g. a corpus's sentences when the examples are indices into it.
+        make_batch: ``(constants, examples, width) -> batch``: turns the gathered examples into
+            the batch ``loss_fn``/``eval_fn`` take; ``None`` uses the examples as they are.
+            ``width`` is the padded sequence length of the chunk (``None`` in evaluation).
+        lengths: Per-training-example sequence lengths: batches then group examples of similar
+            length (see :mod:`lnexp.batches`) and ``make_batch`` gets their width.
+        summarize_eval: ``{name: split mean} -> {name: value}``: what is logged per split
+            (e.g. perplexity from summed token NLLs and token counts); ``None`` logs the means.
+        files: Name -> text written into the workdir (e.g. a vocabulary), for later use of the
+            trained model without the data.
+        unit: What one example is, for the progress line (``'sentences'``).
     """
 
     model: nnx.Module
@@ -46,6 +58,12 @@ class Task:
     eval_data: Mapping[str, Mapping[str, np.ndarray]]
     loss_fn: Callable[[nnx.Module, Batch, jax.Array], tuple[jax.Array, dict[str, jax.Array]]]
     eval_fn: Callable[[nnx.Module, Batch], dict[str, jax.Array]]
+    constants: Mapping[str, np.ndarray] = dataclasses.field(default_factory=dict)
+    make_batch: Callable[[Batch, Batch, int | None], Batch] | None = None
+    lengths: np.ndarray | None = None
+    summarize_eval: Callable[[dict[str, float]], dict[str, float]] | None = None
+    files: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    unit: str = "examples"
 
     @property
     def num_train(self) -> int:
