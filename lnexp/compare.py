@@ -189,9 +189,15 @@ class Run:
     config: dict[str, Any]  # flattened config.json
     records: list[dict[str, Any]]
 
-    def curve(self, metric: str) -> tuple[np.ndarray, np.ndarray]:
+    def curve(self, metric: str, x: str = "epoch") -> tuple[np.ndarray, np.ndarray]:
+        """``(x values, metric values)`` over the run's records; ``x`` is epoch or step."""
         rows = [r for r in self.records if metric in r]
-        return np.array([r["epoch"] for r in rows]), np.array([r[metric] for r in rows])
+        return np.array([r[x] for r in rows]), np.array([r[metric] for r in rows])
+
+    @property
+    def x_axis(self) -> str:
+        """Steps for runs whose epochs are fixed step counts (``steps_per_epoch``), else epochs."""
+        return "step" if self.config.get("steps_per_epoch") else "epoch"
 
 
 def find_runs(workdir: Path) -> list[Run]:
@@ -278,28 +284,39 @@ def export(workdir: Path, dest: Path) -> int:
     return runs
 
 
-def _pct(mean_std: tuple[float, float]) -> str:
-    return f"{100 * mean_std[0]:.2f} ± {100 * mean_std[1]:.2f}"
+def _is_rate(metric: str) -> bool:
+    return metric.endswith("error")
+
+
+def _fmt(value: float, metric: str) -> str:
+    return f"{100 * value:.2f}" if _is_rate(metric) else f"{value:.4g}"
+
+
+def _fmt_mean_std(mean_std: tuple[float, float], metric: str) -> str:
+    return f"{_fmt(mean_std[0], metric)} ± {_fmt(mean_std[1], metric)}"
 
 
 def summary_markdown(rows: Sequence[dict[str, Any]], metric: str = "test_error") -> str:
+    unit = " (%)" if _is_rate(metric) else ""
     lines = [
-        f"| cell | seeds | epochs | final {metric} (%) | best {metric} (%) | epoch of best "
-        "| paper at that epoch (%) | paper at epoch 64 (%) | wall time per run |",
+        f"| cell | seeds | epochs | final {metric}{unit} | best {metric}{unit} | epoch of best "
+        f"| paper at that epoch{unit} | paper at epoch 64{unit} | wall time per run |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
 
-    def pct(r, key):
-        return f"{100 * r[key]:.2f}" if key in r else "–"
+    def paper(r, key):
+        return _fmt(r[key], metric) if key in r else "–"
 
     for r in rows:
         lines.append(
-            f"| {r['cell']} | {len(r['seeds'])} | {r['epochs']} | {_pct(r['final'])} | "
-            f"{_pct(r['best'])} | {r['best_epoch']:.1f} | {pct(r, 'paper_at_epoch')} | "
-            f"{pct(r, 'paper_at_64')} | {r['wall_s'] / 60:.1f} min |"
+            f"| {r['cell']} | {len(r['seeds'])} | {r['epochs']} | "
+            f"{_fmt_mean_std(r['final'], metric)} | {_fmt_mean_std(r['best'], metric)} | "
+            f"{r['best_epoch']:.1f} | {paper(r, 'paper_at_epoch')} | "
+            f"{paper(r, 'paper_at_64')} | {r['wall_s'] / 60:.1f} min |"
         )
     lines.append("")
-    lines.append("mean ± sample standard deviation over seeds; errors in percent.")
+    note = "errors in percent" if _is_rate(metric) else "lower is better"
+    lines.append(f"mean ± sample standard deviation over seeds; {note}.")
     return "\n".join(lines) + "\n"
 
 
@@ -334,7 +351,7 @@ def plot_figure(
                     for r in runs
                     if r.config.get(column_key) == column and r.config.get(line_key) == line
                 ]
-                curves = [r.curve(metric) for r in chosen]
+                curves = [r.curve(metric, r.x_axis) for r in chosen]
                 curves = [c for c in curves if len(c[0])]
                 if curves:
                     n = min(len(c[0]) for c in curves)
@@ -365,7 +382,7 @@ def plot_figure(
                 ax.set_yscale("log")
             if metric.endswith("error"):
                 ax.yaxis.set_major_formatter(matplotlib.ticker.PercentFormatter(1.0))
-            ax.set_xlabel("epoch")
+            ax.set_xlabel(runs[0].x_axis)
             ax.set_ylabel(metric)
             title = f"{column_key} = {column}" if column_key else ""
             ax.set_title(title)

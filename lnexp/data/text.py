@@ -319,9 +319,7 @@ def _build(root: Path, books: list[Path], settings: dict, show_progress: bool) -
     stats = dict(
         books=len(books),
         train_books=int((~valid).sum()),
-        validation_books=[
-            str(p.relative_to(root)) for p, v in zip(books, valid, strict=True) if v
-        ],
+        validation_books=[str(p.relative_to(root)) for p, v in zip(books, valid, strict=True) if v],
         sentences=len(sentences),
         words=words,
         distinct_words=len(counts),

@@ -13,7 +13,6 @@ from lnexp.experiments.classification import classification_fns
 from lnexp.models.initializers import get_initializer
 from lnexp.models.recurrent import CELLS, RecurrentClassifier
 
-
 # Pixel mean and standard deviation of the MNIST training images (in [0, 1] units).
 PIXEL_MEAN, PIXEL_STD = 0.1307, 0.3081
 

@@ -1,0 +1,237 @@
+"""lnexp.evaluate and lnexp.data.senteval: the SentEval protocol on synthetic and real data."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import REPO, data_root, load_config, write_tiny_books
+from sklearn.model_selection import StratifiedKFold
+
+from lnexp import evaluate, train
+from lnexp.data import senteval
+from lnexp.errors import UserError
+
+WORDS = ["good", "bad", "fine", "poor", "nice", "awful", "movie", "plot", "actor", "scene"]
+
+
+def bag_of_words(sentences: list[str]) -> np.ndarray:
+    """A fixed encoder: counts of ten words, plus a constant."""
+    return np.array(
+        [[s.lower().split().count(w) for w in WORDS] + [1.0] for s in sentences], np.float64
+    )
+
+
+def write_binary(directory: Path, names=("rt-polarity.pos", "rt-polarity.neg"), n=60, seed=0):
+    rng = np.random.default_rng(seed)
+    directory.mkdir(parents=True, exist_ok=True)
+    for name, words in zip(
+        names, (["good", "fine", "nice"], ["bad", "poor", "awful"]), strict=True
+    ):
+        lines = [f"the {rng.choice(words)} movie with a {rng.choice(WORDS[6:])}" for _ in range(n)]
+        (directory / name).write_text("\n".join(lines) + "\n")
+    return directory
+
+
+def write_sick(directory: Path, seed=0):
+    """Pairs whose relatedness grows with the number of shared words (plus noise)."""
+    rng = np.random.default_rng(seed)
+    directory.mkdir(parents=True, exist_ok=True)
+    for name, n in (
+        ("SICK_train.txt", 300),
+        ("SICK_trial.txt", 60),
+        ("SICK_test_annotated.txt", 100),
+    ):
+        rows = ["pair_ID\tsentence_A\tsentence_B\trelatedness_score\tentailment_judgment"]
+        for i in range(n):
+            a = list(rng.choice(WORDS, 4, replace=False))
+            shared = int(rng.integers(0, 5))
+            others = [w for w in WORDS if w not in a]
+            b = a[:shared] + list(rng.choice(others, 4 - shared, replace=False))
+            score = np.clip(1 + shared + rng.normal(0, 0.5), 1, 5)
+            rows.append(f"{i}\t{' '.join(a)}\t{' '.join(b)}\t{score:.2f}\tNEUTRAL")
+        (directory / name).write_bytes(("\r\n".join(rows) + "\r\n").encode())
+    return directory
+
+
+def write_trec(directory: Path):
+    directory.mkdir(parents=True, exist_ok=True)
+    kinds = {"HUM:ind": "who", "LOC:city": "where", "NUM:date": "when", "DESC:def": "what"}
+    for name, n in (("train_5500.label", 30), ("TREC_10.label", 8)):
+        lines = [
+            f"{label} {word} is the caf\xe9 {i} ?"
+            for i in range(n)
+            for label, word in kinds.items()
+        ]
+        (directory / name).write_bytes("\r\n".join(lines).encode("latin-1") + b"\r\n")
+    return directory
+
+
+# --------------------------------------------------------------------------------------------
+# Parsing.
+
+
+def test_read_lines_keeps_blank_lines_and_handles_latin1_and_crlf(tmp_path):
+    path = tmp_path / "x.pos"
+    path.write_bytes(b"caf\xe9 one\r\n\r\n   \r\nlast \x85 line\r\n")
+    assert senteval.read_lines(path) == ["caf\xe9 one", "", "   ", "last \x85 line"]
+
+
+def test_read_lines_utf8_with_bom(tmp_path):
+    path = tmp_path / "x.neg"
+    path.write_bytes("\ufeffna\u00efve\nb".encode())
+    assert senteval.read_lines(path) == ["na\u00efve", "b"]
+
+
+def test_binary_task_labels_positive_first(tmp_path):
+    d = write_binary(tmp_path / "MR", n=5)
+    (d / "rt-polarity.neg").write_text("x\n\ny\n")
+    data = senteval.load_binary(d)
+    assert len(data.sentences) == 8 and data.sentences[6] == ""
+    np.testing.assert_array_equal(data.labels, [1] * 5 + [0] * 3)
+
+
+def test_any_folder_with_pos_and_neg_files_is_a_binary_task(tmp_path):
+    d = write_binary(tmp_path / "MYTASK", names=("mytask.pos", "mytask.neg"), n=4)
+    assert len(senteval.load_binary(d).sentences) == 8
+    (tmp_path / "EMPTY").mkdir()
+    with pytest.raises(UserError, match="not a binary SentEval task"):
+        senteval.load_binary(tmp_path / "EMPTY")
+
+
+def test_trec_coarse_labels_latin1_crlf(tmp_path):
+    data = senteval.load_trec(write_trec(tmp_path / "TREC"))
+    assert len(data.sentences) == 120 and len(data.test_sentences) == 32
+    assert data.sentences[0] == "who is the caf\xe9 0 ?"
+    assert {data.classes[i] for i in data.labels} == {"HUM", "LOC", "NUM", "DESC"}
+
+
+def test_trec_malformed_line_is_a_clear_error(tmp_path):
+    d = write_trec(tmp_path / "TREC")
+    (d / "TREC_10.label").write_text("WHAT is this\n")
+    with pytest.raises(UserError, match="TREC_10.label:1"):
+        senteval.load_trec(d)
+
+
+def test_sick_reads_columns_by_header(tmp_path):
+    d = tmp_path / "SICK"
+    write_sick(d)
+    swapped = "relatedness_score\tsentence_B\tpair_ID\tsentence_A\r\n4.5\tb b\t1\ta a\r\n\r\n"
+    (d / "SICK_trial.txt").write_text(swapped)
+    a, b, scores = senteval.load_sick(d).splits["trial"]
+    assert (a, b, list(scores)) == (["a a"], ["b b"], [4.5])
+
+
+# --------------------------------------------------------------------------------------------
+# The protocol.
+
+
+def test_separable_task_is_nearly_perfect(tmp_path):
+    d = write_binary(tmp_path / "MR")
+    result = evaluate.run(bag_of_words, tmp_path, ["MR"])["MR"]
+    assert result["accuracy"] > 98 and len(result["fold_accuracies"]) == 10
+    assert set(result["penalties"]) <= set(evaluate.PENALTIES)
+    del d
+
+
+def test_random_labels_are_near_chance():
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(400, 20))
+    y = rng.integers(0, 2, 400)
+    result = evaluate.nested_cv_accuracy(X, y, folds=5, inner_folds=5)
+    assert 35 < result["accuracy"] < 65
+
+
+def test_nested_cv_never_chooses_the_penalty_on_the_test_fold(monkeypatch):
+    rng = np.random.default_rng(1)
+    X = np.c_[np.arange(100), rng.normal(size=(100, 3))]  # Column 0 identifies the row.
+    y = (X[:, 1] > 0).astype(int)
+    seen = []
+    real = evaluate.fit_with_cv
+
+    def spy(X_fit, y_fit, **kwargs):
+        seen.append(set(X_fit[:, 0].astype(int)))
+        return real(X_fit, y_fit, **kwargs)
+
+    monkeypatch.setattr(evaluate, "fit_with_cv", spy)
+    evaluate.nested_cv_accuracy(X, y, folds=5, inner_folds=3, seed=7)
+    outer = StratifiedKFold(5, shuffle=True, random_state=7).split(X, y)
+    for rows, (_, test) in zip(seen, outer, strict=True):
+        assert rows.isdisjoint(test) and len(rows) == 100 - len(test)
+
+
+@pytest.mark.parametrize("score", [1.0, 1.3, 2.0, 3.75, 4.99, 5.0])
+def test_sick_soft_labels_round_trip(score):
+    p = evaluate.sick_soft_labels(np.array([score]))[0]
+    assert p.min() >= 0 and p.sum() == pytest.approx(1.0)
+    assert p @ np.arange(1, 6) == pytest.approx(score)
+    assert np.count_nonzero(p) <= 2
+
+
+def test_sick_relatedness_learns_a_linear_relation(tmp_path):
+    write_sick(tmp_path / "SICK")
+    result = evaluate.run(bag_of_words, tmp_path, ["SICK"])["SICK"]
+    assert result["pearson"] > 0.8 and result["spearman"] > 0.8
+    test_scores = senteval.load_sick(tmp_path / "SICK").splits["test"][2]
+    assert result["mse"] < 0.7 * np.var(test_scores)  # Well below predicting the mean.
+
+
+def test_trec_through_run(tmp_path):
+    write_trec(tmp_path / "TREC")
+
+    def encode(sentences):
+        first = [s.split()[0] for s in sentences]
+        return np.array([[w == k for k in ("who", "where", "when", "what")] for w in first], float)
+
+    result = evaluate.run(encode, tmp_path, ["TREC"], folds=3)["TREC"]
+    assert result["accuracy"] == 100.0 and result["test_examples"] == 32
+
+
+def test_bad_encoder_output_and_missing_task_are_clear(tmp_path):
+    write_binary(tmp_path / "MR")
+    with pytest.raises(ValueError, match="expected \\(num_sentences, dim\\)"):
+        evaluate.run(lambda s: np.zeros(len(s)), tmp_path, ["MR"])
+    with pytest.raises(UserError, match="No folder"):
+        evaluate.run(bag_of_words, tmp_path, ["CR"])
+
+
+def test_real_senteval_files_parse():
+    root = data_root() / "senteval"
+    if not root.is_dir():
+        pytest.skip(f"SentEval data not found at {root}")
+    mr, subj = senteval.load_binary(root / "MR"), senteval.load_binary(root / "SUBJ")
+    assert np.bincount(mr.labels).tolist() == [5331, 5331]
+    assert np.bincount(subj.labels).tolist() == [5000, 5000]
+    trec = senteval.load_trec(root / "TREC")
+    assert (len(trec.sentences), len(trec.test_sentences)) == (5452, 500)
+    sick = senteval.load_sick(root / "SICK").splits
+    assert [len(sick[k][2]) for k in ("train", "trial", "test")] == [4500, 500, 4927]
+    assert all(1 <= s <= 5 for k in sick for s in sick[k][2])
+
+
+def test_command_line_on_a_trained_run(tmp_path):
+    books = write_tiny_books(tmp_path / "books")
+    config = load_config("skipthought", "tiny", data__dir=str(books), num_epochs=1)
+    config.data.cache_dir = str(tmp_path / "cache")
+    config.steps_per_epoch = 20
+    train.train_and_evaluate(config, tmp_path / "run")
+    data = tmp_path / "senteval"
+    write_binary(data / "SUBJ", names=("subj.objective", "subj.subjective"), n=20)
+    write_sick(data / "SICK")
+    cmd = [sys.executable, "-m", "lnexp.evaluate", f"--workdir={tmp_path / 'run'}",
+           f"--data_dir={data}", "--tasks=SUBJ,SICK", "--folds=2"]  # fmt: skip
+    out = subprocess.run(
+        cmd, cwd=REPO, capture_output=True, text=True, env={"JAX_PLATFORMS": "cpu"}
+    )
+    assert out.returncode == 0, out.stderr
+    (result_file,) = (tmp_path / "run" / "eval").glob("*.json")
+    record = json.loads(result_file.read_text())
+    assert record["step"] == 20 and set(record["results"]) == {"SUBJ", "SICK"}
+    assert "| SUBJ |" in out.stdout and "| SICK |" in out.stdout
+    bad = subprocess.run(cmd[:4] + [f"--data_dir={tmp_path / 'nowhere'}"], cwd=REPO,
+                         capture_output=True, text=True, env={"JAX_PLATFORMS": "cpu"})  # fmt: skip
+    assert bad.returncode == 2 and "error: No folder" in bad.stderr
