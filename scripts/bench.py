@@ -151,22 +151,51 @@ def _note_row(name: str, framework: str, *, skipped: str | None = None, error: s
     return {"name": name, "framework": framework, "skipped": skipped, "error": error}
 
 
-def time_jax(
+@dataclasses.dataclass
+class Prepared:
+    """A compiled, warmed-up row waiting to be timed: ``step()`` runs one synchronous step."""
+
+    name: str
+    framework: str
+    step: Callable[[], Any]
+    compile_s: float | None
+    extra: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+
+def time_interleaved(prepared: list[Prepared], config: BenchConfig) -> list[Row]:
+    """Times every row ``config.repeats`` times, round-robin: one step of each row per round,
+    so that drift in the machine's speed (other tenants, frequency changes) falls on every row
+    alike instead of on whichever rows ran during it."""
+    times: list[list[float]] = [[] for _ in prepared]
+    for _ in range(config.repeats):
+        for p, row_times in zip(prepared, times, strict=True):
+            start = time.perf_counter()
+            p.step()
+            row_times.append(time.perf_counter() - start)
+    return [
+        _timing_row(p.name, p.framework, config, t, p.compile_s) | p.extra
+        for p, t in zip(prepared, times, strict=True)
+    ]
+
+
+def prepare_jax(
     name: str, loss_fn: Callable[..., Array], args: tuple[Any, ...], config: BenchConfig
-) -> Row:
-    """Times ``jax.jit(jax.value_and_grad(loss_fn, argnums=all))`` on ``args``."""
+) -> Prepared:
+    """Compiles and warms up ``jax.jit(jax.value_and_grad(loss_fn, argnums=all))``."""
     step = jax.jit(jax.value_and_grad(loss_fn, argnums=tuple(range(len(args)))))
     start = time.perf_counter()
     compiled = step.lower(*args).compile()
     compile_s = time.perf_counter() - start
     for _ in range(config.warmup):
         jax.block_until_ready(compiled(*args))
-    times = []
-    for _ in range(config.repeats):
-        start = time.perf_counter()
-        jax.block_until_ready(compiled(*args))
-        times.append(time.perf_counter() - start)
-    return _timing_row(name, "jax", config, times, compile_s)
+    return Prepared(name, "jax", lambda: jax.block_until_ready(compiled(*args)), compile_s)
+
+
+def time_jax(
+    name: str, loss_fn: Callable[..., Array], args: tuple[Any, ...], config: BenchConfig
+) -> Row:
+    """Times ``jax.jit(jax.value_and_grad(loss_fn, argnums=all))`` on ``args`` alone."""
+    return time_interleaved([prepare_jax(name, loss_fn, args, config)], config)[0]
 
 
 def _mean_square(ys: Array) -> Array:
@@ -266,8 +295,11 @@ def _first_line(error: BaseException) -> str:
     return f"{type(error).__name__}: {text[0] if text else ''}"[:300]
 
 
-def time_torch(name: str, module, xs_np: np.ndarray, config: BenchConfig, *, compile: bool) -> Row:
-    """Times ``loss = mean(module(x) ** 2); loss.backward()`` (grads of parameters and ``x``)."""
+def prepare_torch(
+    name: str, module, xs_np: np.ndarray, config: BenchConfig, *, compile: bool
+) -> Prepared | Row:
+    """Warms up ``loss = mean(module(x) ** 2); loss.backward()`` (grads of parameters and
+    ``x``), compiled first if asked; a note row when ``torch.compile`` fails."""
     import torch
 
     x = torch.from_numpy(np.array(xs_np)).requires_grad_(True)
@@ -297,20 +329,23 @@ def time_torch(name: str, module, xs_np: np.ndarray, config: BenchConfig, *, com
         compile_s = time.perf_counter() - start
     for _ in range(config.warmup):
         step()
-    times = []
-    for _ in range(config.repeats):
-        start = time.perf_counter()
-        step()
-        times.append(time.perf_counter() - start)
-    row = _timing_row(name, "torch", config, times, compile_s)
-    return row | ({"compile_mode": "default"} if compile else {})
+    extra = {"compile_mode": "default"} if compile else {}
+    return Prepared(name, "torch", step, compile_s, extra)
+
+
+def time_torch(name: str, module, xs_np: np.ndarray, config: BenchConfig, *, compile: bool) -> Row:
+    """Times one PyTorch row alone (see :func:`prepare_torch`)."""
+    prepared = prepare_torch(name, module, xs_np, config, compile=compile)
+    if not isinstance(prepared, Prepared):
+        return prepared
+    return time_interleaved([prepared], config)[0]
 
 
 # --------------------------------------------------------------------------------------------
 # The recurrent section.
 
 
-def _lnexp_rows(config: BenchConfig, xs: Array) -> list[Row]:
+def _lnexp_rows(config: BenchConfig, xs: Array) -> list[Prepared]:
     rows = []
     unrolls = sorted({min(u, config.steps) for u in config.unrolls})
     variants = [
@@ -332,19 +367,22 @@ def _lnexp_rows(config: BenchConfig, xs: Array) -> list[Row]:
                     return cells.scan(cell, xs, unroll=unroll, precompute_inputs=precompute)[1]
 
                 loss, params = _nnx_loss(make(nnx.Rngs(config.seed)), apply)
-                row = time_jax(name, loss, (params, xs), config)
-                rows.append(row | {"unroll": unroll, "precompute_inputs": precompute})
+                row = prepare_jax(name, loss, (params, xs), config)
+                row.extra = {"unroll": unroll, "precompute_inputs": precompute}
+                rows.append(row)
     return rows
 
 
-def _flax_gru_row(config: BenchConfig, xs: Array) -> Row:
+def _flax_gru_row(config: BenchConfig, xs: Array) -> Prepared:
     rnn = nnx.RNN(nnx.GRUCell(config.input, config.hidden, rngs=nnx.Rngs(config.seed)))
     zeros = jnp.zeros((config.batch, config.hidden), jnp.float32)  # As lnexp's scan starts.
     loss, params = _nnx_loss(rnn, lambda model, xs: model(xs, initial_carry=zeros))
-    return time_jax(FLAX_GRU, loss, (params, xs), config) | {"framework": "flax"}
+    row = prepare_jax(FLAX_GRU, loss, (params, xs), config)
+    row.framework = "flax"
+    return row
 
 
-def _torch_rows(config: BenchConfig, xs_np: np.ndarray) -> list[Row]:
+def _torch_rows(config: BenchConfig, xs_np: np.ndarray) -> list[Prepared | Row]:
     names = ["torch nn.GRU", "torch LN-GRU (eager)", TORCH_COMPILED_LN_GRU]
     torch = _torch()
     if torch is None:
@@ -355,15 +393,17 @@ def _torch_rows(config: BenchConfig, xs_np: np.ndarray) -> list[Row]:
     gru = torch.nn.GRU(config.input, config.hidden, batch_first=True)
     ln_gru_cell = cells.GRUCell(config.input, config.hidden, rngs=nnx.Rngs(config.seed))
     rows = [
-        time_torch(names[0], gru, xs_np, config, compile=False),
-        time_torch(names[1], torch_ln_gru(ln_gru_cell), xs_np, config, compile=False),
+        prepare_torch(names[0], gru, xs_np, config, compile=False),
+        prepare_torch(names[1], torch_ln_gru(ln_gru_cell), xs_np, config, compile=False),
     ]
     if config.torch_compile:
-        rows.append(time_torch(names[2], torch_ln_gru(ln_gru_cell), xs_np, config, compile=True))
+        ln_gru = torch_ln_gru(ln_gru_cell)
+        rows.append(prepare_torch(names[2], ln_gru, xs_np, config, compile=True))
     else:
         rows.append(_note_row(names[2], "torch", skipped="not run (--notorch_compile)"))
-    threads = torch.get_num_threads()
-    return [row | {"torch_threads": threads} for row in rows]
+    for row in rows:
+        (row.extra if isinstance(row, Prepared) else row)["torch_threads"] = torch.get_num_threads()
+    return rows
 
 
 def recurrent_section(config: BenchConfig) -> list[Row]:
@@ -371,8 +411,9 @@ def recurrent_section(config: BenchConfig) -> list[Row]:
     rng = np.random.default_rng(config.seed)
     xs_np = rng.standard_normal((config.batch, config.steps, config.input), np.float32)
     xs = jnp.asarray(xs_np)
-    rows = _lnexp_rows(config, xs) + [_flax_gru_row(config, xs)]
-    return rows + _torch_rows(config, xs_np)
+    rows = _lnexp_rows(config, xs) + [_flax_gru_row(config, xs)] + _torch_rows(config, xs_np)
+    timed = iter(time_interleaved([r for r in rows if isinstance(r, Prepared)], config))
+    return [next(timed) if isinstance(r, Prepared) else r for r in rows]
 
 
 def recurrent_goals(rows: list[Row]) -> list[str]:
@@ -524,7 +565,7 @@ def to_markdown(results: dict[str, Any]) -> str:
         "",
         f"Sizes: batch {c['batch']}, {c['steps']} steps, input {c['input']}, hidden "
         f"{c['hidden']}; forward+backward, float32; median of {c['repeats']} steps after "
-        f"{c['warmup']} warm-up steps.",
+        f"{c['warmup']} warm-up steps, the rows timed round-robin (one step of each per round).",
     ]
     for warning in results.get("warnings", []):
         lines += ["", f"**Warning:** {warning}"]

@@ -158,3 +158,13 @@ def test_torch_compiled_ln_gru_row():
     else:
         assert row["compile_s"] > 0 and row["tokens_per_s"] > 0
         assert row["compile_mode"] == "default"
+
+
+def test_rows_are_timed_round_robin():
+    calls = []
+    prepared = [bench.Prepared(n, "x", lambda n=n: calls.append(n), None) for n in "abc"]
+    rows = bench.time_interleaved(prepared, TINY)
+    assert calls == list("abc") * TINY.repeats
+    assert [r["name"] for r in rows] == list("abc") and all(
+        r["repeats"] == TINY.repeats for r in rows
+    )

@@ -235,3 +235,45 @@ def test_command_line_on_a_trained_run(tmp_path):
     bad = subprocess.run(cmd[:4] + [f"--data_dir={tmp_path / 'nowhere'}"], cwd=REPO,
                          capture_output=True, text=True, env={"JAX_PLATFORMS": "cpu"})  # fmt: skip
     assert bad.returncode == 2 and "error: No folder" in bad.stderr
+
+
+# --------------------------------------------------------------------------------------------
+# The comparison report.
+
+
+def test_paper_table3_is_shipped():
+    from lnexp import senteval_report
+
+    rows = senteval_report.paper_table3()
+    assert len(rows) == 4 and rows[2]["MR"] == 79.5 and rows[2]["SICK r"] == 0.854
+
+
+def test_report_evaluates_each_checkpoint_once_and_writes_the_table(tmp_path, monkeypatch):
+    from lnexp import senteval_report
+
+    calls = []
+
+    def fake_evaluate_run(workdir, data_dir, tasks, *, step, folds):
+        calls.append((Path(workdir).name, step))
+        results = {
+            "MR": {"accuracy": 60.0 + step / 100},
+            "SICK": {"pearson": 0.5, "spearman": 0.4, "mse": 0.9},
+        }
+        out = Path(workdir) / "eval" / f"{step}.json"
+        out.parent.mkdir(exist_ok=True)
+        out.write_text(json.dumps({"step": step, "folds": folds, "results": results}))
+        return step, results
+
+    monkeypatch.setattr(evaluate, "evaluate_run", fake_evaluate_run)
+    runs = {}
+    for name in ("plain", "ln"):
+        for step in (100, 200):
+            (tmp_path / name / "checkpoints" / str(step)).mkdir(parents=True)
+        runs[name] = tmp_path / name
+    for _ in range(2):  # The second report reads every result from the cache.
+        curves = senteval_report.report(runs, tmp_path, ["MR", "SICK"], tmp_path / "out")
+    assert sorted(calls) == [("ln", 100), ("ln", 200), ("plain", 100), ("plain", 200)]
+    assert curves["ln"][200]["MR"] == 62.0
+    table = (tmp_path / "out" / "table.md").read_text()
+    assert "| ln (ours) | 200 | 0.500 | 0.400 | 0.900 | 62.0 |" in table
+    assert "(paper)" in table and (tmp_path / "out" / "figure.png").stat().st_size > 0

@@ -1,0 +1,170 @@
+"""Skip-thought runs -> downstream scores along training, the paper's Fig. 3 and Table 3 at our
+scale (the library behind ``scripts/compare_senteval.py``).
+
+Each checkpoint of each run is evaluated once with :func:`lnexp.evaluate.evaluate_run` (results
+cached in ``RUN/eval/<step>.json``, so re-running only evaluates new checkpoints); then
+
+* ``figure.png``: one panel per score (SICK r, MR, SUBJ, TREC, ...), the score against training
+  steps, one line per run;
+* ``table.md`` / ``table.json``: each run's last evaluated checkpoint beside the paper's Table 3.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Mapping, Sequence
+from importlib import resources
+from pathlib import Path
+
+from lnexp.errors import UserError
+
+# Score name -> (task, key in the task's results). Accuracies in percent.
+SCORES = {
+    "SICK r": ("SICK", "pearson"),
+    "SICK rho": ("SICK", "spearman"),
+    "SICK MSE": ("SICK", "mse"),
+    "MR": ("MR", "accuracy"),
+    "CR": ("CR", "accuracy"),
+    "SUBJ": ("SUBJ", "accuracy"),
+    "MPQA": ("MPQA", "accuracy"),
+    "TREC": ("TREC", "accuracy"),
+}
+PAPER_COLUMNS = {"SICK_r": "SICK r", "SICK_rho": "SICK rho", "SICK_mse": "SICK MSE"}
+
+
+def paper_table3() -> list[dict]:
+    """The paper's Table 3 rows: ``{'method': ..., score name: value}``."""
+    text = resources.files("lnexp").joinpath("reference/paper_table3_skipthoughts.csv").read_text()
+    rows = csv.DictReader(line for line in text.splitlines() if not line.startswith("#"))
+    return [
+        {"method": r["method"]}
+        | {PAPER_COLUMNS.get(k, k): float(v) for k, v in r.items() if k != "method"}
+        for r in rows
+    ]
+
+
+def checkpoint_steps(workdir: Path) -> list[int]:
+    return sorted(int(p.name) for p in (workdir / "checkpoints").glob("*") if p.name.isdigit())
+
+
+def evaluate_checkpoints(
+    workdir: Path,
+    data_dir: Path,
+    tasks: Sequence[str],
+    *,
+    steps: Sequence[int] | None = None,
+    folds: int = 10,
+) -> dict[int, dict]:
+    """Step -> results for every (or the given) checkpoint, evaluating those not cached yet.
+
+    A cached ``eval/<step>.json`` counts only if it covers ``tasks`` with ``folds``.
+    """
+    from lnexp.evaluate import evaluate_run
+
+    available = checkpoint_steps(workdir)
+    if not available:
+        raise UserError(f"{workdir} has no checkpoints to evaluate.")
+    chosen = available if steps is None else [s for s in steps if s in available]
+    out = {}
+    for step in chosen:
+        cached = workdir / "eval" / f"{step}.json"
+        if cached.exists():
+            record = json.loads(cached.read_text())
+            if set(tasks) <= set(record["results"]) and record.get("folds") == folds:
+                out[step] = record["results"]
+                continue
+        out[step] = evaluate_run(workdir, data_dir, tasks, step=step, folds=folds)[1]
+    return out
+
+
+def scores(results: Mapping[str, dict]) -> dict[str, float]:
+    """The headline numbers of one checkpoint's results."""
+    out = {}
+    for name, (task, key) in SCORES.items():
+        if task in results and key in results[task]:
+            out[name] = float(results[task][key])
+    return out
+
+
+def table_markdown(runs: Mapping[str, tuple[int, dict[str, float]]]) -> str:
+    """Our runs (label -> (step, scores)) above the paper's Table 3 rows."""
+    names = [n for n in SCORES if any(n in s for _, s in runs.values())]
+    lines = [
+        "| method | steps | " + " | ".join(names) + " |",
+        "|---|---:|" + "---:|" * len(names),
+    ]
+
+    def fmt(name: str, value: float | None) -> str:
+        if value is None:
+            return "–"
+        return f"{value:.1f}" if name in ("MR", "CR", "SUBJ", "MPQA", "TREC") else f"{value:.3f}"
+
+    for label, (step, s) in runs.items():
+        lines.append(
+            f"| {label} (ours) | {step:,} | " + " | ".join(fmt(n, s.get(n)) for n in names) + " |"
+        )
+    for row in paper_table3():
+        iterations = "~1.7M" if "1.7M" in row["method"] else ("1M" if "1M" in row["method"] else "")
+        lines.append(
+            f"| {row['method']} (paper) | {iterations} | "
+            + " | ".join(fmt(n, row.get(n)) for n in names)
+            + " |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def plot_curves(curves: Mapping[str, dict[int, dict[str, float]]], path: Path) -> None:
+    """One panel per score, score against steps, one line per run."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = [n for n in SCORES if any(n in s for c in curves.values() for s in c.values())]
+    cols = min(3, len(names))
+    rows = -(-len(names) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.5 * cols, 3.3 * rows), squeeze=False)
+    for ax, name in zip(axes.flat, names, strict=False):
+        for label, by_step in curves.items():
+            steps = sorted(s for s in by_step if name in by_step[s])
+            ax.plot(steps, [by_step[s][name] for s in steps], marker="o", label=label)
+        ax.set_title(name)
+        ax.set_xlabel("training steps")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    for ax in list(axes.flat)[len(names) :]:
+        ax.axis("off")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def report(
+    runs: Mapping[str, Path],
+    data_dir: Path,
+    tasks: Sequence[str],
+    out: Path,
+    *,
+    steps: Sequence[int] | None = None,
+    folds: int = 10,
+) -> dict:
+    """Evaluates the runs' checkpoints and writes ``figure.png``, ``table.md``, ``table.json``
+    to ``out``. Returns ``{label: {step: scores}}``."""
+    curves = {
+        label: {
+            step: scores(r)
+            for step, r in evaluate_checkpoints(
+                Path(workdir), data_dir, tasks, steps=steps, folds=folds
+            ).items()
+        }
+        for label, workdir in runs.items()
+    }
+    out.mkdir(parents=True, exist_ok=True)
+    final = {label: max(c.items()) for label, c in curves.items() if c}
+    (out / "table.md").write_text(table_markdown(final))
+    (out / "table.json").write_text(
+        json.dumps({"curves": curves, "final": final, "paper": paper_table3()}, indent=2) + "\n"
+    )
+    plot_curves(curves, out / "figure.png")
+    return curves
