@@ -2,7 +2,9 @@
 
 Variants (``--config=configs/skipthought.py:<variant>``):
 
-* default (small): learns visibly on 2 CPU cores in about 20 minutes.
+* default (small): 3,000 steps of a 256-unit model, vocabulary 5,000, in about 20 minutes on
+  2 CPU cores (measured: 162 sentences/s), learning visibly (validation perplexity falls from
+  5,000 to a few hundred). Adam 1e-3, not tuned.
 * ``paper``: the paper's sizes (vocabulary 20,000, embeddings 620, GRUs 2400) and the public
   code's optimization (batch 64, Adam 2e-4, gradient-norm clip 5); for accelerators.
 * ``tiny``: a few hundred steps of a very small model, for smoke tests (under a minute).
@@ -34,7 +36,7 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
     config.seed = 0
     # An "epoch" here is an evaluation period of steps_per_epoch steps (the corpus is too large
     # to wait for whole passes); batches keep streaming through shuffled passes.
-    config.num_epochs = 10
+    config.num_epochs = 12
     config.steps_per_epoch = 250
     config.batch_size = 64
     config.steps_per_call = 10  # Fused steps per call; each call holds one length group.
@@ -44,14 +46,14 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
     config.model = ml_collections.ConfigDict()
     config.model.norm = "layer"  # layer | none: every GRU (encoder and both decoders).
     config.model.embed_dim = 128
-    config.model.hidden_size = 512
+    config.model.hidden_size = 256
     config.model.condition_every_step = False  # True: feed the encoding to every decoder step.
     config.model.tie_embeddings = False  # True: output layer = projection + transposed embedding.
     config.model.unroll = 1
 
     config.data = ml_collections.ConfigDict()
     config.data.dir = config_dict.placeholder(str)  # A directory tree of .txt books.
-    config.data.vocab_size = 10_000  # Most frequent words, besides <pad>, <unk>, <eos>.
+    config.data.vocab_size = 5_000  # Most frequent words, besides <pad>, <unk>, <eos>.
     config.data.max_tokens = 30  # Words kept per sentence (then <eos>).
     config.data.valid_books = 4  # Whole books held out for validation.
     config.data.valid_examples = 2_000  # Validation triples evaluated per epoch (spread out).
@@ -68,7 +70,7 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
     config.optimizer.grad_clip_norm = 5.0  # The public code's global-norm clip.
 
     config.checkpoint = ml_collections.ConfigDict()
-    config.checkpoint.keep = 3
+    config.checkpoint.keep = 12  # Every evaluation period's, for downstream curves.
     config.checkpoint.every_epochs = 1
 
     if variant == "paper":
