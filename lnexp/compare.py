@@ -39,7 +39,6 @@ from lnexp.metric_writers import read_records
 PAPER_METHODS = {"Base": "none", "BN": "batch", "LN": "layer"}
 # Reference panel names -> lnexp metric names.
 PAPER_PANELS = {"train_NLL": "train_nll", "test_err": "test_error"}
-TIMING_KEYS = ("wall_s", "examples_per_sec", "compile_s")
 
 
 def paper_fig6() -> dict[tuple[int, str], dict[str, np.ndarray]]:

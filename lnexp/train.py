@@ -6,11 +6,14 @@ data and the loss. Its shape:
 * One ``jax.sharding.Mesh`` with a ``'data'`` axis over all devices (even when there is one).
   Parameters and optimizer state are replicated, batches are sharded on the batch axis, so
   batch-norm statistics are over the global batch.
-* The training set stays on the devices. Each epoch draws a permutation on the host (from
-  ``(seed, epoch)``, so every host and every resumed run draws the same one); a jitted
-  ``lax.scan`` runs ``steps_per_call`` steps per host call, gathering its batches on the device.
-  The training state is donated, so it is updated in place.
-* After each epoch every evaluation split is evaluated in one jitted pass, the record goes to
+* The training set (and the task's ``constants``, e.g. a corpus) stays on the devices. The
+  batch schedule (:mod:`lnexp.batches`) is drawn on the host from ``(seed, pass)``, so every
+  host and every resumed run draws the same one; a jitted ``lax.scan`` runs up to
+  ``steps_per_call`` steps per host call, gathering its batches on the device (for sequence
+  tasks, batches of similar length cut to the chunk's padded width: one compiled program per
+  width). The training state is donated, so it is updated in place.
+* After each epoch (one pass over the data, or ``steps_per_epoch`` steps when the config sets
+  it) every evaluation split is evaluated in one jitted pass, the record goes to
   ``metrics.jsonl`` and TensorBoard, and an orbax checkpoint is written (the last
   ``checkpoint.keep`` are kept). Re-running on the same workdir resumes from the last one, and
   since batches depend only on ``(seed, epoch)`` a resumed run is bitwise identical on CPU.
@@ -365,6 +368,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
                 name = "train_loss" if key == "loss" else f"train_batch_{key}"
                 record[name] = float(np.mean(values))
             record["examples_per_sec"] = steps * config.batch_size / train_seconds
+            if task.unit != "examples":  # e.g. sentences_per_sec, for the skip-thought model
+                record[f"{task.unit}_per_sec"] = record["examples_per_sec"]
             record["compile_s"] = trainer.compile_seconds
             record["wall_s"] = wall_before + time.perf_counter() - t_start
             progress.done()
@@ -435,7 +440,7 @@ def _summary(record: Mapping[str, Any], num_epochs: int) -> str:
     metrics = ", ".join(
         f"{k} {v:.4g}"
         for k, v in record.items()
-        if k not in ("epoch", "step", "wall_s", "examples_per_sec", "compile_s")
+        if k not in ("epoch", "step", "wall_s", "compile_s") and not k.endswith("_per_sec")
     )
     return (
         f"epoch {record['epoch']}/{num_epochs} (step {record['step']}): {metrics} | "

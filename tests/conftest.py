@@ -120,6 +120,12 @@ def tiny_books_dir(tmp_path_factory) -> Path:
     return write_tiny_books(tmp_path_factory.mktemp("tiny_books"))
 
 
+@pytest.fixture(scope="session")
+def corpus_cache(tmp_path_factory) -> Path:
+    """One corpus cache for the session, so the real books are processed once."""
+    return tmp_path_factory.mktemp("corpus_cache")
+
+
 @pytest.fixture
 def books_dir() -> Path:
     """The real book corpus; skips the test when it is not there."""

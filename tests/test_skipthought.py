@@ -83,7 +83,7 @@ def test_tiny_model_overfits_tiny_corpus(tiny_books_dir, tmp_path):
     assert last["train_loss"] < 0.5 * first["train_loss"]
     # The story is deterministic: held-out sentences become nearly certain.
     assert last["valid_next_ppl"] < 2.0 and last["valid_prev_ppl"] < 2.0
-    assert {"valid_prev_nll", "valid_next_nll", "valid_nll", "examples_per_sec"} <= last.keys()
+    assert {"valid_prev_nll", "valid_next_nll", "valid_nll", "sentences_per_sec"} <= last.keys()
     assert (tmp_path / "run" / "vocab.txt").read_text().startswith("<pad>\n<unk>\n<eos>\n")
 
 
@@ -102,7 +102,7 @@ def test_resume_matches_uninterrupted_run(trained_run, tiny_books_dir, tmp_path)
     train.train_and_evaluate(config, tmp_path / "run")
     resumed = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
     straight = (trained_run / "run" / "metrics.jsonl").read_text().splitlines()
-    drop = ("wall_s", "examples_per_sec", "compile_s")
+    drop = ("wall_s", "examples_per_sec", "sentences_per_sec", "compile_s")
     for a, b in zip(resumed, straight, strict=True):
         a, b = json.loads(a), json.loads(b)
         assert {k: v for k, v in a.items() if k not in drop} == {
@@ -166,9 +166,9 @@ def test_unknown_variant_is_a_clear_error():
         load_config("skipthought", "huge")
 
 
-def test_real_books_tiny_run(books_dir, tmp_path):
+def test_real_books_tiny_run(books_dir, corpus_cache, tmp_path):
     """The ':tiny' variant on the real corpus: a few steps through the whole stack."""
-    config = tiny_config(books_dir, tmp_path / "cache", num_epochs=1, steps_per_epoch=20)
+    config = tiny_config(books_dir, corpus_cache, num_epochs=1, steps_per_epoch=20)
     record = train.train_and_evaluate(config, tmp_path / "run")
     assert np.isfinite(record["valid_nll"]) and record["valid_next_ppl"] < 500
     stats = json.loads((tmp_path / "run" / "corpus_stats.json").read_text())

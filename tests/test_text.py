@@ -165,13 +165,14 @@ def test_unusable_book_directories_are_clear_errors(tmp_path, case):
         text.load_corpus(root, cache_dir=tmp_path / "cache", show_progress=False)
 
 
-def test_real_books(books_dir, tmp_path_factory):
-    """The shared Gutenberg corpus: markers found in every book, sensible sentences."""
+def test_real_books(books_dir, corpus_cache):
+    """The shared Gutenberg corpus: headers stripped, sensible sentences (the settings of the
+    ':tiny' config, so that the skip-thought test reuses this cache)."""
     corpus = text.load_corpus(
-        books_dir, cache_dir=tmp_path_factory.mktemp("cache"), show_progress=False
+        books_dir, vocab_size=500, valid_books=1, cache_dir=corpus_cache, show_progress=False
     )
     stats = corpus.stats
     assert stats["books"] >= 100 and stats["sentences"] > 300_000
     assert 10 < stats["words"] / stats["sentences"] < 30
-    assert stats["vocab_coverage"] > 0.95
-    assert "gutenberg" not in corpus.vocab.ids or corpus.vocab.ids["gutenberg"] > 5_000
+    assert 0.7 < stats["vocab_coverage"] < 0.95  # 500 words.
+    assert "gutenberg" not in corpus.vocab.ids  # Licences (in all but one book) are stripped.
