@@ -119,8 +119,11 @@ def _cached_encoder(path: str, step: int | None) -> SentenceEncoder:
 def encode(
     workdir_or_checkpoint: str | Path, sentences: Sequence[str], *, step: int | None = None
 ) -> np.ndarray:
-    """Encodes ``sentences`` with a trained skip-thought run (the encoder is loaded once and
-    kept for later calls).
+    """Encodes ``sentences`` with a trained skip-thought run.
+
+    The encoder of each (run, checkpoint) is loaded once and kept for later calls; without
+    ``step`` the run's latest checkpoint is looked up on every call, so a run that trained on
+    since is encoded with its new checkpoint.
 
     Args:
         workdir_or_checkpoint: A run directory or a checkpoint directory inside it.
@@ -130,7 +133,10 @@ def encode(
     Returns:
         ``(len(sentences), hidden)`` float32.
     """
-    return _cached_encoder(str(Path(workdir_or_checkpoint).resolve()), step)(sentences)
+    path = Path(workdir_or_checkpoint).resolve()
+    if step is None and (path / "checkpoints").is_dir():
+        step = _latest_step(path)
+    return _cached_encoder(str(path), step)(sentences)
 
 
 def main(argv: list[str]) -> None:

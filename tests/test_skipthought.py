@@ -20,14 +20,10 @@ from lnexp.models.skipthought import SkipThought, token_mean_loss
 
 
 def tiny_config(books, cache, **overrides):
-    config = load_config("skipthought", "tiny", data__dir=str(books), data__cache_dir=str(cache))
-    for key, value in overrides.items():
-        *parents, leaf = key.split("__")
-        node = config
-        for p in parents:
-            node = node[p]
-        node[leaf] = value
-    return config
+    """The ':tiny' config on ``books`` with its corpus cache in ``cache``."""
+    return load_config(
+        "skipthought", "tiny", data__dir=str(books), data__cache_dir=str(cache), **overrides
+    )
 
 
 def random_ids(rng, batch, width, vocab):
