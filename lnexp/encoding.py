@@ -46,7 +46,7 @@ class SentenceEncoder:
     """
 
     def __init__(self, path: str | Path, step: int | None = None):
-        path = Path(path)
+        path = Path(path).resolve()  # orbax needs absolute paths.
         if path.parent.name == "checkpoints" and path.name.isdigit():
             workdir, step = path.parent.parent, int(path.name)
         else:

@@ -132,6 +132,11 @@ def test_encode_from_a_checkpoint_directory(trained_run):
     assert not np.array_equal(first(s), latest(s))
 
 
+def test_encode_accepts_a_relative_path(trained_run, monkeypatch):
+    monkeypatch.chdir(trained_run)
+    assert SentenceEncoder("run")([story_sentence(0)]).shape == (1, 32)
+
+
 def test_encode_refuses_a_directory_that_is_not_a_run(tmp_path):
     with pytest.raises(UserError, match="not a skip-thought run"):
         SentenceEncoder(tmp_path)
