@@ -11,7 +11,8 @@ evaluated: ``lnexp.evaluate.run(encode_fn, data_dir, tasks)`` with
 The protocol, on frozen sentence vectors:
 
 * Binary tasks (MR, CR, SUBJ, MPQA, or any folder with a ``*.pos`` and a ``*.neg`` file):
-  logistic regression with nested 10-fold cross-validation: for each outer fold the L2 penalty
+  logistic regression (on features standardized with the training part's statistics, see
+  :func:`fit_with_cv`) with nested 10-fold cross-validation: for each outer fold the L2 penalty
   ``C`` in ``2^0 .. 2^8`` is chosen by 10-fold cross-validation on the other nine folds only,
   then the model refit on them is scored on the held-out fold; accuracy mean ± std over the
   outer folds.
@@ -56,19 +57,30 @@ TASKS = (*BINARY_TASKS, "TREC", "SICK")
 
 def fit_with_cv(X: np.ndarray, y: np.ndarray, *, folds: int, seed: int, penalties=PENALTIES):
     """Logistic regression whose ``C`` is chosen by stratified ``folds``-fold cross-validation
-    on ``(X, y)`` only, refit on all of it."""
+    on ``(X, y)`` only, refit on all of it; a scikit-learn pipeline (``pipe[-1].C_``).
+
+    Features are standardized with the mean and std of ``X`` first (nothing of an outer test
+    fold enters the scaling: this only ever sees the training part). The skip-thought code fed
+    raw vectors; on ours lbfgs often stopped at 2,000 iterations unconverged at the larger
+    ``C``. Fits that still stop at ``max_iter`` (weakly regularized, nearly separable folds)
+    are used as they are, without a warning per fit.
+    """
+    from sklearn.exceptions import ConvergenceWarning
     from sklearn.linear_model import LogisticRegressionCV
     from sklearn.model_selection import StratifiedKFold
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
 
     cv = StratifiedKFold(folds, shuffle=True, random_state=seed)
     clf = LogisticRegressionCV(
-        Cs=list(penalties), cv=cv, scoring="accuracy", max_iter=2000, n_jobs=-1, refit=True
+        Cs=list(penalties), cv=cv, scoring="accuracy", max_iter=1000, n_jobs=-1, refit=True
     )
     with warnings.catch_warnings():
         # scikit-learn 1.9 announces a change of the fitted attributes; only C_ is read here,
         # in a form (np.ravel(C_)[0]) that both versions give.
         warnings.simplefilter("ignore", FutureWarning)
-        return clf.fit(X, y)
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        return make_pipeline(StandardScaler(), clf).fit(X, y)
 
 
 def nested_cv_accuracy(
@@ -83,7 +95,7 @@ def nested_cv_accuracy(
     for train, test in outer.split(X, y):
         clf = fit_with_cv(X[train], y[train], folds=inner_folds, seed=seed)
         accuracies.append(100.0 * clf.score(X[test], y[test]))
-        chosen.append(float(np.ravel(clf.C_)[0]))
+        chosen.append(float(np.ravel(clf[-1].C_)[0]))
     return {
         "accuracy": float(np.mean(accuracies)),
         "std": float(np.std(accuracies)),
@@ -106,7 +118,7 @@ def evaluate_trec(encode: EncodeFn, task_dir: Path, *, folds: int, seed: int) ->
     clf = fit_with_cv(X, data.labels, folds=folds, seed=seed)
     return {
         "accuracy": 100.0 * float(clf.score(X_test, data.test_labels)),
-        "penalty": float(np.ravel(clf.C_)[0]),
+        "penalty": float(np.ravel(clf[-1].C_)[0]),
         "train_examples": len(data.labels),
         "test_examples": len(data.test_labels),
     }
