@@ -771,8 +771,9 @@ def test_standardize_segments_derivatives_match_autodiff(sizes):
     np.testing.assert_allclose(jax.grad(loss(fused))(x), jax.grad(loss(plain))(x), atol=2e-5)
     jvp = [jax.jvp(f, (x,), (w,))[1] for f in (fused, plain)]
     np.testing.assert_allclose(*jvp, atol=2e-5)
-    hess = [jax.hessian(loss(f))(x[:1]) for f in (fused, plain)]
-    np.testing.assert_allclose(*hess, atol=2e-4)
+    if sizes == (8, 4):  # Second order once: compiling Hessians is slow.
+        hess = [jax.hessian(loss(f))(x[:1]) for f in (fused, plain)]
+        np.testing.assert_allclose(*hess, atol=2e-4)
 
 
 def test_standardize_segments_gradient_has_input_dtype():
