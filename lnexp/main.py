@@ -6,6 +6,7 @@ configs are locked, so a misspelled key is an error rather than a silent no-op.
 
 import sys
 
+import ml_collections
 from absl import app, flags, logging
 from ml_collections import config_flags
 
@@ -25,8 +26,9 @@ def parse_flags(argv: list[str]) -> list[str]:
     paragraph instead of a traceback (config_flags raises AttributeError/KeyError for those)."""
     try:
         return flags.FLAGS(argv)
-    except (OSError, ValueError) as e:  # ValueError: e.g. an unknown config variant.
-        message = f"the config file cannot be loaded: {' '.join(str(e).split())}"
+    except (OSError, ValueError, flags.Error) as e:  # e.g. an unknown config variant
+        lines = [line for line in str(e).splitlines() if line.strip()]
+        message = f"the config file cannot be loaded: {lines[-1].strip() if lines else e}"
     except (AttributeError, KeyError) as e:
         key = str(e).strip("\"'")
         culprits = [a for a in argv if a.startswith("--config.") and key in a]
@@ -43,8 +45,17 @@ def main(argv: list[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
     quiet_library_logs()
+    config = _CONFIG.value
+    if not isinstance(config, ml_collections.ConfigDict):
+        # config_flags defers a file that failed to load to the first use of the config.
+        try:
+            config.to_dict()
+        except OSError as e:
+            lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+            print(f"error: the config file cannot be loaded: {lines[-1]}", file=sys.stderr)
+            sys.exit(2)
     try:
-        train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+        train_and_evaluate(config, _WORKDIR.value)
     except UserError as e:
         logging.flush()
         print(f"\nerror: {e}", file=sys.stderr)

@@ -535,3 +535,17 @@ def test_a_record_cut_short_by_a_kill_is_dropped_on_resume(reference_runs, tiny_
     assert metric_writers.read_records(tmp_path / "metrics.jsonl") == records
     train.train_and_evaluate(make_config(tiny_dir, num_epochs=4), tmp_path)
     assert [r["epoch"] for r in read_records(tmp_path)] == [1, 2, 3, 4]
+
+
+@pytest.mark.parametrize(
+    "config,words",
+    [
+        ("configs/no_such_config.py", "No such file"),
+        ("configs/skipthought.py:huge", "Unknown skipthought variant"),
+    ],
+)
+def test_cli_unloadable_config_is_one_paragraph(tmp_path, config, words):
+    cmd = [sys.executable, "-m", "lnexp.main", f"--config={config}", f"--workdir={tmp_path}"]
+    out = subprocess.run(cmd, cwd=REPO, env=cli_env(None), capture_output=True, text=True)
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert "error: the config file cannot be loaded" in out.stderr and words in out.stderr
