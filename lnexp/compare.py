@@ -268,16 +268,20 @@ def summarize(
 
 
 def export(workdir: Path, dest: Path) -> int:
-    """Copies every run's ``config.json`` and ``metrics.jsonl`` (no checkpoints, no TensorBoard)
-    from ``workdir`` to ``dest`` in the same layout, so results can be committed and reported
-    with ``--report``. Returns the number of runs copied."""
+    """Copies every run's ``config.json``, ``metrics.jsonl`` and ``eval/*.json`` (downstream
+    evaluations; no checkpoints, no TensorBoard) from ``workdir`` to ``dest`` in the same layout,
+    so results can be committed and reported with ``--report``. Returns the number of runs
+    copied."""
     runs = 0
     for config_path in sorted(workdir.glob("*/seed=*/config.json")):
         run_dir = config_path.parent
         target = dest / run_dir.relative_to(workdir)
         target.mkdir(parents=True, exist_ok=True)
-        for name in ("config.json", "metrics.jsonl"):
+        names = ["config.json", "metrics.jsonl"]
+        names += [str(p.relative_to(run_dir)) for p in sorted(run_dir.glob("eval/*.json"))]
+        for name in names:
             if (run_dir / name).exists():
+                (target / name).parent.mkdir(parents=True, exist_ok=True)
                 shutil.copyfile(run_dir / name, target / name)
         runs += 1
     return runs

@@ -27,7 +27,7 @@ from flax import nnx
 from lnexp.data.text import Vocabulary, sentence_ids_from_text
 from lnexp.errors import UserError
 from lnexp.experiments.skipthought import build_model
-from lnexp.train import make_optimizer
+from lnexp.train import make_optimizer, make_train_state
 
 # Sentences per device call; the last call is padded, so results do not depend on the count.
 ENCODE_BATCH = 128
@@ -86,21 +86,20 @@ class SentenceEncoder:
         return np.concatenate(out) if out else np.zeros((0, self.dim), np.float32)
 
 
+def checkpoint_steps(workdir: Path) -> list[int]:
+    """The steps of the checkpoints in a run directory, ascending."""
+    return sorted(int(p.name) for p in (workdir / "checkpoints").glob("*") if p.name.isdigit())
+
+
 def _latest_step(workdir: Path) -> int:
-    steps = [int(p.name) for p in (workdir / "checkpoints").glob("*") if p.name.isdigit()]
+    steps = checkpoint_steps(workdir)
     if not steps:
         raise UserError(f"{workdir} has no checkpoint yet: train it first (python -m lnexp.main).")
     return max(steps)
 
 
 def _restore(directory: Path, step: int, params, rest, config) -> dict:
-    abstract = {
-        "params": params,
-        "rest": rest,
-        "opt_state": jax.eval_shape(make_optimizer(config).init, params),
-        "step": jnp.zeros((), jnp.int32),
-        "epoch": jnp.zeros((), jnp.int32),
-    }
+    abstract = jax.eval_shape(lambda: make_train_state(params, rest, make_optimizer(config)))
     sharding = jax.sharding.SingleDeviceSharding(jax.devices()[0])
     abstract = jax.tree.map(
         lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=sharding), abstract

@@ -21,14 +21,19 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "Run directory (created; resumed
 flags.mark_flags_as_required(["config", "workdir"])
 
 
+def _unloadable(error: Exception) -> str:
+    """The cause of a config file that failed to load: the last line of config_flags' report."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return f"the config file cannot be loaded: {lines[-1] if lines else error}"
+
+
 def parse_flags(argv: list[str]) -> list[str]:
     """absl's flag parsing, with a config override naming a missing key reported in one
     paragraph instead of a traceback (config_flags raises AttributeError/KeyError for those)."""
     try:
         return flags.FLAGS(argv)
     except (OSError, ValueError, flags.Error) as e:  # e.g. an unknown config variant
-        lines = [line for line in str(e).splitlines() if line.strip()]
-        message = f"the config file cannot be loaded: {lines[-1].strip() if lines else e}"
+        message = _unloadable(e)
     except (AttributeError, KeyError) as e:
         key = str(e).strip("\"'")
         culprits = [a for a in argv if a.startswith("--config.") and key in a]
@@ -51,8 +56,7 @@ def main(argv: list[str]) -> None:
         try:
             config.to_dict()
         except OSError as e:
-            lines = [line.strip() for line in str(e).splitlines() if line.strip()]
-            print(f"error: the config file cannot be loaded: {lines[-1]}", file=sys.stderr)
+            print(f"error: {_unloadable(e)}", file=sys.stderr)
             sys.exit(2)
     try:
         train_and_evaluate(config, _WORKDIR.value)

@@ -44,10 +44,6 @@ def paper_table3() -> list[dict]:
     ]
 
 
-def checkpoint_steps(workdir: Path) -> list[int]:
-    return sorted(int(p.name) for p in (workdir / "checkpoints").glob("*") if p.name.isdigit())
-
-
 def evaluate_checkpoints(
     workdir: Path,
     data_dir: Path,
@@ -60,6 +56,7 @@ def evaluate_checkpoints(
 
     A cached ``eval/<step>.json`` counts only if it covers ``tasks`` with ``folds``.
     """
+    from lnexp.encoding import checkpoint_steps
     from lnexp.evaluate import evaluate_run
 
     available = checkpoint_steps(workdir)

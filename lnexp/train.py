@@ -87,6 +87,17 @@ def make_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransform
     return tx
 
 
+def make_train_state(params, rest, tx: optax.GradientTransformation) -> TrainState:
+    """What a checkpoint holds: parameters, other model state, optimizer state, step, epoch."""
+    return {
+        "params": params,
+        "rest": rest,
+        "opt_state": tx.init(params),
+        "step": jnp.zeros((), jnp.int32),
+        "epoch": jnp.zeros((), jnp.int32),
+    }
+
+
 def _put(tree: Any, sharding: NamedSharding) -> Any:
     """Places host arrays on the mesh; works the same with one process or several."""
 
@@ -187,13 +198,7 @@ class Trainer:
         self.eval_graph = nnx.split(model, nnx.Param, ...)[0]
         model.train()
         self.rng = jax.random.key(seed)
-        self.initial_state: TrainState = {
-            "params": params,
-            "rest": rest,
-            "opt_state": tx.init(params),
-            "step": jnp.zeros((), jnp.int32),
-            "epoch": jnp.zeros((), jnp.int32),
-        }
+        self.initial_state = make_train_state(params, rest, tx)
         self._train_chunk = jax.jit(
             self._train_chunk_impl,
             donate_argnums=0,

@@ -191,13 +191,6 @@ def prepare_jax(
     return Prepared(name, "jax", lambda: jax.block_until_ready(compiled(*args)), compile_s)
 
 
-def time_jax(
-    name: str, loss_fn: Callable[..., Array], args: tuple[Any, ...], config: BenchConfig
-) -> Row:
-    """Times ``jax.jit(jax.value_and_grad(loss_fn, argnums=all))`` on ``args`` alone."""
-    return time_interleaved([prepare_jax(name, loss_fn, args, config)], config)[0]
-
-
 def _mean_square(ys: Array) -> Array:
     return jnp.mean(jnp.square(ys))
 
@@ -331,14 +324,6 @@ def prepare_torch(
         step()
     extra = {"compile_mode": "default"} if compile else {}
     return Prepared(name, "torch", step, compile_s, extra)
-
-
-def time_torch(name: str, module, xs_np: np.ndarray, config: BenchConfig, *, compile: bool) -> Row:
-    """Times one PyTorch row alone (see :func:`prepare_torch`)."""
-    prepared = prepare_torch(name, module, xs_np, config, compile=compile)
-    if not isinstance(prepared, Prepared):
-        return prepared
-    return time_interleaved([prepared], config)[0]
 
 
 # --------------------------------------------------------------------------------------------

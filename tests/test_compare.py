@@ -583,3 +583,13 @@ def test_export_copies_configs_and_metrics_only(synthetic_workdir, tmp_path):
     assert compare.summarize(compare.find_runs(dest)) == compare.summarize(
         compare.find_runs(synthetic_workdir)
     )
+
+
+def test_export_keeps_downstream_evaluations(synthetic_workdir, tmp_path):
+    run_dir = synthetic_workdir / cell_name(NORMS[0], BATCH_SIZES[0]) / f"seed={SEEDS[0]}"
+    (run_dir / "eval").mkdir()
+    (run_dir / "eval" / "3000.json").write_text('{"step": 3000}')
+    dest = tmp_path / "exported"
+    compare.export(synthetic_workdir, dest)
+    copied = dest / run_dir.relative_to(synthetic_workdir) / "eval" / "3000.json"
+    assert copied.read_text() == '{"step": 3000}'
