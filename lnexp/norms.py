@@ -133,7 +133,7 @@ def _segment_mean(blocks: Array, sizes: tuple[int, ...]) -> Array:
     """Each block's segment mean, ``(..., num_blocks, 1)``, for ``(..., num_blocks, block)``.
 
     One segment is passed unblocked, as ``(..., size)``: a size-1 block axis makes XLA:CPU's
-    gradient ten times slower (jax 0.10).
+    gradient many times slower (jax 0.10).
     """
     block = blocks.shape[-1]
     sums = blocks.sum(-1, keepdims=True)
