@@ -2,7 +2,8 @@
 
 A grid is the product of ``--grid KEY=V1,V2,...`` axes and ``--seeds N``; every cell is an
 ordinary run directory ``WORKDIR/<k1=v1,k2=v2>/seed=<s>/`` trained by
-:func:`lnexp.train.train_and_evaluate` (so it resumes, and finished cells are skipped).
+:func:`lnexp.train.train_and_evaluate`, or with the other seeds of its configuration by
+:func:`lnexp.seeds.train_seeds` (so it resumes, and finished cells are skipped).
 :func:`report` reads whatever run directories exist and writes
 
 * ``figure.png``: one column per value of the column key (default: the second grid key, e.g.
@@ -152,23 +153,50 @@ def run_grid(
     cells: Sequence[Cell],
     shared: Sequence[tuple[str, str]] = (),
     log=print,
+    *,
+    vectorize_seeds: bool = False,
 ) -> list[tuple[Cell, str]]:
-    """Trains every unfinished cell, one after the other; returns the cells that failed."""
+    """Trains every unfinished cell, one after the other; returns the cells that failed.
+
+    With ``vectorize_seeds``, the unfinished seeds of a configuration that resume from the same
+    step are trained together in one program (:func:`lnexp.seeds.train_seeds`). If that fails
+    (e.g. one seed diverges), they are trained one after the other, so that the other seeds
+    still finish and each failure is reported for its own seed.
+    """
+    from lnexp.seeds import resume_step, train_seeds
     from lnexp.train import train_and_evaluate
 
-    failures = []
+    pending = []
     for i, cell in enumerate(cells, 1):
         config = load_config(config_path, [*shared, *cell.values, ("seed", str(cell.seed))])
         run_dir = cell.run_dir(workdir)
         if _finished(run_dir, config.num_epochs):
             log(f"[{i}/{len(cells)}] {run_dir} is finished; skipped.")
             continue
-        log(f"[{i}/{len(cells)}] training {run_dir}")
-        try:
-            train_and_evaluate(config, run_dir)
-        except UserError as e:
-            log(f"[{i}/{len(cells)}] {run_dir} failed: {e}")
-            failures.append((cell, str(e)))
+        pending.append((i, cell, config, run_dir))
+    groups: dict[Any, list[tuple[int, Cell, ml_collections.ConfigDict, Path]]] = {}
+    for i, cell, config, run_dir in pending:
+        key = (cell.values, resume_step(run_dir)) if vectorize_seeds else i
+        groups.setdefault(key, []).append((i, cell, config, run_dir))
+
+    failures = []
+    for group in groups.values():
+        if len(group) > 1:
+            seeds = [cell.seed for _, cell, _, _ in group]
+            where = f"[{group[0][0]}-{group[-1][0]}/{len(cells)}] {group[0][1].name}"
+            log(f"{where}: training seeds {', '.join(map(str, seeds))} together")
+            try:
+                train_seeds(group[0][2], seeds, [run_dir for *_, run_dir in group])
+                continue
+            except UserError as e:
+                log(f"{where}: training the seeds together failed: {e} Training them one by one.")
+        for i, cell, config, run_dir in group:
+            log(f"[{i}/{len(cells)}] training {run_dir}")
+            try:
+                train_and_evaluate(config, run_dir)
+            except UserError as e:
+                log(f"[{i}/{len(cells)}] {run_dir} failed: {e}")
+                failures.append((cell, str(e)))
     return failures
 
 

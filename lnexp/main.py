@@ -2,6 +2,10 @@
 
 Any config field can be overridden, e.g. ``--config.model.norm=batch --config.batch_size=4``;
 configs are locked, so a misspelled key is an error rather than a silent no-op.
+
+Over several hosts, every host runs the same command with ``--coordinator_address``,
+``--num_processes`` and ``--process_id`` (or ``--distributed`` on SLURM, Open MPI or a Cloud TPU
+pod); see :mod:`lnexp.distributed`.
 """
 
 import sys
@@ -10,6 +14,7 @@ import ml_collections
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+from lnexp import distributed
 from lnexp.errors import UserError
 from lnexp.metric_writers import quiet_library_logs
 from lnexp.train import train_and_evaluate
@@ -19,6 +24,31 @@ _CONFIG = config_flags.DEFINE_config_file(
 )
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run directory (created; resumed if it exists).")
 flags.mark_flags_as_required(["config", "workdir"])
+
+# A run over several processes (lnexp.distributed); unset flags fall back to the variables named.
+_COORDINATOR_ADDRESS = flags.DEFINE_string(
+    "coordinator_address",
+    None,
+    "HOST:PORT of process 0's coordinator service, the same for every process of a run over "
+    "several processes (default: $JAX_COORDINATOR_ADDRESS).",
+)
+_NUM_PROCESSES = flags.DEFINE_integer(
+    "num_processes", None, "Number of processes of the run (default: $JAX_NUM_PROCESSES)."
+)
+_PROCESS_ID = flags.DEFINE_integer(
+    "process_id", None, "This process's number, 0 .. num_processes - 1 (default: $JAX_PROCESS_ID)."
+)
+_LOCAL_DEVICE_IDS = flags.DEFINE_list(
+    "local_device_ids",
+    None,
+    "Local devices this process uses, e.g. 0,1 (default: $JAX_LOCAL_DEVICE_IDS, else all).",
+)
+_DISTRIBUTED = flags.DEFINE_bool(
+    "distributed",
+    None,
+    "Let JAX detect the settings above from the cluster (SLURM, Open MPI, Cloud TPU pods) "
+    "(default: $LNEXP_DISTRIBUTED=1).",
+)
 
 
 def _unloadable(error: Exception) -> str:
@@ -59,6 +89,13 @@ def main(argv: list[str]) -> None:
             print(f"error: {_unloadable(e)}", file=sys.stderr)
             sys.exit(2)
     try:
+        distributed.initialize(
+            _COORDINATOR_ADDRESS.value,
+            _NUM_PROCESSES.value,
+            _PROCESS_ID.value,
+            _LOCAL_DEVICE_IDS.value,
+            _DISTRIBUTED.value,
+        )
         train_and_evaluate(config, _WORKDIR.value)
     except UserError as e:
         logging.flush()

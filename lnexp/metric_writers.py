@@ -64,12 +64,17 @@ class MetricWriter:
     def truncate_after(self, step: int) -> list[dict[str, Any]]:
         """Drops records past ``step`` (written after the checkpoint a resumed run starts from).
 
+        Every process may call it: the file is replaced atomically, so a process that reads it
+        while process 0 truncates it reads either version, and keeps the same records.
+
         Returns:
             The records kept.
         """
         kept = [r for r in self.records() if r["step"] <= step]
         if self.enabled and self.path.exists():
-            self.path.write_text("".join(json.dumps(r) + "\n" for r in kept))
+            tmp = self.path.with_suffix(".jsonl.tmp")
+            tmp.write_text("".join(json.dumps(r) + "\n" for r in kept))
+            tmp.replace(self.path)  # Atomic, also against a kill mid-write.
         return kept
 
     def write(self, record: dict[str, Any]) -> None:

@@ -19,6 +19,10 @@ data and the loss. Its shape:
   since batches depend only on ``(seed, epoch)`` a resumed run is bitwise identical on CPU.
 * A non-finite loss (or evaluation) stops the run with an error naming the epoch and step; the
   bad state is never recorded or checkpointed, so the last good checkpoint survives.
+* Over several processes (hosts; :mod:`lnexp.distributed` connects them) every process runs this
+  same loop on the same config. Process 0 alone writes ``config.json``, ``metrics.jsonl`` and
+  TensorBoard; all of them write and restore the checkpoints, so the workdir must be on a
+  filesystem they share (checked at the start, with the resume step, which all must agree on).
 """
 
 from __future__ import annotations
@@ -42,6 +46,7 @@ from flax.traverse_util import flatten_dict
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from lnexp import distributed
 from lnexp.batches import Chunk, Schedule
 from lnexp.errors import UserError
 from lnexp.experiments import Task, build_task
@@ -129,18 +134,25 @@ def _check_config(config: ml_collections.ConfigDict, mesh: Mesh) -> None:
 def _check_batch_size(config: ml_collections.ConfigDict, mesh: Mesh) -> None:
     if config.batch_size <= 0 or config.batch_size % mesh.size:
         suggestion = max(mesh.size, config.batch_size // mesh.size * mesh.size)
+        where = (
+            "of this machine"
+            if jax.process_count() == 1
+            else f"of this run ({jax.process_count()} processes, {jax.local_device_count()} "
+            "devices each; config.batch_size is the global batch)"
+        )
         raise UserError(
             f"config.batch_size={config.batch_size} does not divide over the {mesh.size} devices "
-            f"of this machine: each device takes an equal share of every batch. Use a multiple "
+            f"{where}: each device takes an equal share of every batch. Use a multiple "
             f"of {mesh.size} (e.g. --config.batch_size={suggestion}), "
             "or run on fewer devices (e.g. CUDA_VISIBLE_DEVICES)."
         )
 
 
 def _save_config(config: ml_collections.ConfigDict, workdir: Path, *, write: bool = True) -> None:
-    """Writes ``config.json`` (unless ``write`` is false); refuses to resume a workdir whose
-    checkpoints come from a different config. (Without a checkpoint there is nothing to mix, so a
-    run that failed before its first checkpoint can be retried with corrected settings.)"""
+    """Writes ``config.json`` (unless ``write`` is false; process 0 writes, the others check that
+    they see it); refuses to resume a workdir whose checkpoints come from a different config.
+    (Without a checkpoint there is nothing to mix, so a run that failed before its first
+    checkpoint can be retried with corrected settings.)"""
     path = workdir / "config.json"
     current = json.loads(config.to_json_best_effort())
     checkpoints = workdir / "checkpoints"
@@ -160,10 +172,45 @@ def _save_config(config: ml_collections.ConfigDict, workdir: Path, *, write: boo
                 "resuming it would mix two experiments. Pass the same overrides as before to "
                 "resume, or choose a new --workdir."
             )
-    if write and jax.process_index() == 0:
+    if not write:
+        return
+    distributed.barrier("lnexp: config.json checked")  # No process reads it while it is written.
+    if jax.process_index() == 0:
         tmp = path.with_suffix(".json.tmp")
         tmp.write_text(json.dumps(current, indent=2, sort_keys=True) + "\n")
         tmp.replace(path)  # Atomic: a kill never leaves half a config behind.
+    if jax.process_count() > 1:
+        distributed.barrier("lnexp: config.json written")
+        _check_processes_share(path, current)
+
+
+def _check_processes_share(path: Path, config: dict[str, Any]) -> None:
+    """Refuses a multi-process run whose processes do not all see ``config`` in the
+    ``config.json`` that process 0 wrote (a workdir not on a shared filesystem, or different
+    configs given to different hosts)."""
+    seen = json.loads(path.read_text()) if path.exists() else None
+    views = distributed.all_processes(0 if seen == config else 1 if seen is None else 2)
+    problems = []
+    if blind := [i for i, v in enumerate(views) if v == 1]:
+        problems.append(
+            f"{_processes(blind)} not see the {path} that process 0 wrote: the workdir must be "
+            "on a filesystem that every host shares (all processes write the checkpoints and "
+            "resume from them)."
+        )
+    if other := [i for i, v in enumerate(views) if v == 2]:
+        problems.append(
+            f"{_processes(other)} not have the config of process 0: every process must run the "
+            "same command (only the process flags differ)."
+        )
+    if problems:
+        raise UserError(" ".join(problems))
+
+
+def _processes(ids: list[int]) -> str:
+    """``'Process 1 does'``, ``'Processes 1, 3 do'``."""
+    if len(ids) == 1:
+        return f"Process {ids[0]} does"
+    return f"Processes {', '.join(map(str, ids))} do"
 
 
 def _eval_layout(split: Mapping[str, np.ndarray], eval_batch: int) -> dict[str, np.ndarray]:
@@ -216,10 +263,12 @@ class Trainer:
         batch = self.task.make_batch(constants, examples, width)
         return jax.lax.with_sharding_constraint(batch, self.batch_sharding)
 
-    def _train_step(self, data, width: int | None, state: TrainState, idx: jax.Array):
+    def _train_step(
+        self, data, width: int | None, run_rng: jax.Array, state: TrainState, idx: jax.Array
+    ):
         examples = jax.tree.map(lambda a: a[idx], data["examples"])
         batch = self._make_batch(data["constants"], examples, width)
-        rng = jax.random.fold_in(self.rng, state["step"])
+        rng = jax.random.fold_in(run_rng, state["step"])
 
         def loss_fn(params):
             # copy=True: the merged Variables must belong to this (grad) trace, or batch norm's
@@ -237,7 +286,8 @@ class Trainer:
         return new_state, {"loss": loss, **metrics}
 
     def _train_chunk_impl(self, state: TrainState, data, indices: jax.Array, *, width):
-        return jax.lax.scan(functools.partial(self._train_step, data, width), state, indices)
+        step = functools.partial(self._train_step, data, width, self.rng)
+        return jax.lax.scan(step, state, indices)
 
     def train_chunk(self, state: TrainState, data, chunk: Chunk):
         """Runs the chunk's training steps in one call; returns the new state and the per-step
@@ -337,6 +387,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
         options=ocp.CheckpointManagerOptions(max_to_keep=config.checkpoint.keep, create=True),
     )
     latest = checkpoints.latest_step()
+    if len(latests := set(distributed.all_processes(-1 if latest is None else latest))) > 1:
+        raise UserError(
+            f"The processes see different last checkpoints in {workdir / 'checkpoints'} "
+            f"(steps {sorted(latests)}; -1: none): the workdir must be on a filesystem that "
+            "every host shares, with no other run writing to it."
+        )
     writer = MetricWriter(workdir, enabled=is_main, purge_after=latest or 0)
     state = _put(trainer.initial_state, trainer.replicated)
     wall_before = 0.0
@@ -348,7 +404,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
         if kept:
             last_record = kept[-1]
             wall_before = last_record["wall_s"]
-        logging.info("Resumed from the checkpoint at step %d in %s.", latest, workdir)
+        if is_main:
+            logging.info("Resumed from the checkpoint at step %d in %s.", latest, workdir)
     else:
         # Records of a run killed before its first checkpoint was finalized: it starts over.
         writer.truncate_after(0)
@@ -379,7 +436,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
             record["wall_s"] = wall_before + time.perf_counter() - t_start
             progress.done()
             _check_finite(record)
-            logging.info(_summary(record, config.num_epochs))
+            if is_main:  # The other processes have the same numbers.
+                logging.info(_summary(record, config.num_epochs))
             writer.write(record)
             last_record = record
             state["epoch"] = _put(np.int32(epoch), trainer.replicated)

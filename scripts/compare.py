@@ -6,6 +6,13 @@ Reproduce the paper's Fig. 6 (every cell is a resumable run directory; finished 
         --grid model.norm=none,batch,layer,weight --grid batch_size=128,4 --seeds 3 \\
         --set data.dir=PATH_TO_MNIST
 
+Train the seeds of each cell together in one program (faster for small models at small
+batches; still one run directory per seed, see lnexp/seeds.py and scripts/bench_seeds.py)::
+
+    python scripts/compare.py --config configs/pimnist.py --workdir runs/fig6_small \\
+        --grid model.norm=none,layer --seeds 4 --vectorize_seeds \\
+        --set model.hidden_sizes="(100,100)" --set batch_size=4 --set data.dir=PATH_TO_MNIST
+
 Only aggregate the run directories that exist::
 
     python scripts/compare.py --workdir runs/fig6 --report
@@ -28,6 +35,12 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "Directory holding one run direc
 _GRID = flags.DEFINE_multi_string("grid", [], "KEY=V1,V2,...: one axis of the grid.")
 _SET = flags.DEFINE_multi_string("set", [], "KEY=VALUE: an override shared by every cell.")
 _SEEDS = flags.DEFINE_integer("seeds", 1, "Seeds 0..N-1 per cell.")
+_VECTORIZE_SEEDS = flags.DEFINE_bool(
+    "vectorize_seeds",
+    False,
+    "Train the seeds of each configuration together in one program (jax.vmap over a seed "
+    "axis; faster for small models). Not for skip-thoughts.",
+)
 _REPORT = flags.DEFINE_bool("report", False, "Only aggregate existing run directories.")
 _LINES = flags.DEFINE_string("lines", None, "Key drawn as lines (default: the first grid key).")
 _COLUMNS = flags.DEFINE_string(
@@ -59,7 +72,9 @@ def main(argv):
                 raise UserError("--config is required to run a grid (or pass --report).")
             cells = compare.expand_grid(_GRID.value, _SEEDS.value)
             shared = [compare.parse_assignment(s) for s in _SET.value]
-            failures = compare.run_grid(_CONFIG.value, workdir, cells, shared)
+            failures = compare.run_grid(
+                _CONFIG.value, workdir, cells, shared, vectorize_seeds=_VECTORIZE_SEEDS.value
+            )
             for cell, message in failures:
                 print(f"FAILED {cell.run_dir(workdir)}: {message}", file=sys.stderr)
         rows = compare.report(

@@ -1,41 +1,31 @@
-"""Smoke tests of scripts/bench.py at tiny sizes: rows, JSON, markdown, the PyTorch LN-GRU."""
+"""The benchmarks (lnexp.bench, scripts/bench.py) at tiny sizes: rows, ratios, limits, reports,
+and that each PyTorch twin computes what the lnexp model computes."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
+import subprocess
 import sys
 from pathlib import Path
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
 
 from lnexp import cells
+from lnexp.bench import fig6, machine, pimnist, recurrent, report
+from lnexp.bench.timing import BenchConfig, Prepared, time_interleaved
 from lnexp.errors import UserError
 
 REPO = Path(__file__).resolve().parents[1]
 # Importing torch 2.13 warns about its own use of torch.jit.script_method.
 pytestmark = pytest.mark.filterwarnings("ignore:.*torch.jit.script_method:DeprecationWarning")
 
-
-def _load_script():
-    # Loaded once per session: the script defines absl flags, which cannot be defined twice.
-    name = "lnexp_scripts_bench"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, REPO / "scripts" / "bench.py")
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
-bench = _load_script()
-
 # One unroll keeps the JAX compiles few; torch.compile is tested on its own (slow).
-TINY = bench.BenchConfig(
+TINY = BenchConfig(
     batch=2,
     hidden=8,
     input=4,
@@ -45,6 +35,10 @@ TINY = bench.BenchConfig(
     unrolls=(1,),
     torch_compile=False,
     torch_threads=1,
+    pimnist_norms=("none", "layer"),
+    pimnist_batches=(8,),
+    pimnist_examples=16,
+    pimnist_repeats=1,
 )
 JAX_ROWS = [
     "lnexp LN-GRU (inputs precomputed, unroll 1)",
@@ -53,9 +47,16 @@ JAX_ROWS = [
     "lnexp LN-LSTM (per-step inputs, unroll 1)",
     "lnexp GRU norm=none (inputs precomputed, unroll 1)",
     "lnexp GRU norm=none (per-step inputs, unroll 1)",
-    bench.FLAX_GRU,
+    recurrent.FLAX_GRU,
 ]
-TORCH_ROWS = ["torch nn.GRU", "torch LN-GRU (eager)", bench.TORCH_COMPILED_LN_GRU]
+TORCH_ROWS = ["torch nn.GRU", "torch LN-GRU (eager)", recurrent.TORCH_COMPILED_LN_GRU]
+# Tiny, fixed machine limits, so the PI-MNIST tests do not spend time measuring them.
+LIMITS = {
+    "matmul": [{"library": "jax", "shape": [2, 2, 2], "flops_per_s": 1e11}],
+    "bandwidth": [{"array_mb": 1.0, "donated": True, "bytes_per_s": 2e10}],
+    "matmul_flops_per_s": 1e11,
+    "bandwidth_bytes_per_s": 2e10,
+}
 
 
 @pytest.fixture(scope="module")
@@ -63,26 +64,26 @@ def run(tmp_path_factory):
     """The recurrent section run once at tiny sizes: (results, JSON path, markdown path)."""
     directory = tmp_path_factory.mktemp("bench")
     out, markdown = directory / "out" / "bench.json", directory / "bench.md"
-    results = bench.run_benchmark(["recurrent"], TINY, out=out, markdown=markdown)
+    results = report.run_benchmark(["recurrent"], TINY, out=out, markdown=markdown)
     return results, out, markdown
 
 
-def _rows(results) -> dict[str, dict]:
-    return {row["name"]: row for row in results["sections"]["recurrent"]["rows"]}
+def _rows(results, section="recurrent") -> dict[str, dict]:
+    return {row["name"]: row for row in results["sections"][section]["rows"]}
 
 
 def test_jax_rows_are_timed(run):
     results, _, _ = run
     rows = _rows(results)
     assert list(rows) == JAX_ROWS + TORCH_ROWS
-    flax_ms = rows[bench.FLAX_GRU]["median_ms"]
+    flax_ms = rows[recurrent.FLAX_GRU]["median_ms"]
     for name in JAX_ROWS:
         row = rows[name]
         assert row["tokens_per_s"] > 0 and math.isfinite(row["tokens_per_s"]), name
         assert row["compile_s"] > 0 and row["median_ms"] > 0 and row["repeats"] == 1, name
         assert row["tokens_per_s"] == pytest.approx(2 * 3 / (row["median_ms"] / 1e3))
         assert row["x_flax_gru"] == pytest.approx(row["median_ms"] / flax_ms)
-    assert rows[bench.FLAX_GRU]["x_flax_gru"] == 1.0
+    assert rows[recurrent.FLAX_GRU]["x_flax_gru"] == 1.0
     assert rows["lnexp LN-GRU (per-step inputs, unroll 1)"]["precompute_inputs"] is False
 
 
@@ -91,31 +92,35 @@ def test_json_and_markdown_are_written(run):
     written = json.loads(out.read_text())
     assert written == json.loads(json.dumps(results))
     assert [row["name"] for row in written["sections"]["recurrent"]["rows"]] == list(_rows(results))
-    machine = written["machine"]
-    assert machine["cpu"] and machine["cpu_count"] >= 1 and machine["jax"]
-    assert "torch" in machine and "load_average" in machine
+    m = written["machine"]
+    assert m["cpu"] and m["cpu_count"] >= 1 and m["jax"]
+    assert "torch" in m and "load_average" in m
     assert written["config"]["hidden"] == 8 and written["config"]["steps"] == 3
     text = markdown.read_text()
-    assert text == bench.to_markdown(results)
+    assert text == report.to_markdown(results)
     assert "### recurrent" in text and "| row | compile s | ms/step | tokens/s |" in text
     for name in JAX_ROWS + TORCH_ROWS:
         assert f"| {name} |" in text
 
 
 def test_torch_rows_without_torch_are_skipped_with_a_note(monkeypatch):
-    monkeypatch.setattr(bench, "_torch", lambda: None)
-    rows = bench._torch_rows(TINY, np.zeros((2, 3, 4), np.float32))
+    monkeypatch.setattr(recurrent, "import_torch", lambda: None)
+    rows = recurrent._torch_rows(TINY, np.zeros((2, 3, 4), np.float32))
     assert [row["name"] for row in rows] == TORCH_ROWS
     for row in rows:
         assert "pip install torch" in row["skipped"] and "median_ms" not in row
-    rows = bench.add_ratios(rows, bench.RECURRENT.references)
+    rows = recurrent.add_ratios(rows, recurrent.REFERENCES)
     assert all(row["x_torch_compile_ln_gru"] is None for row in rows)
 
 
-def test_unknown_section_is_a_user_error(tmp_path):
+def test_unknown_section_and_bad_settings_are_user_errors(tmp_path):
     with pytest.raises(UserError, match="recurrent"):
-        bench.run_benchmark(["recurent"], TINY, out=tmp_path / "x.json")
+        report.run_benchmark(["recurent"], TINY, out=tmp_path / "x.json")
     assert not (tmp_path / "x.json").exists()
+    with pytest.raises(UserError, match="pimnist_norms"):
+        BenchConfig(pimnist_norms=("weight",))
+    with pytest.raises(UserError, match="pimnist_examples"):
+        BenchConfig(pimnist_examples=0)
 
 
 def test_torch_rows(run):
@@ -125,7 +130,7 @@ def test_torch_rows(run):
     for name in TORCH_ROWS[:2]:
         assert rows[name]["tokens_per_s"] > 0 and rows[name]["compile_s"] is None, name
         assert rows[name]["torch_threads"] == 1
-    assert "--notorch_compile" in rows[bench.TORCH_COMPILED_LN_GRU]["skipped"]
+    assert "--notorch_compile" in rows[recurrent.TORCH_COMPILED_LN_GRU]["skipped"]
     assert rows[TORCH_ROWS[0]]["x_torch_compile_ln_gru"] is None
 
 
@@ -141,7 +146,7 @@ def test_torch_ln_gru_matches_lnexp_gru_cell():
     xs = np.random.default_rng(0).standard_normal((2, 5, 4)).astype(np.float32)
     _, expected = cells.scan(cell, jnp.asarray(xs))
     with torch.no_grad():
-        actual = bench.torch_ln_gru(cell)(torch.from_numpy(xs)).numpy()
+        actual = recurrent.torch_ln_gru(cell)(torch.from_numpy(xs)).numpy()
     np.testing.assert_allclose(actual, np.asarray(expected), rtol=1e-5, atol=1e-5)
 
 
@@ -151,9 +156,9 @@ def test_torch_compiled_ln_gru_row():
     torch.set_num_threads(1)
     cell = cells.GRUCell(4, 8, norm="layer", rngs=nnx.Rngs(0))
     xs = np.zeros((2, 3, 4), np.float32)
-    row = bench.prepare_torch("compiled", bench.torch_ln_gru(cell), xs, TINY, compile=True)
-    if isinstance(row, bench.Prepared):
-        row = bench.time_interleaved([row], TINY)[0]
+    row = recurrent.prepare_torch("compiled", recurrent.torch_ln_gru(cell), xs, TINY, compile=True)
+    if isinstance(row, Prepared):
+        row = time_interleaved([row], TINY.repeats)[0]
     # Either timed, or the compile error reported in the row (no C++ compiler, say).
     if row.get("error"):
         assert row["error"].startswith("torch.compile failed:")
@@ -164,9 +169,170 @@ def test_torch_compiled_ln_gru_row():
 
 def test_rows_are_timed_round_robin():
     calls = []
-    prepared = [bench.Prepared(n, "x", lambda n=n: calls.append(n), None) for n in "abc"]
-    rows = bench.time_interleaved(prepared, TINY)
-    assert calls == list("abc") * TINY.repeats
-    assert [r["name"] for r in rows] == list("abc") and all(
-        r["repeats"] == TINY.repeats for r in rows
-    )
+    prepared = [
+        Prepared(n, "x", lambda n=n: calls.append(n), None, items=6, steps=3) for n in "abc"
+    ]
+    rows = time_interleaved(prepared, 4)
+    assert calls == list("abc") * 4
+    assert [r["name"] for r in rows] == list("abc") and all(r["repeats"] == 4 for r in rows)
+    # Times are per training step; items per second per call.
+    for r in rows:
+        assert r["median_ms"] * 3 / 1e3 == pytest.approx(6 / r["tokens_per_s"])
+
+
+# --------------------------------------------------------------------------------------------
+# PI-MNIST.
+
+
+def test_flops_and_bytes_of_the_paper_mlp():
+    # Forward 2 * (784*1000 + 1000*1000 + 1000*10), as much again for the weight gradients, and
+    # the input gradients of the second and third layers.
+    forward = 2 * (784 * 1000 + 1000 * 1000 + 1000 * 10)
+    assert pimnist.flops_per_example() == 2 * forward + 2 * (1000 * 1000 + 1000 * 10)
+    assert pimnist.parameter_count("none") == 784 * 1000 + 1000 + 1000 * 1000 + 1000 + 10010
+    # Layer norm: no biases in the linear maps, a gain and a bias per hidden unit; the logits
+    # keep their bias (the paper's placement: no LN there).
+    assert pimnist.parameter_count("layer") == 784_000 + 1_000_000 + 10_010 + 4 * 1000
+
+
+def test_roofline_picks_the_binding_limit():
+    lim = dict(LIMITS, matmul_flops_per_s=1e11, bandwidth_bytes_per_s=5e10)
+    big = pimnist.roofline("none", 128, lim)
+    assert big["bound"] == "matmul"
+    assert big["limit_examples_per_s"] == pytest.approx(1e11 / pimnist.flops_per_example())
+    small = pimnist.roofline("none", 4, lim)
+    assert small["bound"] == "memory"
+    assert small["bytes_per_step"] == 10 * 4 * pimnist.parameter_count("none")
+    assert small["limit_examples_per_s"] == pytest.approx(4 * 5e10 / small["bytes_per_step"])
+
+
+@pytest.mark.parametrize("norm", ["none", "layer", "batch"])
+def test_torch_mlp_computes_what_the_lnexp_mlp_computes(norm):
+    torch = pytest.importorskip("torch")
+    model = pimnist.lnexp_model(norm, 128, 0)
+    twin = pimnist.torch_mlp(norm)
+    # Copy lnexp's parameters into the twin, layer by layer: Linear, then the normalizer.
+    linears = [m for m in twin if isinstance(m, torch.nn.Linear)]
+    normalizers = [m for m in twin if isinstance(m, torch.nn.LayerNorm | torch.nn.BatchNorm1d)]
+    layers = list(model.layers)
+    assert len(linears) == len(layers) == 3
+    with torch.no_grad():
+        for linear, layer in zip(linears, layers, strict=True):
+            linear.weight.copy_(torch.from_numpy(np.array(layer.linear.kernel[...]).T))
+            if linear.bias is not None:
+                linear.bias.copy_(torch.from_numpy(np.array(layer.linear.bias[...])))
+        hidden = [layer for layer in layers if layer.norm_name != "none"]
+        assert len(normalizers) == len(hidden)
+        for normalizer, layer in zip(normalizers, hidden, strict=True):
+            normalizer.weight.copy_(torch.from_numpy(np.array(layer.norm.scale[...])))
+            normalizer.bias.copy_(torch.from_numpy(np.array(layer.norm.bias[...])))
+    x = np.random.default_rng(0).random((5, 784), np.float32)
+    model.eval()  # Batch norm: running averages (fresh: mean 0, variance 1) in both.
+    twin.eval()
+    expected = np.asarray(model(jnp.asarray(x)))
+    with torch.no_grad():
+        actual = twin(torch.from_numpy(x)).numpy()
+    np.testing.assert_allclose(actual, expected, rtol=1e-4, atol=1e-4)
+
+
+def test_pimnist_section_rows_ratios_and_goals(monkeypatch):
+    monkeypatch.setattr(pimnist, "limits", lambda config: LIMITS)
+    results = pimnist.run(TINY)
+    rows = {(r["method"], r["norm"]): r for r in results["rows"]}
+    assert set(rows) == {(m, n) for m in pimnist.FRAMEWORKS for n in ("none", "layer")}
+    for norm in ("none", "layer"):
+        row = rows[pimnist.LNEXP, norm]
+        assert row["examples_per_s"] > 0 and row["compile_s"] > 0 and row["batch"] == 8
+        assert row["examples_per_s"] == pytest.approx(8 / (row["median_ms"] / 1e3))
+        limit = pimnist.roofline(norm, 8, LIMITS)["limit_examples_per_s"]
+        assert row["fraction_of_limit"] == pytest.approx(row["examples_per_s"] / limit)
+        compiled = rows[pimnist.TORCH_COMPILED, norm]
+        assert "--notorch_compile" in compiled["skipped"]
+        if "examples_per_s" in rows[pimnist.TORCH_EAGER, norm]:  # PyTorch installed
+            eager = rows[pimnist.TORCH_EAGER, norm]["examples_per_s"]
+            assert row["x_torch_eager"] == pytest.approx(row["examples_per_s"] / eager)
+            assert rows[pimnist.TORCH_EAGER, norm]["x_torch_eager"] == 1.0
+    # Batch 8 has no goal of its own; the layer-norm overhead goal needs batch 128.
+    assert results["goals"] == []
+    assert results["limits"] is LIMITS
+    text = report.to_markdown({"machine": machine.machine_info(), "sections": {"pimnist": results}})
+    assert "| lnexp norm=layer batch=8 |" in text and "Machine limits (measured)" in text
+
+
+def test_pimnist_goals_wording():
+    rows = []
+    for norm, ms in (("none", 10.0), ("layer", 10.5)):
+        rows.append(
+            {"method": pimnist.LNEXP, "norm": norm, "batch": 128, "median_ms": ms,
+             "x_torch_eager": 2.0, "fraction_of_limit": 0.8, "bound": "matmul",
+             "limit_examples_per_s": 20_000.0}
+        )  # fmt: skip
+    goals = pimnist.goals(rows)
+    assert "Goal norm=none batch=128 >= 1.8x torch eager: met (2.00x)." in goals
+    assert any(g.startswith("Goal norm=none batch=128 >= 85% of the matmul limit: NOT met (80%")
+               for g in goals)  # fmt: skip
+    assert goals[-1] == "Goal layer norm <= 10% over none at batch 128: met (+5.0%)."
+
+
+def test_machine_limits_are_measured():
+    rows = machine.measure_matmul([(8, 8, 8)], repeats=1, torch_threads=1)
+    assert rows[0]["library"] == "jax" and rows[0]["flops_per_s"] > 0
+    donated = machine.measure_bandwidth(1024, repeats=1)
+    fresh = machine.measure_bandwidth(1024, repeats=1, donate=False)
+    assert donated["donated"] and not fresh["donated"] and donated["bytes_per_s"] > 0
+
+
+# --------------------------------------------------------------------------------------------
+# Figure 6 grid and the command line.
+
+
+def test_fig6_without_data_is_skipped_with_a_note():
+    results = fig6.run(TINY)
+    assert "--data_dir" in results["rows"][0]["skipped"]
+
+
+def test_fig6_limit_counts_training_steps_and_evaluations():
+    lim = LIMITS
+    step_s = 4 / pimnist.roofline("layer", 4, lim)["limit_examples_per_s"]
+    eval_s = fig6.EVAL_EXAMPLES * fig6.forward_flops_per_example() / lim["matmul_flops_per_s"]
+    assert fig6.limit_seconds("layer", 4, 100, 2, lim) == pytest.approx(100 * step_s + 2 * eval_s)
+
+
+@pytest.mark.slow
+def test_fig6_trains_the_grid_and_reports_wall_time(tiny_mnist_dir, tmp_path, monkeypatch):
+    monkeypatch.setattr(pimnist, "limits", lambda config: LIMITS)
+    monkeypatch.chdir(REPO)
+    config = BenchConfig(data_dir=str(tiny_mnist_dir), fig6_epochs=1, fig6_workdir=str(tmp_path))
+    overrides = (("model.hidden_sizes", "(16,16)"), ("eval_batch_size", "100"))
+    results = fig6.run(config, overrides=overrides)
+    rows = results["rows"]
+    assert len(rows) == 9 and rows[-1]["name"] == "whole grid"
+    for row in rows[:-1]:
+        assert row["wall_s"] > row["compile_s"] > 0 and row["limit_s"] > 0
+        assert row["x_limit"] == pytest.approx(row["wall_s"] / row["limit_s"])
+        assert (tmp_path / f"model.norm={row['norm']},batch_size={row['batch']}").is_dir()
+    assert rows[-1]["wall_s"] == pytest.approx(sum(r["wall_s"] for r in rows[:-1]))
+    assert "Figure 6 grid" in results["goals"][0]
+
+
+def test_cli_writes_json_and_markdown(tmp_path):
+    out, markdown = tmp_path / "b.json", tmp_path / "b.md"
+    result = subprocess.run(
+        [sys.executable, "scripts/bench.py", "--sections=recurrent", "--batch=2", "--hidden=4",
+         "--input=3", "--steps=2", "--repeats=1", "--warmup=0", "--unrolls=1",
+         "--notorch_compile", f"--out={out}", f"--markdown={markdown}"],
+        cwd=REPO, capture_output=True, text=True, timeout=300,
+        env={**__import__("os").environ, "JAX_PLATFORMS": "cpu"},
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert json.loads(out.read_text())["sections"]["recurrent"]["rows"]
+    assert "### recurrent" in markdown.read_text()
+    bad = subprocess.run(
+        [sys.executable, "scripts/bench.py", "--sections=nope", f"--out={out}"],
+        cwd=REPO, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert bad.returncode == 2 and "error: Unknown sections" in bad.stderr
+
+
+def test_jax_devices_are_recorded():
+    assert machine.machine_info()["jax_devices"] == [str(d) for d in jax.devices()]

@@ -1,0 +1,19 @@
+"""Speed benchmarks (``scripts/bench.py``): named sections, one JSON file, one markdown report.
+
+Sections (each a module with ``run(config) -> {'rows', 'goals', 'setup', ...}`` and the
+markdown ``COLUMNS`` of its table):
+
+* ``pimnist`` (:mod:`lnexp.bench.pimnist`): PI-MNIST training examples/s, norm none/layer/batch
+  at batch 128 and 4, lnexp against PyTorch (eager, fused Adam, ``torch.compile``) and against
+  the machine's measured matmul rate and memory bandwidth;
+* ``recurrent`` (:mod:`lnexp.bench.recurrent`): an LN-GRU / LN-LSTM layer's training step
+  against Flax's and PyTorch's GRUs;
+* ``skipthought`` (:mod:`lnexp.bench.skipthought`): skip-thought training sentences/s;
+* ``seeds`` (:mod:`lnexp.bench.seeds`): several seeds trained in one vectorized program
+  against one after the other;
+* ``fig6`` (:mod:`lnexp.bench.fig6`): the Figure 6 grid's wall time against the machine's
+  limits (needs the MNIST files).
+
+PyTorch is an optional extra, not in ``requirements.txt`` (``pip install torch==2.13.0``, the
+CPU build); without it its rows are marked skipped.
+"""

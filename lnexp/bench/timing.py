@@ -1,0 +1,185 @@
+"""Timing rows: compile and warm up each configuration, then time them all round-robin.
+
+A row is prepared first (compiled, warmed up: a :class:`Prepared` whose ``step()`` runs one
+synchronous call) and timed later by :func:`time_interleaved` together with the other rows of its
+section, one call of each row per round, so that drift in the machine's speed (other tenants,
+frequency changes) falls on every row alike. A call may hold several training steps (``steps``)
+and ``items`` examples, tokens or sentences; rows report the median time per training step and
+items per second.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import statistics
+import time
+from collections.abc import Callable
+from typing import Any
+
+import jax
+
+from lnexp.errors import UserError
+
+Row = dict[str, Any]
+TORCH_INSTALL = "pip install torch==2.13.0"
+
+
+@dataclasses.dataclass(frozen=True)
+class BenchConfig:
+    """Sizes and repetitions of every section (``scripts/bench.py``'s flags).
+
+    Attributes:
+        batch, hidden, input, steps: The recurrent section's sequence batch.
+        repeats, warmup: Timed and untimed calls per row of the recurrent section.
+        unrolls: Scan unroll factors of the recurrent section's lnexp rows.
+        torch_compile: Time the ``torch.compile``'d rows (compiling takes tens of seconds).
+        torch_threads: ``torch.set_num_threads``; 0 means ``os.cpu_count()``.
+        pimnist_norms, pimnist_batches: The PI-MNIST grid of the ``pimnist`` section.
+        pimnist_examples: Training examples per timed call (``examples // batch`` steps).
+        pimnist_repeats: Timed calls per PI-MNIST row (each is a fraction of a second or more).
+        skipthought_steps, skipthought_repeats: Steps per timed call and timed calls of the
+            ``skipthought`` section.
+        data_dir: MNIST IDX files for the ``fig6`` section (which trains the real grid).
+        fig6_epochs: Epochs per run of the ``fig6`` section's grid.
+        fig6_workdir: Where the ``fig6`` section's runs go (fresh runs: it is emptied first).
+        seed: Seed of parameters and synthetic data.
+    """
+
+    batch: int = 64
+    hidden: int = 512
+    input: int = 256
+    steps: int = 30
+    repeats: int = 20
+    warmup: int = 3
+    unrolls: tuple[int, ...] = (1, 10)
+    torch_compile: bool = True
+    torch_threads: int = 0
+    pimnist_norms: tuple[str, ...] = ("none", "layer", "batch")
+    pimnist_batches: tuple[int, ...] = (128, 4)
+    pimnist_examples: int = 1600
+    pimnist_repeats: int = 5
+    skipthought_steps: int = 10
+    skipthought_repeats: int = 5
+    data_dir: str | None = None
+    fig6_epochs: int = 2
+    fig6_workdir: str = "runs/bench_fig6"
+    seed: int = 0
+
+    def __post_init__(self):
+        positive = (
+            "batch hidden input steps repeats pimnist_examples pimnist_repeats "
+            "skipthought_steps skipthought_repeats fig6_epochs"
+        )
+        for name in positive.split():
+            if getattr(self, name) < 1:
+                raise UserError(f"--{name} must be at least 1, got {getattr(self, name)}.")
+        if self.warmup < 0:
+            raise UserError(f"--warmup must be at least 0, got {self.warmup}.")
+        if self.torch_threads < 0:
+            raise UserError(f"--torch_threads must be at least 0, got {self.torch_threads}.")
+        if not self.unrolls or min(self.unrolls) < 1:
+            raise UserError(f"--unrolls must be positive integers, got {list(self.unrolls)}.")
+        unknown = set(self.pimnist_norms) - {"none", "layer", "batch"}
+        if unknown or not self.pimnist_norms:
+            raise UserError(
+                f"--pimnist_norms takes none, layer, batch (the methods with a PyTorch twin), "
+                f"got {list(self.pimnist_norms)}."
+            )
+        if not self.pimnist_batches or min(self.pimnist_batches) < 1:
+            raise UserError(f"--pimnist_batches must be positive, got {self.pimnist_batches}.")
+
+    @property
+    def tokens(self) -> int:
+        """Tokens per step of the recurrent section: one per sequence and time step."""
+        return self.batch * self.steps
+
+
+@dataclasses.dataclass
+class Prepared:
+    """A compiled, warmed-up row waiting to be timed: ``step()`` runs one synchronous call.
+
+    Attributes:
+        name: The row's name.
+        framework: ``'jax'``, ``'flax'``, ``'torch'``.
+        step: Runs one call and waits for its result.
+        compile_s: Seconds spent compiling (``None`` when nothing was compiled).
+        items: Examples (tokens, sentences) processed per call.
+        steps: Training steps per call.
+        unit: What ``items`` counts; the row reports ``<unit>_per_s``.
+        extra: Fields copied into the row.
+    """
+
+    name: str
+    framework: str
+    step: Callable[[], Any]
+    compile_s: float | None
+    items: int = 1
+    steps: int = 1
+    unit: str = "tokens"
+    extra: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+
+def timing_row(p: Prepared, times: list[float]) -> Row:
+    """The row of ``p`` from its call times: medians per training step, items per second."""
+    median = statistics.median(times)
+    return {
+        "name": p.name,
+        "framework": p.framework,
+        "compile_s": p.compile_s,
+        "median_ms": 1e3 * median / p.steps,
+        "min_ms": 1e3 * min(times) / p.steps,
+        f"{p.unit}_per_s": p.items / median,
+        "repeats": len(times),
+        **p.extra,
+    }
+
+
+def note_row(name: str, framework: str, *, skipped: str | None = None, error: str | None = None):
+    """A row that was not timed, with the reason."""
+    return {"name": name, "framework": framework, "skipped": skipped, "error": error}
+
+
+def time_interleaved(prepared: list[Prepared], repeats: int) -> list[Row]:
+    """Times every row ``repeats`` times, round-robin (one call of each row per round)."""
+    times: list[list[float]] = [[] for _ in prepared]
+    for _ in range(repeats):
+        for p, row_times in zip(prepared, times, strict=True):
+            start = time.perf_counter()
+            p.step()
+            row_times.append(time.perf_counter() - start)
+    return [timing_row(p, t) for p, t in zip(prepared, times, strict=True)]
+
+
+def time_rows(rows: list[Prepared | Row], repeats: int) -> list[Row]:
+    """Times the prepared rows round-robin; note rows pass through, order kept."""
+    timed = iter(time_interleaved([r for r in rows if isinstance(r, Prepared)], repeats))
+    return [next(timed) if isinstance(r, Prepared) else r for r in rows]
+
+
+def prepare_jax(
+    name: str, loss_fn: Callable[..., jax.Array], args: tuple[Any, ...], warmup: int, **kwargs
+) -> Prepared:
+    """Compiles and warms up ``jax.jit(jax.value_and_grad(loss_fn, argnums=all))``."""
+    step = jax.jit(jax.value_and_grad(loss_fn, argnums=tuple(range(len(args)))))
+    start = time.perf_counter()
+    compiled = step.lower(*args).compile()
+    compile_s = time.perf_counter() - start
+    for _ in range(warmup):
+        jax.block_until_ready(compiled(*args))
+    call = lambda: jax.block_until_ready(compiled(*args))  # noqa: E731
+    return Prepared(name, "jax", call, compile_s, **kwargs)
+
+
+def import_torch():
+    """The ``torch`` module, or ``None`` when it is not installed (it is an optional extra)."""
+    try:
+        import torch
+    except ImportError:
+        return None
+    return torch
+
+
+def first_line(error: BaseException) -> str:
+    """``'TypeName: first line of the message'``, for a row's error note."""
+    text = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {text[0] if text else ''}"[:300]
