@@ -5,8 +5,9 @@ rather than arithmetic. :func:`train_seeds` stacks the training states of ``N`` 
 leading seed axis and runs the training step and the evaluation under :func:`jax.vmap`, so that
 ``N`` seeds pay those costs once; it also compiles once instead of ``N`` times. Whether that is
 faster depends on the model and the machine: a step bound by arithmetic or by memory bandwidth
-(large layers) gains nothing and can lose (``scripts/bench_seeds.py`` measures it; the README has
-the numbers). Everything else is the ordinary training loop of :mod:`lnexp.train`, per seed:
+(large layers) gains nothing and can lose (``scripts/bench.py --sections seeds`` measures it;
+the README has the numbers). Everything else is the ordinary training loop of
+:mod:`lnexp.train`, per seed:
 
 * the task's model built with the seed, the batch schedule ``Schedule(seed=s)`` and the random
   stream ``fold_in(key(s), step)``, exactly as ``train_and_evaluate`` with ``config.seed = s``;
@@ -66,6 +67,8 @@ from lnexp.train import (
     _put,
     _save_config,
     _summary,
+    check_enough_data,
+    epoch_record,
     make_mesh,
     make_optimizer,
     make_train_state,
@@ -198,12 +201,7 @@ def train_seeds(
             "schedule has its own chunk widths and one program cannot train the seeds together. "
             "Train them one after the other (scripts/compare.py without --vectorize_seeds)."
         )
-    if task.num_train < config.batch_size:
-        raise UserError(
-            f"The training set has {task.num_train} examples, fewer than one batch "
-            f"(config.batch_size={config.batch_size}). Lower the batch size or use more data "
-            "(config.data.limit_train)."
-        )
+    check_enough_data(task, config)
     models = [task.model] + [build_task(c).model for c in configs[1:]]
     trainer = SeedTrainer(task, models, make_optimizer(config), mesh, seeds)
     for seed_config, workdir in zip(configs, workdirs, strict=True):
@@ -303,26 +301,25 @@ def train_seeds(
             state, train_metrics, train_seconds = _train_epoch(
                 trainer, state, train_data, schedules, config, epoch, progress, workdirs
             )
-            steps = len(train_metrics["loss"])
             step = int(state["step"][0])
             evals = {
                 name: trainer.evaluate(state, constants, split) for name, split in eval_data.items()
             }
-            records = []
-            for i in range(len(seeds)):
-                record = {"epoch": epoch, "step": step}
-                for name in eval_data:
-                    for key, value in evals[name][i].items():
-                        record[f"{name}_{key}"] = value
-                for key, values in train_metrics.items():
-                    name = "train_loss" if key == "loss" else f"train_batch_{key}"
-                    record[name] = float(np.mean(values[:, i]))
-                record["examples_per_sec"] = steps * config.batch_size / train_seconds
-                if task.unit != "examples":
-                    record[f"{task.unit}_per_sec"] = record["examples_per_sec"]
-                record["compile_s"] = trainer.compile_seconds
-                record["wall_s"] = walls_before[i] + time.perf_counter() - t_start
-                records.append(record)
+            examples_per_sec = len(train_metrics["loss"]) * config.batch_size / train_seconds
+            wall = time.perf_counter() - t_start
+            records = [
+                epoch_record(
+                    epoch,
+                    step,
+                    {name: evals[name][i] for name in eval_data},
+                    {key: values[:, i] for key, values in train_metrics.items()},
+                    examples_per_sec=examples_per_sec,
+                    unit=task.unit,
+                    compile_s=trainer.compile_seconds,
+                    wall_s=walls_before[i] + wall,
+                )
+                for i in range(len(seeds))
+            ]
             progress.done()
             for seed, workdir, record in zip(seeds, workdirs, records, strict=True):
                 try:

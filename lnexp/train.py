@@ -148,6 +148,16 @@ def _check_batch_size(config: ml_collections.ConfigDict, mesh: Mesh) -> None:
         )
 
 
+def check_enough_data(task: Task, config: ml_collections.ConfigDict) -> None:
+    """Refuses a training set smaller than one batch."""
+    if task.num_train < config.batch_size:
+        raise UserError(
+            f"The training set has {task.num_train} examples, fewer than one batch "
+            f"(config.batch_size={config.batch_size}). Lower the batch size or use more data "
+            "(config.data.limit_train)."
+        )
+
+
 def _save_config(config: ml_collections.ConfigDict, workdir: Path, *, write: bool = True) -> None:
     """Writes ``config.json`` (unless ``write`` is false; process 0 writes, the others check that
     they see it); refuses to resume a workdir whose checkpoints come from a different config.
@@ -352,12 +362,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
 
     task = build_task(config)
     trainer = Trainer(task, make_optimizer(config), mesh, config.seed)
-    if task.num_train < config.batch_size:
-        raise UserError(
-            f"The training set has {task.num_train} examples, fewer than one batch "
-            f"(config.batch_size={config.batch_size}). Lower the batch size or use more data "
-            "(config.data.limit_train)."
-        )
+    check_enough_data(task, config)
     # Written only once the config is known to be valid: a run refused for a bad value must not
     # leave a config.json behind that then refuses the corrected run as "a different config".
     _save_config(config, workdir)
@@ -420,20 +425,19 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
             state, train_metrics, train_seconds = _train_epoch(
                 trainer, state, train_data, schedule, config, epoch, progress
             )
-            steps = len(train_metrics["loss"])
-            record = {"epoch": epoch, "step": int(state["step"])}
-            for name, split in eval_data.items():
-                for key, value in trainer.evaluate(state, constants, split).items():
-                    record[f"{name}_{key}"] = value
-            # The training-mode loss (and the task's other metrics) averaged over the epoch's steps.
-            for key, values in train_metrics.items():
-                name = "train_loss" if key == "loss" else f"train_batch_{key}"
-                record[name] = float(np.mean(values))
-            record["examples_per_sec"] = steps * config.batch_size / train_seconds
-            if task.unit != "examples":  # e.g. sentences_per_sec, for the skip-thought model
-                record[f"{task.unit}_per_sec"] = record["examples_per_sec"]
-            record["compile_s"] = trainer.compile_seconds
-            record["wall_s"] = wall_before + time.perf_counter() - t_start
+            evals = {
+                name: trainer.evaluate(state, constants, split) for name, split in eval_data.items()
+            }
+            record = epoch_record(
+                epoch,
+                int(state["step"]),
+                evals,
+                train_metrics,
+                examples_per_sec=len(train_metrics["loss"]) * config.batch_size / train_seconds,
+                unit=task.unit,
+                compile_s=trainer.compile_seconds,
+                wall_s=wall_before + time.perf_counter() - t_start,
+            )
             progress.done()
             _check_finite(record)
             if is_main:  # The other processes have the same numbers.
@@ -484,6 +488,35 @@ def _train_epoch(
             epoch_start_step + done,
         )
     return state, {k: np.concatenate([m[k] for m in per_step]) for k in per_step[0]}, seconds
+
+
+def epoch_record(
+    epoch: int,
+    step: int,
+    evals: Mapping[str, Mapping[str, float]],
+    train_metrics: Mapping[str, np.ndarray],
+    *,
+    examples_per_sec: float,
+    unit: str,
+    compile_s: float,
+    wall_s: float,
+) -> dict[str, Any]:
+    """The ``metrics.jsonl`` record of an epoch: ``<split>_<name>`` evaluations, the training-mode
+    loss (``train_loss``) and the task's other metrics (``train_batch_<name>``) averaged over the
+    epoch's steps, throughput (also as ``<unit>_per_sec``, e.g. sentences), compile and wall
+    time."""
+    record: dict[str, Any] = {"epoch": epoch, "step": step}
+    for split, values in evals.items():
+        for key, value in values.items():
+            record[f"{split}_{key}"] = value
+    for key, values in train_metrics.items():
+        record["train_loss" if key == "loss" else f"train_batch_{key}"] = float(np.mean(values))
+    record["examples_per_sec"] = examples_per_sec
+    if unit != "examples":
+        record[f"{unit}_per_sec"] = examples_per_sec
+    record["compile_s"] = compile_s
+    record["wall_s"] = wall_s
+    return record
 
 
 def _check_finite(record: Mapping[str, Any]) -> None:

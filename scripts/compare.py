@@ -7,7 +7,8 @@ Reproduce the paper's Fig. 6 (every cell is a resumable run directory; finished 
         --set data.dir=PATH_TO_MNIST
 
 Train the seeds of each cell together in one program (faster for small models at small
-batches; still one run directory per seed, see lnexp/seeds.py and scripts/bench_seeds.py)::
+batches; still one run directory per seed, see lnexp/seeds.py;
+`scripts/bench.py --sections seeds` measures the speedup)::
 
     python scripts/compare.py --config configs/pimnist.py --workdir runs/fig6_small \\
         --grid model.norm=none,layer --seeds 4 --vectorize_seeds \\

@@ -239,7 +239,9 @@ def test_pimnist_section_rows_ratios_and_goals(monkeypatch):
     monkeypatch.setattr(pimnist, "limits", lambda config: LIMITS)
     results = pimnist.run(TINY)
     rows = {(r["method"], r["norm"]): r for r in results["rows"]}
-    assert set(rows) == {(m, n) for m in pimnist.FRAMEWORKS for n in ("none", "layer")}
+    expected = {(m, n) for m in pimnist.FRAMEWORKS for n in ("none", "layer")}
+    assert set(rows) == expected | {(pimnist.LNEXP_SGD, "none")}
+    assert rows[pimnist.LNEXP_SGD, "none"]["examples_per_s"] > 0
     for norm in ("none", "layer"):
         row = rows[pimnist.LNEXP, norm]
         assert row["examples_per_s"] > 0 and row["compile_s"] > 0 and row["batch"] == 8

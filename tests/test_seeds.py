@@ -10,7 +10,6 @@ NLLs, 2e-6 absolute on parameters, and at most one example classified differentl
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import shutil
 from pathlib import Path
@@ -31,6 +30,8 @@ from test_train import (
 )
 
 from lnexp import compare, seeds, train
+from lnexp.bench import seeds as bench_seeds
+from lnexp.bench.timing import BenchConfig
 from lnexp.errors import UserError
 from lnexp.experiments import pimnist
 
@@ -235,14 +236,14 @@ def test_tasks_with_sequence_lengths_are_refused(tiny_books_dir, corpus_cache, t
 
 
 def test_time_seeds_times_one_seed_and_the_seeds_together(tiny_mnist_dir):
-    spec = importlib.util.spec_from_file_location(
-        "lnexp_scripts_bench_seeds", REPO / "scripts" / "bench_seeds.py"
-    )
-    bench_seeds = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench_seeds)
     config = make_config(tiny_mnist_dir, steps_per_call=3)
     rows = bench_seeds.time_seeds(config, 2, repeats=1, warmup=0)
     assert [(r["name"], r["seeds"]) for r in rows] == [("1 seed", 1), ("2 seeds in one program", 2)]
     assert rows[0]["speedup"] == 1.0 and rows[1]["speedup"] > 0
     assert all(r["median_ms"] > 0 and r["seed_steps_per_s"] > 0 for r in rows)
-    assert "| 2 seeds in one program |" in bench_seeds.to_markdown(rows)
+    assert rows[1]["speedup"] == pytest.approx(2 * rows[0]["median_ms"] / rows[1]["median_ms"])
+
+
+def test_seeds_section_without_data_is_skipped_with_a_note():
+    results = bench_seeds.run(BenchConfig())
+    assert "--data_dir" in results["rows"][0]["skipped"]

@@ -417,7 +417,7 @@ def test_cli_corrupt_data_file(tiny_mnist_dir, tmp_path):
 
 
 def test_cli_divergence(tiny_dir, tmp_path):
-    result = run_cli(tmp_path, tiny_dir, "--config.optimizer.learning_rate=1e12")
+    result = run_cli(tmp_path, tiny_dir, "--config.optimizer.learning_rate=1e30")
     assert_clean_cli_error(result, "diverged", "epoch 1, step ")
     assert checkpoint_steps(tmp_path) == []
     assert not (tmp_path / "metrics.jsonl").exists() or read_records(tmp_path) == []

@@ -5,6 +5,8 @@ For every normalization (none, layer, batch) and batch size (128 and 4) it times
 * **lnexp**: the training loop's own jitted chunk (:class:`lnexp.train.Trainer`): a ``lax.scan``
   of ``examples // batch`` steps, each gathering its batch from the device-resident training set,
   forward, backward and Adam, the state donated;
+* **lnexp with plain SGD** in place of Adam (no normalization only): the difference is what the
+  Adam update costs;
 * **PyTorch** doing the same work (batches gathered from a uint8 tensor by the same indices, the
   same 784-1000-1000-10 model and placement of the normalizers, Adam): eager with PyTorch's
   default Adam, eager with the fused Adam (``fused=True``), and ``torch.compile`` of the
@@ -71,6 +73,7 @@ BN_MOMENTUM = 0.99
 PARAMETER_PASSES = 10  # Parameter-sized float32 arrays a training step reads or writes.
 
 LNEXP = "lnexp"
+LNEXP_SGD = "lnexp, SGD instead of Adam"  # What the Adam update costs, by difference.
 TORCH_EAGER = "torch eager"
 TORCH_FUSED = "torch eager, fused Adam"
 TORCH_COMPILED = "torch.compile, fused Adam"
@@ -113,14 +116,17 @@ def batch_indices(batch: int, steps: int, seed: int) -> np.ndarray:
     return schedule.epoch_chunks(1)[0].indices[:steps]
 
 
-def prepare_lnexp(norm: str, batch: int, steps: int, data, config: BenchConfig) -> Prepared:
-    """The training loop's chunk of ``steps`` steps, compiled and warmed up."""
+def prepare_lnexp(
+    norm: str, batch: int, steps: int, data, config: BenchConfig, method: str = LNEXP
+) -> Prepared:
+    """The training loop's chunk of ``steps`` steps, compiled and warmed up (``LNEXP_SGD``:
+    plain SGD in place of Adam)."""
     from lnexp.train import Trainer, make_mesh
 
     loss_fn, eval_fn = classification_fns(pixels_to_unit_interval)
     model = lnexp_model(norm, batch, config.seed)
     task = Task(model=model, train_data=data, eval_data={}, loss_fn=loss_fn, eval_fn=eval_fn)
-    tx = optax.adam(LEARNING_RATE)
+    tx = optax.sgd(LEARNING_RATE) if method == LNEXP_SGD else optax.adam(LEARNING_RATE)
     trainer = Trainer(task, tx, make_mesh(), config.seed)
     holder = {"state": jax.device_put(trainer.initial_state, trainer.replicated)}
     train_data = {"examples": jax.device_put(data, trainer.replicated), "constants": {}}
@@ -132,14 +138,14 @@ def prepare_lnexp(norm: str, batch: int, steps: int, data, config: BenchConfig) 
 
     call()  # Compiles (counted in trainer.compile_seconds) and warms up.
     return Prepared(
-        f"{LNEXP} norm={norm} batch={batch}",
+        f"{method} norm={norm} batch={batch}",
         "jax",
         call,
         trainer.compile_seconds,
         items=steps * batch,
         steps=steps,
         unit="examples",
-        extra={"norm": norm, "batch": batch, "method": LNEXP},
+        extra={"norm": norm, "batch": batch, "method": method},
     )
 
 
@@ -245,6 +251,8 @@ def run(config: BenchConfig) -> dict[str, Any]:
         steps = max(1, config.pimnist_examples // batch)
         for norm in config.pimnist_norms:
             rows.append(prepare_lnexp(norm, batch, steps, data, config))
+            if norm == "none":
+                rows.append(prepare_lnexp(norm, batch, steps, data, config, LNEXP_SGD))
             for method in FRAMEWORKS[1:]:
                 name = f"{method} norm={norm} batch={batch}"
                 extra = {"norm": norm, "batch": batch, "method": method}

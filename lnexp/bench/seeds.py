@@ -1,55 +1,39 @@
-"""How much faster seeds train together in one program than one after the other.
+"""The seeds section: several seeds trained in one program against one after the other.
 
 :func:`time_seeds` times steady-state training (compilation and evaluation left out) of a
 config's task: one call of ``config.steps_per_call`` fused training steps of ``N`` seeds together
 (:class:`lnexp.seeds.SeedTrainer`, ``jax.vmap`` over a seed axis) against the same call for one
-seed (:class:`lnexp.train.Trainer`, what a separate run does). After ``--warmup`` calls of each,
-the two are timed ``--repeats`` times, round-robin (so that other tenants of the machine slow
-both alike); the speedup is ``N`` times the median call of one seed over the median call of the
-``N`` seeds together.
+seed (:class:`lnexp.train.Trainer`, what a separate run does). After ``warmup`` calls of each,
+the two are timed ``repeats`` times, round-robin; the speedup is ``N`` times the median call of
+one seed over the median call of the ``N`` seeds together.
 
-The README's numbers (PI-MNIST, 4 seeds, 200 steps a call)::
-
-    python scripts/bench_seeds.py --seeds 4 --set data.dir=PATH_TO_MNIST \\
-        --set model.hidden_sizes="(100,100)" --set batch_size=128 --set steps_per_call=200
-    python scripts/bench_seeds.py --seeds 4 --set data.dir=PATH_TO_MNIST \\
-        --set batch_size=4 --set steps_per_call=200
-
-Prints a markdown table; ``--out`` also writes the rows and the machine's load as JSON.
+The section runs it on PI-MNIST (``configs/pimnist.py``, real MNIST from ``--data_dir``, 4 seeds,
+200 steps a call) for a small MLP (784-100-100-10) and the paper's (784-1000-1000-10), each at
+batch 4 and 128.
 """
 
 from __future__ import annotations
 
-import json
-import os
 import statistics
-import sys
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import jax
 import ml_collections
 import numpy as np
-from absl import app, flags
 
 from lnexp import compare
 from lnexp.batches import Chunk, Schedule
+from lnexp.bench.timing import BenchConfig, Row, note_row
 from lnexp.errors import UserError
 from lnexp.experiments import build_task
-from lnexp.metric_writers import quiet_library_logs
 from lnexp.seeds import SeedTrainer
 from lnexp.train import Trainer, make_mesh, make_optimizer
 
-_CONFIG = flags.DEFINE_string("config", "configs/pimnist.py", "Config file ([:arg]).")
-_SET = flags.DEFINE_multi_string("set", [], "KEY=VALUE: a config override.")
-_SEEDS = flags.DEFINE_integer("seeds", 4, "Seeds trained together.")
-_REPEATS = flags.DEFINE_integer("repeats", 5, "Timed calls of each (the median is kept).")
-_WARMUP = flags.DEFINE_integer("warmup", 1, "Untimed calls of each after compiling.")
-_OUT = flags.DEFINE_string("out", None, "Also write the rows as JSON here.")
-
-Row = dict[str, Any]
+SEEDS = 4
+STEPS_PER_CALL = 200
+GRID = [((100, 100), 4), ((100, 100), 128), ((1000, 1000), 4), ((1000, 1000), 128)]
 
 
 def _prepare(trainer: Trainer, indices, train_data) -> tuple[Callable[[], None], float]:
@@ -153,39 +137,39 @@ def time_seeds(
     return rows
 
 
-def to_markdown(rows: list[Row]) -> str:
-    lines = [
-        "| program | median per call | training steps/s (all seeds) | speedup | compile |",
-        "|---|---|---|---|---|",
-    ]
-    for r in rows:
-        lines.append(
-            f"| {r['name']} | {r['median_ms']:.0f} ms | {r['seed_steps_per_s']:,.0f} | "
-            f"{r['speedup']:.2f}x | {r['compile_s']:.1f} s |"
-        )
-    return "\n".join(lines) + "\n"
+def run(config: BenchConfig, config_path: str = "configs/pimnist.py") -> dict[str, Any]:
+    if config.data_dir is None:
+        row = note_row("seeds", "jax", skipped="needs the MNIST files: pass --data_dir")
+        return {"rows": [row], "goals": [], "setup": "not run"}
+    rows = []
+    for hidden, batch in GRID:
+        overrides = [
+            ("data.dir", config.data_dir),
+            ("model.hidden_sizes", str(hidden)),
+            ("batch_size", str(batch)),
+            ("steps_per_call", str(STEPS_PER_CALL)),
+        ]
+        pimnist = compare.load_config(config_path, overrides)
+        one, together = time_seeds(pimnist, SEEDS, repeats=config.pimnist_repeats)
+        mlp = "-".join(map(str, (784, *hidden, 10)))
+        for row in (one, together):
+            row["name"] = f"MLP {mlp} batch {batch}: {row['name']}"
+            row.update(hidden=list(hidden), batch=batch, framework="jax")
+            rows.append(row)
+    return {
+        "rows": rows,
+        "goals": [],
+        "setup": (
+            f"PI-MNIST, Adam, {SEEDS} seeds, {STEPS_PER_CALL} steps per call, median of "
+            f"{config.pimnist_repeats} calls (one seed and the seeds together timed round-robin); "
+            "speedup = seeds x one seed's time / the seeds' time together."
+        ),
+    }
 
 
-def main(argv):
-    del argv
-    quiet_library_logs()
-    load = os.getloadavg()
-    try:
-        config = compare.load_config(
-            _CONFIG.value, [compare.parse_assignment(s) for s in _SET.value]
-        )
-        rows = time_seeds(config, _SEEDS.value, repeats=_REPEATS.value, warmup=_WARMUP.value)
-    except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
-    print(f"load average at the start: {load[0]:.2f} (1 min) on {os.cpu_count()} cores")
-    print(to_markdown(rows))
-    if _OUT.value:
-        out = Path(_OUT.value)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        result = {"config": json.loads(config.to_json_best_effort()), "load_average": load}
-        out.write_text(json.dumps(result | {"rows": rows}, indent=2) + "\n")
-
-
-if __name__ == "__main__":
-    app.run(main)
+COLUMNS = [
+    ("compile_s", "compile s", ".1f"),
+    ("median_ms", "ms per call", ",.0f"),
+    ("seed_steps_per_s", "training steps/s (all seeds)", ",.0f"),
+    ("speedup", "speedup", ".2fx"),
+]
