@@ -56,6 +56,7 @@ LIMITS = {
     "bandwidth": [{"array_mb": 1.0, "donated": True, "bytes_per_s": 2e10}],
     "matmul_flops_per_s": 1e11,
     "bandwidth_bytes_per_s": 2e10,
+    "cache_bandwidth_bytes_per_s": 4e10,
 }
 
 
@@ -197,13 +198,29 @@ def test_flops_and_bytes_of_the_paper_mlp():
 
 def test_roofline_picks_the_binding_limit():
     lim = dict(LIMITS, matmul_flops_per_s=1e11, bandwidth_bytes_per_s=5e10)
+    lim["cache_bandwidth_bytes_per_s"] = 1e11
     big = pimnist.roofline("none", 128, lim)
     assert big["bound"] == "matmul"
     assert big["limit_examples_per_s"] == pytest.approx(1e11 / pimnist.flops_per_example())
+    assert big["cache_limit_examples_per_s"] == big["limit_examples_per_s"]
     small = pimnist.roofline("none", 4, lim)
     assert small["bound"] == "memory"
     assert small["bytes_per_step"] == 10 * 4 * pimnist.parameter_count("none")
     assert small["limit_examples_per_s"] == pytest.approx(4 * 5e10 / small["bytes_per_step"])
+    assert small["cache_limit_examples_per_s"] == pytest.approx(2 * small["limit_examples_per_s"])
+
+
+def test_memory_bandwidth_is_the_largest_arrays_triad(monkeypatch):
+    def fake(num_floats, repeats=10, donate=True, steps=10):
+        rate = (1e12 / num_floats) * (0.5 if not donate else 1.0)  # Smaller arrays: faster.
+        return {"array_mb": num_floats * 4 / 2**20, "donated": donate, "bytes_per_s": rate}
+
+    monkeypatch.setattr(machine, "measure_bandwidth", fake)
+    monkeypatch.setattr(machine, "measure_matmul", lambda shapes, torch_threads=0: LIMITS["matmul"])
+    lim = machine.machine_limits([(2, 2, 2)], [1000, 10])
+    assert lim["bandwidth_bytes_per_s"] == 1e12 / 1000
+    assert lim["cache_bandwidth_bytes_per_s"] == 1e12 / 10
+    assert [r["donated"] for r in lim["bandwidth"]] == [True, True, False]
 
 
 @pytest.mark.parametrize("norm", ["none", "layer", "batch"])

@@ -80,8 +80,9 @@ def _limits_lines(lim: dict[str, Any]) -> list[str]:
     return [
         "",
         f"Machine limits (measured): float32 matmul GFLOP/s (m x k x n): {matmul}; best "
-        f"{lim['matmul_flops_per_s'] / 1e9:.0f}. Triad bandwidth GB/s: {bandwidth}; best "
-        f"(donated) {lim['bandwidth_bytes_per_s'] / 1e9:.1f}.",
+        f"{lim['matmul_flops_per_s'] / 1e9:.0f}. Triad bandwidth GB/s: {bandwidth}; memory "
+        f"bandwidth (largest arrays) {lim['bandwidth_bytes_per_s'] / 1e9:.1f}, from the cache "
+        f"{lim['cache_bandwidth_bytes_per_s'] / 1e9:.1f}.",
     ]
 
 
