@@ -63,7 +63,6 @@ from lnexp.train import (
     TrainState,
     _check_config,
     _check_finite,
-    _eval_layout,
     _put,
     _save_config,
     _summary,
@@ -114,7 +113,6 @@ class SeedTrainer(Trainer):
         self.initial_state = jax.tree.map(lambda *leaves: np.stack(leaves), *states)
         self.rng = jnp.stack([jax.random.key(seed) for seed in self.seeds])
         self.index_sharding = NamedSharding(mesh, P(None, None, "data"))
-        self.eval_sharding = NamedSharding(mesh, P(None, "data"))
         self.unstack = jax.jit(self._unstack_impl, out_shardings=self.replicated)
         self.stack = jax.jit(self._stack_impl, out_shardings=self.replicated)
 
@@ -223,12 +221,7 @@ def train_seeds(
         for workdir in workdirs:
             for name, text in task.files.items():
                 (workdir / name).write_text(text, encoding="utf-8")
-    constants = _put(task.constants, trainer.replicated)
-    train_data = {"examples": _put(task.train_data, trainer.replicated), "constants": constants}
-    eval_data = {
-        name: _put(_eval_layout(split, eval_batch), trainer.eval_sharding)
-        for name, split in task.eval_data.items()
-    }
+    constants, train_data, eval_data = trainer.put_data(eval_batch)
 
     with contextlib.ExitStack() as cleanup:
         managers = []

@@ -248,6 +248,7 @@ class Trainer:
         self.replicated = NamedSharding(mesh, P())
         self.batch_sharding = NamedSharding(mesh, P("data"))
         self.index_sharding = NamedSharding(mesh, P(None, "data"))
+        self.eval_sharding = NamedSharding(mesh, P(None, "data"))  # (batches, batch, ...)
         model = task.model
         model.train()
         self.train_graph, params, rest = nnx.split(model, nnx.Param, ...)
@@ -265,6 +266,19 @@ class Trainer:
         self._evaluate = jax.jit(self._evaluate_impl, out_shardings=self.replicated)
         self._compiled: dict[tuple[int, int | None], Any] = {}  # (steps, width) -> compiled
         self.compile_seconds = 0.0
+
+    def put_data(self, eval_batch: int):
+        """Places the task's data on the mesh: ``(constants, train_data, eval_data)``, the
+        training set and constants replicated, each evaluation split in whole ``eval_batch``
+        batches sharded over ``'data'``."""
+        constants = _put(self.task.constants, self.replicated)
+        examples = _put(self.task.train_data, self.replicated)
+        train_data = {"examples": examples, "constants": constants}
+        eval_data = {
+            name: _put(_eval_layout(split, eval_batch), self.eval_sharding)
+            for name, split in self.task.eval_data.items()
+        }
+        return constants, train_data, eval_data
 
     def _make_batch(self, constants, examples, width: int | None):
         examples = jax.lax.with_sharding_constraint(examples, self.batch_sharding)
@@ -380,12 +394,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
     if is_main:
         for name, text in task.files.items():
             (workdir / name).write_text(text, encoding="utf-8")
-    constants = _put(task.constants, trainer.replicated)
-    train_data = {"examples": _put(task.train_data, trainer.replicated), "constants": constants}
-    eval_data = {
-        name: _put(_eval_layout(split, eval_batch), trainer.index_sharding)
-        for name, split in task.eval_data.items()
-    }
+    constants, train_data, eval_data = trainer.put_data(eval_batch)
 
     checkpoints = ocp.CheckpointManager(
         workdir / "checkpoints",
