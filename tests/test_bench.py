@@ -252,8 +252,11 @@ def test_torch_mlp_computes_what_the_lnexp_mlp_computes(norm):
     np.testing.assert_allclose(actual, expected, rtol=1e-4, atol=1e-4)
 
 
-def test_pimnist_section_rows_ratios_and_goals(monkeypatch):
+@pytest.mark.parametrize("without_torch", [False, True])
+def test_pimnist_section_rows_ratios_and_goals(monkeypatch, without_torch):
     monkeypatch.setattr(pimnist, "limits", lambda config: LIMITS)
+    if without_torch:
+        monkeypatch.setattr(pimnist, "import_torch", lambda: None)
     results = pimnist.run(TINY)
     rows = {(r["method"], r["norm"]): r for r in results["rows"]}
     expected = {(m, n) for m in pimnist.FRAMEWORKS for n in ("none", "layer")}
@@ -266,8 +269,12 @@ def test_pimnist_section_rows_ratios_and_goals(monkeypatch):
         limit = pimnist.roofline(norm, 8, LIMITS)["limit_examples_per_s"]
         assert row["fraction_of_limit"] == pytest.approx(row["examples_per_s"] / limit)
         compiled = rows[pimnist.TORCH_COMPILED, norm]
-        assert "--notorch_compile" in compiled["skipped"]
-        if "examples_per_s" in rows[pimnist.TORCH_EAGER, norm]:  # PyTorch installed
+        if "examples_per_s" not in rows[pimnist.TORCH_EAGER, norm]:  # PyTorch not installed
+            for method in pimnist.FRAMEWORKS[1:]:
+                assert "pip install torch" in rows[method, norm]["skipped"]
+            assert row["x_torch_eager"] is None
+        else:
+            assert "--notorch_compile" in compiled["skipped"]
             eager = rows[pimnist.TORCH_EAGER, norm]["examples_per_s"]
             assert row["x_torch_eager"] == pytest.approx(row["examples_per_s"] / eager)
             assert rows[pimnist.TORCH_EAGER, norm]["x_torch_eager"] == 1.0
