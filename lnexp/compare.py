@@ -163,8 +163,8 @@ def run_grid(
     (e.g. one seed diverges), they are trained one after the other, so that the other seeds
     still finish and each failure is reported for its own seed.
     """
-    from lnexp.seeds import resume_step, train_seeds
-    from lnexp.train import train_and_evaluate
+    from lnexp.seeds import train_seeds
+    from lnexp.train import checkpoint_steps, train_and_evaluate
 
     pending = []
     for i, cell in enumerate(cells, 1):
@@ -176,7 +176,8 @@ def run_grid(
         pending.append((i, cell, config, run_dir))
     groups: dict[Any, list[tuple[int, Cell, ml_collections.ConfigDict, Path]]] = {}
     for i, cell, config, run_dir in pending:
-        key = (cell.values, resume_step(run_dir)) if vectorize_seeds else i
+        resume_step = max(checkpoint_steps(run_dir), default=0)
+        key = (cell.values, resume_step) if vectorize_seeds else i
         groups.setdefault(key, []).append((i, cell, config, run_dir))
 
     failures = []

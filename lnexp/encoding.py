@@ -27,7 +27,7 @@ from flax import nnx
 from lnexp.data.text import Vocabulary, sentence_ids_from_text
 from lnexp.errors import UserError
 from lnexp.experiments.skipthought import build_model
-from lnexp.train import make_optimizer, make_train_state
+from lnexp.train import checkpoint_steps, make_optimizer, make_train_state
 
 # Sentences per device call; the last call is padded, so results do not depend on the count.
 ENCODE_BATCH = 128
@@ -84,11 +84,6 @@ class SentenceEncoder:
             padded[: len(batch)] = batch
             out.append(np.asarray(self._encode(self.model, jnp.asarray(padded)))[: len(batch)])
         return np.concatenate(out) if out else np.zeros((0, self.dim), np.float32)
-
-
-def checkpoint_steps(workdir: Path) -> list[int]:
-    """The steps of the checkpoints in a run directory, ascending."""
-    return sorted(int(p.name) for p in (workdir / "checkpoints").glob("*") if p.name.isdigit())
 
 
 def _latest_step(workdir: Path) -> int:

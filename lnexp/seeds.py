@@ -138,15 +138,8 @@ class SeedTrainer(Trainer):
         return jax.tree.map(lambda *leaves: jnp.stack(leaves), *states)
 
 
-def resume_step(workdir: str | Path) -> int:
-    """The step of the latest checkpoint in a run directory (0 without one): where it resumes."""
-    checkpoints = Path(workdir) / "checkpoints"
-    if not checkpoints.is_dir():
-        return 0
-    return max((int(p.name) for p in checkpoints.iterdir() if p.name.isdigit()), default=0)
-
-
-def _with_seed(config: ml_collections.ConfigDict, seed: int) -> ml_collections.ConfigDict:
+def with_seed(config: ml_collections.ConfigDict, seed: int) -> ml_collections.ConfigDict:
+    """A copy of ``config`` with ``seed``."""
     config = config.copy_and_resolve_references()
     config.seed = seed
     return config
@@ -187,7 +180,7 @@ def train_seeds(
     is_main = jax.process_index() == 0
     mesh = make_mesh()
     _check_config(config, mesh)
-    configs = [_with_seed(config, seed) for seed in seeds]
+    configs = [with_seed(config, seed) for seed in seeds]
     for seed_config, workdir in zip(configs, workdirs, strict=True):
         workdir.mkdir(parents=True, exist_ok=True)
         _save_config(seed_config, workdir, write=False)  # Refuses another run's workdir.

@@ -56,8 +56,8 @@ def evaluate_checkpoints(
 
     A cached ``eval/<step>.json`` counts only if it covers ``tasks`` with ``folds``.
     """
-    from lnexp.encoding import checkpoint_steps
     from lnexp.evaluate import evaluate_run
+    from lnexp.train import checkpoint_steps
 
     available = checkpoint_steps(workdir)
     if not available:

@@ -148,6 +148,12 @@ def _check_batch_size(config: ml_collections.ConfigDict, mesh: Mesh) -> None:
         )
 
 
+def checkpoint_steps(workdir: str | Path) -> list[int]:
+    """The steps of the checkpoints in a run directory, ascending (empty without any)."""
+    checkpoints = Path(workdir) / "checkpoints"
+    return sorted(int(p.name) for p in checkpoints.glob("*") if p.name.isdigit())
+
+
 def check_enough_data(task: Task, config: ml_collections.ConfigDict) -> None:
     """Refuses a training set smaller than one batch."""
     if task.num_train < config.batch_size:
@@ -165,9 +171,7 @@ def _save_config(config: ml_collections.ConfigDict, workdir: Path, *, write: boo
     checkpoint can be retried with corrected settings.)"""
     path = workdir / "config.json"
     current = json.loads(config.to_json_best_effort())
-    checkpoints = workdir / "checkpoints"
-    has_checkpoint = checkpoints.is_dir() and any(p.name.isdigit() for p in checkpoints.iterdir())
-    if path.exists() and has_checkpoint:
+    if path.exists() and checkpoint_steps(workdir):
         previous = json.loads(path.read_text())
         old, new = flatten_dict(previous, sep="."), flatten_dict(current, sep=".")
         changed = sorted(

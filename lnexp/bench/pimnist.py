@@ -59,6 +59,7 @@ from lnexp.bench.timing import (
     first_line,
     import_torch,
     note_row,
+    prepare_chunk,
     time_rows,
 )
 from lnexp.data.mnist import pixels_to_unit_interval
@@ -131,20 +132,10 @@ def prepare_lnexp(
     task = Task(model=model, train_data=data, eval_data={}, loss_fn=loss_fn, eval_fn=eval_fn)
     tx = optax.sgd(LEARNING_RATE) if method == LNEXP_SGD else optax.adam(LEARNING_RATE)
     trainer = Trainer(task, tx, make_mesh(), config.seed)
-    holder = {"state": jax.device_put(trainer.initial_state, trainer.replicated)}
-    train_data = {"examples": jax.device_put(data, trainer.replicated), "constants": {}}
-    chunk = Chunk(batch_indices(batch, steps, config.seed), None)
-
-    def call():
-        holder["state"], metrics = trainer.train_chunk(holder["state"], train_data, chunk)
-        jax.block_until_ready(metrics)
-
-    call()  # Compiles (counted in trainer.compile_seconds) and warms up.
-    return Prepared(
+    return prepare_chunk(
         f"{method} norm={norm} batch={batch}",
-        "jax",
-        call,
-        trainer.compile_seconds,
+        trainer,
+        Chunk(batch_indices(batch, steps, config.seed), None),
         items=steps * batch,
         steps=steps,
         unit="examples",

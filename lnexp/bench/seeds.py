@@ -14,42 +14,22 @@ batch 4 and 128.
 
 from __future__ import annotations
 
-import statistics
-import time
-from collections.abc import Callable
 from typing import Any
 
-import jax
 import ml_collections
 import numpy as np
 
 from lnexp import compare
 from lnexp.batches import Chunk, Schedule
-from lnexp.bench.timing import BenchConfig, Row, note_row
+from lnexp.bench.timing import BenchConfig, Row, note_row, prepare_chunk, time_interleaved
 from lnexp.errors import UserError
 from lnexp.experiments import build_task
-from lnexp.seeds import SeedTrainer
+from lnexp.seeds import SeedTrainer, with_seed
 from lnexp.train import Trainer, make_mesh, make_optimizer
 
 SEEDS = 4
 STEPS_PER_CALL = 200
 GRID = [((100, 100), 4), ((100, 100), 128), ((1000, 1000), 4), ((1000, 1000), 128)]
-
-
-def _prepare(trainer: Trainer, indices, train_data) -> tuple[Callable[[], None], float]:
-    """Compiles ``trainer``'s chunk of ``indices``; returns a synchronous call and compile time."""
-    state = jax.device_put(trainer.initial_state, trainer.replicated)
-    chunk = Chunk(indices)
-    before = trainer.compile_seconds
-    state, _ = trainer.train_chunk(state, train_data, chunk)  # Compiles, then runs once.
-    jax.block_until_ready(state)
-
-    def call():
-        nonlocal state
-        state, metrics = trainer.train_chunk(state, train_data, chunk)
-        jax.block_until_ready((state, metrics))
-
-    return call, trainer.compile_seconds - before
 
 
 def time_seeds(
@@ -77,11 +57,7 @@ def time_seeds(
             f"Need num_seeds, repeats >= 1 and warmup >= 0 (got {num_seeds}, {repeats}, {warmup})."
         )
     seeds = [config.seed + i for i in range(num_seeds)]
-    configs = []
-    for seed in seeds:
-        seed_config = config.copy_and_resolve_references()
-        seed_config.seed = seed
-        configs.append(seed_config)
+    configs = [with_seed(config, seed) for seed in seeds]
     task = build_task(configs[0])
     if task.lengths is not None:
         raise UserError(f"The {config.experiment} task cannot train its seeds together.")
@@ -98,42 +74,27 @@ def time_seeds(
                 f"({schedule.steps_per_pass} steps); lower it."
             )
         chunks.append(schedule.epoch_chunks(1)[0].indices)
-    one = Trainer(task, tx, mesh, seeds[0])
-    together = SeedTrainer(task, models, tx, mesh, seeds)
-    train_data = {
-        "examples": jax.device_put(task.train_data, one.replicated),
-        "constants": jax.device_put(task.constants, one.replicated),
-    }
-    calls = {
-        "1 seed": _prepare(one, chunks[0], train_data),
-        f"{num_seeds} seeds in one program": _prepare(together, np.stack(chunks, 1), train_data),
-    }
-    for call, _ in calls.values():
-        for _ in range(warmup):
-            call()
-    times: dict[str, list[float]] = {name: [] for name in calls}
-    for _ in range(repeats):
-        for name, (call, _) in calls.items():
-            start = time.perf_counter()
-            call()
-            times[name].append(time.perf_counter() - start)
-    rows = []
-    single = statistics.median(times["1 seed"])
-    for (name, (_, compile_s)), n in zip(calls.items(), (1, num_seeds), strict=True):
-        median = statistics.median(times[name])
-        rows.append(
-            {
-                "name": name,
-                "seeds": n,
-                "steps_per_call": steps,
-                "median_ms": 1e3 * median,
-                "min_ms": 1e3 * min(times[name]),
-                "seed_steps_per_s": n * steps / median,
-                "compile_s": compile_s,
-                "speedup": n * single / median,
-                "repeats": repeats,
-            }
+    programs = [
+        ("1 seed", Trainer(task, tx, mesh, seeds[0]), chunks[0]),
+        (
+            f"{num_seeds} seeds in one program",
+            SeedTrainer(task, models, tx, mesh, seeds),
+            np.stack(chunks, 1),
+        ),
+    ]
+    prepared = [
+        prepare_chunk(
+            name, trainer, Chunk(indices), items=steps * n, steps=1,
+            unit="seed_steps", extra={"seeds": n, "steps_per_call": steps},
         )
+        for (name, trainer, indices), n in zip(programs, (1, num_seeds), strict=True)
+    ]  # fmt: skip
+    for p in prepared:
+        for _ in range(warmup):
+            p.step()
+    rows = time_interleaved(prepared, repeats)  # median_ms: per call (steps=1)
+    for row in rows:
+        row["speedup"] = row["seeds"] * rows[0]["median_ms"] / row["median_ms"]
     return rows
 
 

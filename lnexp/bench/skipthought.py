@@ -12,13 +12,12 @@ from __future__ import annotations
 
 from typing import Any
 
-import jax
 import numpy as np
 import optax
 from flax import nnx
 
 from lnexp.batches import Chunk
-from lnexp.bench.timing import BenchConfig, Prepared, Row, time_rows
+from lnexp.bench.timing import BenchConfig, Prepared, Row, prepare_chunk, time_rows
 from lnexp.experiments import Task
 from lnexp.experiments import skipthought as experiment
 from lnexp.models.skipthought import SkipThought
@@ -57,25 +56,13 @@ def prepare(norm: str, config: BenchConfig) -> Prepared:
     )
     tx = optax.chain(optax.clip_by_global_norm(5.0), optax.adam(1e-3))
     trainer = Trainer(task, tx, make_mesh(), config.seed)
-    holder = {"state": jax.device_put(trainer.initial_state, trainer.replicated)}
-    data = {
-        "examples": jax.device_put(task.train_data, trainer.replicated),
-        "constants": jax.device_put(task.constants, trainer.replicated),
-    }
     steps = config.skipthought_steps
     rng = np.random.default_rng(config.seed)
     chunk = Chunk(rng.integers(0, len(centers), (steps, BATCH)).astype(np.int32), WIDTH)
-
-    def call():
-        holder["state"], metrics = trainer.train_chunk(holder["state"], data, chunk)
-        jax.block_until_ready(metrics)
-
-    call()
-    return Prepared(
+    return prepare_chunk(
         f"lnexp skip-thought norm={norm}",
-        "jax",
-        call,
-        trainer.compile_seconds,
+        trainer,
+        chunk,
         items=steps * BATCH,
         steps=steps,
         unit="sentences",

@@ -11,6 +11,7 @@ items per second.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import statistics
 import time
 from collections.abc import Callable
@@ -168,6 +169,26 @@ def prepare_jax(
         jax.block_until_ready(compiled(*args))
     call = lambda: jax.block_until_ready(compiled(*args))  # noqa: E731
     return Prepared(name, "jax", call, compile_s, **kwargs)
+
+
+def prepare_chunk(
+    name: str, trainer, chunk, *, items: int, steps: int, unit: str, extra: dict | None = None
+) -> Prepared:
+    """One call of a training loop's jitted chunk (:meth:`lnexp.train.Trainer.train_chunk`):
+    the trainer's initial state and its task's data placed on the devices, the chunk compiled
+    (``compile_s``) and run once; each call then continues from the donated state."""
+    place = functools.partial(jax.device_put, device=trainer.replicated)
+    data = {"examples": place(trainer.task.train_data), "constants": place(trainer.task.constants)}
+    holder = {"state": place(trainer.initial_state)}
+
+    def call():
+        holder["state"], metrics = trainer.train_chunk(holder["state"], data, chunk)
+        jax.block_until_ready(metrics)
+
+    before = trainer.compile_seconds
+    call()
+    compile_s = trainer.compile_seconds - before
+    return Prepared(name, "jax", call, compile_s, items, steps, unit, dict(extra or {}))
 
 
 def import_torch():
