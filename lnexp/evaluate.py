@@ -11,13 +11,14 @@ evaluated: ``lnexp.evaluate.run(encode_fn, data_dir, tasks)`` with
 The protocol, on frozen sentence vectors:
 
 * Binary tasks (MR, CR, SUBJ, MPQA, or any folder with a ``*.pos`` and a ``*.neg`` file):
-  logistic regression (on features standardized with the training part's statistics, see
-  :func:`fit_with_cv`) with nested 10-fold cross-validation: for each outer fold the L2 penalty
-  ``C`` in ``2^0 .. 2^8`` is chosen by 10-fold cross-validation on the other nine folds only,
-  then the model refit on them is scored on the held-out fold; accuracy mean ± std over the
-  outer folds.
-* TREC (6 coarse classes): ``C`` by 10-fold cross-validation on the training questions, then
-  accuracy on the 500 test questions.
+  logistic regression on the vectors **as they are** (the skip-thought protocol; standardizing
+  them first is an option, off by default, see :func:`fit_with_cv`) with nested 10-fold
+  cross-validation: for each outer fold the L2 penalty ``C`` in ``2^0 .. 2^8`` is chosen by
+  10-fold cross-validation on the other nine folds only, then the model refit on them is scored
+  on the held-out fold; accuracy mean ± std over the outer folds. When most folds choose a ``C``
+  at an edge of the grid, the result says so (``grid_edge``): the grid was made for raw vectors.
+* TREC (6 coarse classes, multinomial): ``C`` by 10-fold cross-validation on the training
+  questions, then accuracy on the 500 test questions.
 * SICK relatedness: features ``[|u - v|, u * v]``; a softmax over the scores 1..5 trained
   (Adam, minibatches) on Tai et al.'s soft labels, stopped early on the trial split's Pearson
   r; the prediction is the expected score. Test Pearson r, Spearman rho and MSE.
@@ -47,6 +48,7 @@ from lnexp.errors import UserError
 
 EncodeFn = Callable[[list[str]], np.ndarray]
 PENALTIES = tuple(2.0**k for k in range(9))
+NEWTON_MAX_DIM = 1024  # Up to this many features, Newton's method (see solver_for).
 BINARY_TASKS = ("MR", "CR", "SUBJ", "MPQA")
 TASKS = (*BINARY_TASKS, "TREC", "SICK")
 
@@ -55,15 +57,38 @@ TASKS = (*BINARY_TASKS, "TREC", "SICK")
 # Classification.
 
 
-def fit_with_cv(X: np.ndarray, y: np.ndarray, *, folds: int, seed: int, penalties=PENALTIES):
+def solver_for(dim: int) -> tuple[str, int]:
+    """``(solver, max_iter)`` that converge on raw sentence vectors of ``dim`` features.
+
+    Newton's method (``newton-cholesky``) converges in a few iterations whatever the scaling of
+    the features, and its ``dim x dim`` Hessian is cheap up to ~1,000 features (our small
+    skip-thought models have 256). Beyond that (the paper's 2,400) L-BFGS with a large
+    iteration budget. Fits that still stop at ``max_iter`` are counted (``unconverged_fits``).
+    """
+    return ("newton-cholesky", 100) if dim <= NEWTON_MAX_DIM else ("lbfgs", 10_000)
+
+
+def fit_with_cv(
+    X: np.ndarray,
+    y: np.ndarray,
+    *,
+    folds: int,
+    seed: int,
+    penalties: Sequence[float] = PENALTIES,
+    standardize: bool = False,
+):
     """Logistic regression whose ``C`` is chosen by stratified ``folds``-fold cross-validation
     on ``(X, y)`` only, refit on all of it; a scikit-learn pipeline (``pipe[-1].C_``).
 
-    Features are standardized with the mean and std of ``X`` first (nothing of an outer test
-    fold enters the scaling: this only ever sees the training part). The skip-thought code fed
-    raw vectors; on ours lbfgs often stopped at 2,000 iterations unconverged at the larger
-    ``C``. Fits that still stop at ``max_iter`` (weakly regularized, nearly separable folds)
-    are used as they are, without a warning per fit.
+    Args:
+        X, y: Training features and labels (only ever the training part of an outer split).
+        folds: Inner cross-validation folds.
+        seed: Seed of the fold assignment.
+        penalties: The grid of ``C`` (inverse L2 strength).
+        standardize: Scale each feature to zero mean and unit variance with the statistics of
+            ``X`` first. Off by default: the skip-thought evaluation fed the frozen vectors as
+            they are, and ``PENALTIES`` was chosen for raw vectors (with standardized features
+            most folds pick the grid's smallest ``C``).
     """
     from sklearn.exceptions import ConvergenceWarning
     from sklearn.linear_model import LogisticRegressionCV
@@ -71,54 +96,110 @@ def fit_with_cv(X: np.ndarray, y: np.ndarray, *, folds: int, seed: int, penaltie
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
+    solver, max_iter = solver_for(X.shape[1])
     cv = StratifiedKFold(folds, shuffle=True, random_state=seed)
     clf = LogisticRegressionCV(
-        Cs=list(penalties), cv=cv, scoring="accuracy", max_iter=1000, n_jobs=-1, refit=True
+        Cs=list(penalties),
+        cv=cv,
+        scoring="accuracy",
+        solver=solver,
+        max_iter=max_iter,
+        n_jobs=-1,
+        refit=True,
     )
+    steps = [StandardScaler(), clf] if standardize else [clf]
     with warnings.catch_warnings():
-        # scikit-learn 1.9 announces a change of the fitted attributes; only C_ is read here,
-        # in a form (np.ravel(C_)[0]) that both versions give.
+        # scikit-learn 1.9 announces a change of the fitted attributes; only C_ and n_iter_
+        # are read here, in forms that both versions give. Unconverged fits are counted
+        # (unconverged_fits) instead of warned about one by one.
         warnings.simplefilter("ignore", FutureWarning)
         warnings.simplefilter("ignore", ConvergenceWarning)
-        return make_pipeline(StandardScaler(), clf).fit(X, y)
+        return make_pipeline(*steps).fit(X, y)
+
+
+def _chosen_penalty(clf) -> float:
+    return float(np.ravel(clf[-1].C_)[0])
+
+
+def _unconverged(clf) -> int:
+    """Fits (inner folds x ``C`` and the refit) that stopped at the iteration budget."""
+    return int((np.asarray(clf[-1].n_iter_) >= clf[-1].max_iter).sum())
+
+
+def grid_edge(chosen: Sequence[float], penalties: Sequence[float] = PENALTIES) -> str | None:
+    """A note when most choices of ``C`` sit at an edge of the grid, else ``None``."""
+    for edge, side in ((min(penalties), "smallest"), (max(penalties), "largest")):
+        n = sum(c == edge for c in chosen)
+        if 2 * n > len(chosen):
+            return (
+                f"C = {edge:g}, the grid's {side} value, was chosen in {n} of {len(chosen)} "
+                "folds: the best penalty may lie outside the grid."
+            )
+    return None
 
 
 def nested_cv_accuracy(
-    X: np.ndarray, y: np.ndarray, *, folds: int = 10, inner_folds: int = 10, seed: int = 0
+    X: np.ndarray,
+    y: np.ndarray,
+    *,
+    folds: int = 10,
+    inner_folds: int = 10,
+    seed: int = 0,
+    penalties: Sequence[float] = PENALTIES,
+    standardize: bool = False,
 ) -> dict:
-    """Accuracy (%) of nested cross-validation: mean and std over the outer folds, and the
-    penalty each outer fold chose without seeing its test examples."""
+    """Accuracy (%) of nested cross-validation: mean and std over the outer folds, the
+    penalty each outer fold chose without seeing its test examples, and ``grid_edge`` (a note,
+    or ``None``) when most of them sit at an edge of ``penalties``."""
     from sklearn.model_selection import StratifiedKFold
 
     outer = StratifiedKFold(folds, shuffle=True, random_state=seed)
-    accuracies, chosen = [], []
+    accuracies, chosen, unconverged = [], [], 0
     for train, test in outer.split(X, y):
-        clf = fit_with_cv(X[train], y[train], folds=inner_folds, seed=seed)
+        clf = fit_with_cv(
+            X[train],
+            y[train],
+            folds=inner_folds,
+            seed=seed,
+            penalties=penalties,
+            standardize=standardize,
+        )
         accuracies.append(100.0 * clf.score(X[test], y[test]))
-        chosen.append(float(np.ravel(clf[-1].C_)[0]))
+        chosen.append(_chosen_penalty(clf))
+        unconverged += _unconverged(clf)
     return {
         "accuracy": float(np.mean(accuracies)),
         "std": float(np.std(accuracies)),
         "fold_accuracies": accuracies,
         "penalties": chosen,
+        "grid_edge": grid_edge(chosen, penalties) if len(penalties) > 1 else None,
+        "unconverged_fits": unconverged,
         "examples": len(y),
     }
 
 
-def evaluate_binary(encode: EncodeFn, task_dir: Path, *, folds: int, seed: int) -> dict:
+def evaluate_binary(
+    encode: EncodeFn, task_dir: Path, *, folds: int, seed: int, standardize: bool = False
+) -> dict:
     data = senteval.load_binary(task_dir)
     X = np.asarray(encode(data.sentences), np.float64)
-    return nested_cv_accuracy(X, data.labels, folds=folds, inner_folds=folds, seed=seed)
+    return nested_cv_accuracy(
+        X, data.labels, folds=folds, inner_folds=folds, seed=seed, standardize=standardize
+    )
 
 
-def evaluate_trec(encode: EncodeFn, task_dir: Path, *, folds: int, seed: int) -> dict:
+def evaluate_trec(
+    encode: EncodeFn, task_dir: Path, *, folds: int, seed: int, standardize: bool = False
+) -> dict:
     data = senteval.load_trec(task_dir)
     X = np.asarray(encode(data.sentences), np.float64)
     X_test = np.asarray(encode(data.test_sentences), np.float64)
-    clf = fit_with_cv(X, data.labels, folds=folds, seed=seed)
+    clf = fit_with_cv(X, data.labels, folds=folds, seed=seed, standardize=standardize)
     return {
         "accuracy": 100.0 * float(clf.score(X_test, data.test_labels)),
-        "penalty": float(np.ravel(clf[-1].C_)[0]),
+        "penalty": _chosen_penalty(clf),
+        "grid_edge": grid_edge([_chosen_penalty(clf)]),
+        "unconverged_fits": _unconverged(clf),
         "train_examples": len(data.labels),
         "test_examples": len(data.test_labels),
     }
@@ -225,8 +306,10 @@ def _pearson(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.corrcoef(a, b)[0, 1])
 
 
-def evaluate_sick(encode: EncodeFn, task_dir: Path, *, folds: int, seed: int) -> dict:
-    del folds
+def evaluate_sick(
+    encode: EncodeFn, task_dir: Path, *, folds: int, seed: int, standardize: bool = False
+) -> dict:
+    del folds, standardize  # Its own protocol: a softmax on [|u - v|, u * v], no C to choose.
     from scipy.stats import spearmanr
 
     data = senteval.load_sick(task_dir)
@@ -256,6 +339,7 @@ def run(
     *,
     folds: int = 10,
     seed: int = 0,
+    standardize: bool = False,
 ) -> dict[str, dict]:
     """Evaluates ``encode_fn`` on SentEval ``tasks`` under ``data_dir``.
 
@@ -266,6 +350,8 @@ def run(
             is a binary task (MR, CR, SUBJ, MPQA, or any folder with ``*.pos``/``*.neg``).
         folds: Cross-validation folds (10 in the protocol).
         seed: Seed of the fold assignment and of the SICK training.
+        standardize: Standardize the vectors before the logistic regressions (off: the
+            skip-thought protocol feeds them as they are).
 
     Returns:
         Task name -> its results (accuracies in percent; SICK ``pearson``, ``spearman``,
@@ -284,7 +370,7 @@ def run(
         kind = task.upper()
         evaluate = {"TREC": evaluate_trec, "SICK": evaluate_sick}.get(kind, evaluate_binary)
         start = time.perf_counter()
-        results[task] = evaluate(encode, task_dir, folds=folds, seed=seed)
+        results[task] = evaluate(encode, task_dir, folds=folds, seed=seed, standardize=standardize)
         results[task]["seconds"] = time.perf_counter() - start
         logging.info("%s: %s", task, _headline(task, results[task]))
     return results
@@ -303,6 +389,12 @@ def _checked(encode_fn: EncodeFn) -> EncodeFn:
     return encode
 
 
+def protocol(folds: int = 10, standardize: bool = False) -> dict:
+    """What a result depends on besides the encoder (stored with it; a cached result with
+    another protocol is evaluated again)."""
+    return {"folds": folds, "features": "standardized" if standardize else "raw"}
+
+
 def _headline(task: str, r: dict) -> str:
     if "pearson" in r:
         return f"r {r['pearson']:.3f}, rho {r['spearman']:.3f}, MSE {r['mse']:.3f}"
@@ -314,9 +406,14 @@ def _headline(task: str, r: dict) -> str:
 def results_table(results: dict[str, dict]) -> str:
     """A markdown table of :func:`run`'s results."""
     lines = ["| task | result | seconds |", "|---|---|---|"]
+    notes = []
     for task, r in results.items():
         lines.append(f"| {task} | {_headline(task, r)} | {r['seconds']:.0f} |")
-    return "\n".join(lines) + "\n"
+        if r.get("grid_edge"):
+            notes.append(f"{task}: {r['grid_edge']}")
+        if r.get("unconverged_fits"):
+            notes.append(f"{task}: {r['unconverged_fits']} fits stopped at the iteration budget.")
+    return "\n".join(lines + [""] + notes).rstrip() + "\n"
 
 
 def evaluate_run(
@@ -327,15 +424,22 @@ def evaluate_run(
     step: int | None = None,
     folds: int = 10,
     seed: int = 0,
+    standardize: bool = False,
 ) -> tuple[int, dict]:
-    """Evaluates a skip-thought run's checkpoint and writes ``WORKDIR/eval/<step>.json``."""
+    """Evaluates a skip-thought run's checkpoint and writes ``WORKDIR/eval/<step>.json``
+    (with the :func:`protocol` it was evaluated under)."""
     from lnexp.encoding import SentenceEncoder
 
     encoder = SentenceEncoder(workdir, step)
-    results = run(encoder, data_dir, tasks, folds=folds, seed=seed)
+    results = run(encoder, data_dir, tasks, folds=folds, seed=seed, standardize=standardize)
     out = Path(workdir) / "eval" / f"{encoder.step}.json"
     out.parent.mkdir(exist_ok=True)
-    record = {"step": encoder.step, "tasks": list(tasks), "folds": folds, "results": results}
+    record = {
+        "step": encoder.step,
+        "tasks": list(tasks),
+        **protocol(folds, standardize),
+        "results": results,
+    }
     tmp = out.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(record, indent=2) + "\n")
     tmp.replace(out)
@@ -355,6 +459,7 @@ def main(argv: list[str]) -> None:
             step=FLAGS.checkpoint,
             folds=FLAGS.folds,
             seed=FLAGS.seed,
+            standardize=FLAGS.standardize,
         )
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
@@ -372,4 +477,10 @@ if __name__ == "__main__":
     flags.DEFINE_integer("checkpoint", None, "Checkpoint step (default: the latest).")
     flags.DEFINE_integer("folds", 10, "Cross-validation folds.")
     flags.DEFINE_integer("seed", 0, "Seed of the folds and of the SICK training.")
+    flags.DEFINE_bool(
+        "standardize",
+        False,
+        "Standardize the vectors before the logistic regressions (the skip-thought protocol "
+        "feeds them as they are).",
+    )
     app.run(main)

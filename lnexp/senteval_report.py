@@ -51,12 +51,14 @@ def evaluate_checkpoints(
     *,
     steps: Sequence[int] | None = None,
     folds: int = 10,
+    standardize: bool = False,
 ) -> dict[int, dict]:
     """Step -> results for every (or the given) checkpoint, evaluating those not cached yet.
 
-    A cached ``eval/<step>.json`` counts only if it covers ``tasks`` with ``folds``.
+    A cached ``eval/<step>.json`` counts only if it covers ``tasks`` under the same protocol
+    (folds, raw or standardized features; see :func:`lnexp.evaluate.protocol`).
     """
-    from lnexp.evaluate import evaluate_run
+    from lnexp.evaluate import evaluate_run, protocol
     from lnexp.train import checkpoint_steps
 
     available = checkpoint_steps(workdir)
@@ -68,10 +70,17 @@ def evaluate_checkpoints(
         cached = workdir / "eval" / f"{step}.json"
         if cached.exists():
             record = json.loads(cached.read_text())
-            if set(tasks) <= set(record["results"]) and record.get("folds") == folds:
+            wanted = protocol(folds, standardize)
+            same = all(
+                record.get(k, "standardized" if k == "features" else None) == v
+                for k, v in wanted.items()
+            )
+            if set(tasks) <= set(record["results"]) and same:
                 out[step] = record["results"]
                 continue
-        out[step] = evaluate_run(workdir, data_dir, tasks, step=step, folds=folds)[1]
+        out[step] = evaluate_run(
+            workdir, data_dir, tasks, step=step, folds=folds, standardize=standardize
+        )[1]
     return out
 
 
@@ -145,23 +154,55 @@ def report(
     *,
     steps: Sequence[int] | None = None,
     folds: int = 10,
+    standardize: bool = False,
 ) -> dict:
     """Evaluates the runs' checkpoints and writes ``figure.png``, ``table.md``, ``table.json``
-    to ``out``. Returns ``{label: {step: scores}}``."""
-    curves = {
-        label: {
-            step: scores(r)
-            for step, r in evaluate_checkpoints(
-                Path(workdir), data_dir, tasks, steps=steps, folds=folds
-            ).items()
-        }
+    to ``out``. Returns ``{label: {step: scores}}``.
+
+    Below the table, ``table.md`` states the protocol and notes every task of a run's last
+    checkpoint whose choice of ``C`` sat at an edge of the grid in most folds.
+    """
+    from lnexp.evaluate import protocol
+
+    evaluated = {
+        label: evaluate_checkpoints(
+            Path(workdir), data_dir, tasks, steps=steps, folds=folds, standardize=standardize
+        )
         for label, workdir in runs.items()
+    }
+    curves = {
+        label: {step: scores(r) for step, r in by_step.items()}
+        for label, by_step in evaluated.items()
     }
     out.mkdir(parents=True, exist_ok=True)
     final = {label: max(c.items()) for label, c in curves.items() if c}
-    (out / "table.md").write_text(table_markdown(final))
+    notes = [
+        f"{label} (ours), {task}: {r['grid_edge']}"
+        for label, by_step in evaluated.items()
+        if by_step
+        for task, r in by_step[max(by_step)].items()
+        if r.get("grid_edge")
+    ]
+    setting = protocol(folds, standardize)
+    footer = [
+        "",
+        f"Protocol: {setting['features']} sentence vectors; logistic regression with C in "
+        f"2^0..2^8 chosen by {folds}-fold cross-validation (nested for the binary tasks).",
+        *notes,
+    ]
+    (out / "table.md").write_text(table_markdown(final) + "\n".join(footer) + "\n")
     (out / "table.json").write_text(
-        json.dumps({"curves": curves, "final": final, "paper": paper_table3()}, indent=2) + "\n"
+        json.dumps(
+            {
+                "protocol": setting,
+                "curves": curves,
+                "final": final,
+                "grid_edge": notes,
+                "paper": paper_table3(),
+            },
+            indent=2,
+        )
+        + "\n"
     )
     plot_curves(curves, out / "figure.png")
     return curves

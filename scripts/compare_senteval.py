@@ -22,6 +22,9 @@ _DATA = flags.DEFINE_string("data_dir", None, "SentEval's data/downstream direct
 _TASKS = flags.DEFINE_list("tasks", ["MR", "SUBJ", "TREC", "SICK"], "Tasks to evaluate.")
 _STEPS = flags.DEFINE_list("steps", None, "Checkpoint steps to evaluate (default: all).")
 _FOLDS = flags.DEFINE_integer("folds", 10, "Cross-validation folds.")
+_STANDARDIZE = flags.DEFINE_bool(
+    "standardize", False, "Standardize the vectors first (the paper's protocol does not)."
+)
 _OUT = flags.DEFINE_string("out", None, "Output directory.")
 
 
@@ -39,7 +42,13 @@ def main(argv):
             runs[label] = Path(path)
         steps = [int(s) for s in _STEPS.value] if _STEPS.value else None
         senteval_report.report(
-            runs, Path(_DATA.value), _TASKS.value, Path(_OUT.value), steps=steps, folds=_FOLDS.value
+            runs,
+            Path(_DATA.value),
+            _TASKS.value,
+            Path(_OUT.value),
+            steps=steps,
+            folds=_FOLDS.value,
+            standardize=_STANDARDIZE.value,
         )
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)

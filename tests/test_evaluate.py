@@ -164,6 +164,53 @@ def test_nested_cv_never_chooses_the_penalty_on_the_test_fold(monkeypatch):
         assert rows.isdisjoint(test) and len(rows) == 100 - len(test)
 
 
+def test_raw_vectors_match_scikit_learns_cross_val_score():
+    """With one C, nested CV is plain CV: the same folds and C give cross_val_score's accuracy."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import cross_val_score
+
+    rng = np.random.default_rng(3)
+    X = rng.normal(size=(300, 12)) * np.geomspace(0.1, 30, 12)  # Raw, badly scaled features.
+    y = (X[:, 0] / 0.1 + X[:, 5] + rng.normal(0, 2, 300) > 0).astype(int)
+    for C in (1.0, 16.0):
+        ours = evaluate.nested_cv_accuracy(X, y, folds=5, inner_folds=3, seed=4, penalties=(C,))
+        solver, max_iter = evaluate.solver_for(X.shape[1])
+        theirs = cross_val_score(
+            LogisticRegression(C=C, solver=solver, max_iter=max_iter),
+            X,
+            y,
+            cv=StratifiedKFold(5, shuffle=True, random_state=4),
+        )
+        np.testing.assert_allclose(ours["fold_accuracies"], 100 * theirs, atol=1e-9)
+        assert ours["unconverged_fits"] == 0 and ours["grid_edge"] is None
+
+
+def test_features_are_raw_by_default_and_standardized_on_request(monkeypatch):
+    """The default pipeline is the classifier alone; standardize=True puts a scaler first."""
+    rng = np.random.default_rng(5)
+    X, y = rng.normal(size=(80, 4)), np.r_[np.zeros(40), np.ones(40)].astype(int)
+    raw = evaluate.fit_with_cv(X, y, folds=3, seed=0)
+    scaled = evaluate.fit_with_cv(X, y, folds=3, seed=0, standardize=True)
+    assert [name for name, _ in raw.steps] == ["logisticregressioncv"]
+    assert [name for name, _ in scaled.steps] == ["standardscaler", "logisticregressioncv"]
+
+
+def test_grid_edge_is_reported_when_most_folds_choose_it():
+    assert evaluate.grid_edge([1.0, 1.0, 4.0]) == (
+        "C = 1, the grid's smallest value, was chosen in 2 of 3 folds: the best penalty may "
+        "lie outside the grid."
+    )
+    assert "largest" in evaluate.grid_edge([256.0] * 6 + [2.0] * 4)
+    assert evaluate.grid_edge([1.0, 256.0, 4.0, 8.0]) is None
+    # Random labels: the strongest penalty wins in most folds, and the result says so.
+    rng = np.random.default_rng(0)
+    result = evaluate.nested_cv_accuracy(
+        rng.normal(size=(200, 30)), rng.integers(0, 2, 200), folds=5, inner_folds=5
+    )
+    if sum(c == 1.0 for c in result["penalties"]) > 2:
+        assert result["grid_edge"].startswith("C = 1,")
+
+
 @pytest.mark.parametrize("score", [1.0, 1.3, 2.0, 3.75, 4.99, 5.0])
 def test_sick_soft_labels_round_trip(score):
     p = evaluate.sick_soft_labels(np.array([score]))[0]
@@ -253,15 +300,19 @@ def test_report_evaluates_each_checkpoint_once_and_writes_the_table(tmp_path, mo
 
     calls = []
 
-    def fake_evaluate_run(workdir, data_dir, tasks, *, step, folds):
+    def fake_evaluate_run(workdir, data_dir, tasks, *, step, folds, standardize):
         calls.append((Path(workdir).name, step))
+        edge = (
+            "C = 1, the grid's smallest value, was chosen in 9 of 10 folds" if step == 200 else None
+        )
         results = {
-            "MR": {"accuracy": 60.0 + step / 100},
+            "MR": {"accuracy": 60.0 + step / 100, "grid_edge": edge},
             "SICK": {"pearson": 0.5, "spearman": 0.4, "mse": 0.9},
         }
         out = Path(workdir) / "eval" / f"{step}.json"
         out.parent.mkdir(exist_ok=True)
-        out.write_text(json.dumps({"step": step, "folds": folds, "results": results}))
+        record = {"step": step, **evaluate.protocol(folds, standardize), "results": results}
+        out.write_text(json.dumps(record))
         return step, results
 
     monkeypatch.setattr(evaluate, "evaluate_run", fake_evaluate_run)
@@ -270,10 +321,22 @@ def test_report_evaluates_each_checkpoint_once_and_writes_the_table(tmp_path, mo
         for step in (100, 200):
             (tmp_path / name / "checkpoints" / str(step)).mkdir(parents=True)
         runs[name] = tmp_path / name
+    # A result cached by the earlier protocol (standardized features, no "features" key) is
+    # evaluated again under the raw-vector protocol.
+    legacy = {"step": 100, "folds": 10, "results": {"MR": {"accuracy": 1.0}}}
+    (tmp_path / "ln" / "eval").mkdir()
+    (tmp_path / "ln" / "eval" / "100.json").write_text(json.dumps(legacy))
     for _ in range(2):  # The second report reads every result from the cache.
         curves = senteval_report.report(runs, tmp_path, ["MR", "SICK"], tmp_path / "out")
     assert sorted(calls) == [("ln", 100), ("ln", 200), ("plain", 100), ("plain", 200)]
-    assert curves["ln"][200]["MR"] == 62.0
+    assert curves["ln"][200]["MR"] == 62.0 and curves["ln"][100]["MR"] == 61.0
     table = (tmp_path / "out" / "table.md").read_text()
     assert "| ln (ours) | 200 | 0.500 | 0.400 | 0.900 | 62.0 |" in table
     assert "(paper)" in table and (tmp_path / "out" / "figure.png").stat().st_size > 0
+    assert "Protocol: raw sentence vectors" in table
+    assert "ln (ours), MR: C = 1, the grid's smallest value" in table
+    # Asking for standardized features is another protocol: evaluated again.
+    senteval_report.report(runs, tmp_path, ["MR"], tmp_path / "out", standardize=True)
+    assert (
+        len(calls) == 8 and "Protocol: standardized" in (tmp_path / "out" / "table.md").read_text()
+    )
