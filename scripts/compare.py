@@ -19,6 +19,13 @@ Only aggregate the run directories that exist::
     python scripts/compare.py --workdir runs/fig6 --report
 
 Writes WORKDIR/figure.png, WORKDIR/summary.md and WORKDIR/summary.json.
+
+Also test the paper's Figure 6 claims (final errors, robustness to the batch size, convergence
+speed, BN's instability at batch size 4; see lnexp/claims.py) and write WORKDIR/claims.md and
+WORKDIR/claims.json::
+
+    python scripts/compare.py --workdir runs/fig6 --report --claims \\
+        --nll_threshold=1e-2 --error_threshold=0.02
 """
 
 import shutil
@@ -27,7 +34,7 @@ from pathlib import Path
 
 from absl import app, flags
 
-from lnexp import compare
+from lnexp import claims, compare
 from lnexp.errors import UserError
 from lnexp.metric_writers import quiet_library_logs
 
@@ -55,6 +62,23 @@ _EXPORT = flags.DEFINE_string(
     "export", None, "Also copy every run's config.json and metrics.jsonl, and the report, here."
 )
 _AT_EPOCH = flags.DEFINE_integer("at_epoch", None, "Tabulate this epoch instead of the last.")
+_CLAIMS = flags.DEFINE_bool(
+    "claims",
+    False,
+    "Also test the paper's Figure 6 claims on the runs (PI-MNIST only) and write "
+    "WORKDIR/claims.md and WORKDIR/claims.json.",
+)
+_NLL_THRESHOLD = flags.DEFINE_float(
+    "nll_threshold",
+    claims.DEFAULT_NLL_THRESHOLD,
+    "--claims: the convergence test counts the epochs until the training NLL is below this.",
+)
+_ERROR_THRESHOLD = flags.DEFINE_float(
+    "error_threshold",
+    claims.DEFAULT_ERROR_THRESHOLD,
+    "--claims: the convergence test counts the epochs until the test error is below this "
+    "(a fraction: 0.02 is 2 %).",
+)
 flags.mark_flag_as_required("workdir")
 
 
@@ -67,10 +91,13 @@ def main(argv):
     column_key = _COLUMNS.value or (keys[1] if len(keys) > 1 else None)
     if _REPORT.value and not _GRID.value and _COLUMNS.value is None:
         column_key = "batch_size"
+    claimed = None
     try:
         if not _REPORT.value:
             if not _CONFIG.value:
                 raise UserError("--config is required to run a grid (or pass --report).")
+            if _CLAIMS.value:
+                _check_claims_config()
             cells = compare.expand_grid(_GRID.value, _SEEDS.value)
             shared = [compare.parse_assignment(s) for s in _SET.value]
             failures = compare.run_grid(
@@ -86,19 +113,41 @@ def main(argv):
             metric=_METRIC.value,
             at_epoch=_AT_EPOCH.value,
         )
+        if _CLAIMS.value:
+            claimed = claims.write_claims(
+                workdir,
+                nll_threshold=_NLL_THRESHOLD.value,
+                error_threshold=_ERROR_THRESHOLD.value,
+            )
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
     if _EXPORT.value:
         export_dir = Path(_EXPORT.value)
         n = compare.export(workdir, export_dir)
-        for name in ("figure.png", "summary.md", "summary.json"):
+        names = ["figure.png", "summary.md", "summary.json"]
+        names += [n for n in ("claims.md", "claims.json") if (workdir / n).exists()]
+        for name in names:
             shutil.copyfile(workdir / name, export_dir / name)
         print(f"Exported {n} runs and the report to {export_dir}")
     print(compare.summary_markdown(rows, _METRIC.value))
     print(f"Wrote {workdir / 'figure.png'}, {workdir / 'summary.md'}, {workdir / 'summary.json'}")
+    if claimed is not None:
+        print(claims.claims_markdown(claimed))
+        print(f"Wrote {workdir / 'claims.md'}, {workdir / 'claims.json'}")
     if not _REPORT.value and failures:
         sys.exit(1)
+
+
+def _check_claims_config() -> None:
+    """Before training: --claims needs the PI-MNIST experiment (the claims are Figure 6's)."""
+    shared = [compare.parse_assignment(s) for s in _SET.value]
+    experiment = compare.load_config(_CONFIG.value, shared).get("experiment")
+    if experiment != "pimnist":
+        raise UserError(
+            f"--claims tests the claims of the paper's Figure 6 (PI-MNIST), but {_CONFIG.value} "
+            f"is experiment {experiment!r}; drop --claims or use configs/pimnist.py."
+        )
 
 
 if __name__ == "__main__":
