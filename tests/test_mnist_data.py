@@ -1,4 +1,7 @@
-"""Tests for lnexp.data.mnist: IDX parsing, the train/valid/test split, errors and the TFDS path."""
+"""Tests for lnexp.data.mnist: IDX parsing, the train/valid/test split, errors and the TFDS source.
+
+The data cache (the default source) and its downloads are tested in tests/test_download.py.
+"""
 
 from __future__ import annotations
 
@@ -296,7 +299,7 @@ def test_pixels_to_unit_interval_numpy_and_jit():
 
 
 # ---------------------------------------------------------------------------------------------
-# TFDS source (no data_dir). Nothing here touches the network.
+# TFDS source (source="tfds"). Nothing here touches the network.
 
 
 def test_tfds_offline_and_not_prepared_fails_fast(tmp_path, monkeypatch):
@@ -306,11 +309,11 @@ def test_tfds_offline_and_not_prepared_fails_fast(tmp_path, monkeypatch):
     monkeypatch.setattr(mnist, "_tensorflow_available", lambda: False)
     start = time.monotonic()
     with pytest.raises(UserError) as info:
-        load_mnist(None)
+        load_mnist(None, source="tfds")
     elapsed = time.monotonic() - start
     assert elapsed < 10, f"took {elapsed:.1f} s"
     message = str(info.value)
-    assert "no data directory was given" in message
+    assert "config.data.source is 'tfds'" in message
     assert "no network access" in message
     assert "TensorFlow is not installed" in message
     assert "--config.data.dir" in message
@@ -358,8 +361,8 @@ def test_tfds_not_prepared_says_why(monkeypatch, offline, no_tf):
     monkeypatch.setitem(sys.modules, "tensorflow_datasets", fake_tfds(prepared=False))
     monkeypatch.setattr(mnist, "_network_reachable", lambda *a, **k: not offline)
     monkeypatch.setattr(mnist, "_tensorflow_available", lambda: not no_tf)
-    with pytest.raises(UserError, match="no data directory was given") as info:
-        load_mnist()
+    with pytest.raises(UserError, match="config.data.source is 'tfds'") as info:
+        load_mnist(source="tfds")
     message = str(info.value)
     assert ("no network access" in message) == offline
     assert ("TensorFlow is not installed" in message) == no_tf
@@ -375,7 +378,7 @@ def test_tfds_prepared_is_read_and_split(monkeypatch):
     monkeypatch.setitem(sys.modules, "tensorflow_datasets", fake_tfds(True, sources))
     monkeypatch.setattr(mnist, "_network_reachable", lambda *a, **k: pytest.fail("probed net"))
 
-    data = load_mnist(limit_train=50)
+    data = load_mnist(limit_train=50, source="tfds")
     train_images = arrays[TRAIN_IMAGES].reshape(-1, 784)
     np.testing.assert_array_equal(data["train"]["image"], train_images[:50])
     np.testing.assert_array_equal(data["valid"]["image"], train_images[-N_VALID:])
@@ -388,7 +391,7 @@ def test_tfds_prepared_is_read_and_split(monkeypatch):
 def test_tfds_not_installed(monkeypatch):
     monkeypatch.setitem(sys.modules, "tensorflow_datasets", None)  # makes the import fail
     with pytest.raises(UserError, match="pip install tensorflow-datasets"):
-        load_mnist()
+        load_mnist(source="tfds")
 
 
 def test_network_probe_is_local_and_quick():

@@ -34,6 +34,7 @@ from pathlib import Path
 import numpy as np
 from absl import logging
 
+from lnexp.data.cache import cache_root
 from lnexp.errors import UserError
 
 PAD, UNK, EOS = 0, 1, 2
@@ -244,10 +245,9 @@ def corpus_key(books: Sequence[Path], root: Path, settings: dict) -> str:
 
 
 def default_cache_dir() -> Path:
-    """``$LNEXP_CACHE`` or ``$XDG_CACHE_HOME/lnexp`` (``~/.cache/lnexp``)."""
-    if "LNEXP_CACHE" in os.environ:
-        return Path(os.environ["LNEXP_CACHE"])
-    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "lnexp"
+    """``$LNEXP_CACHE`` or ``$XDG_CACHE_HOME/lnexp`` (``~/.cache/lnexp``); see
+    :func:`lnexp.data.cache.cache_root`."""
+    return cache_root()
 
 
 def load_corpus(
