@@ -1,14 +1,14 @@
 """Permutation-invariant MNIST, the paper's Fig. 6: a 784-1000-1000-10 ReLU MLP, Adam.
 
-Run (layer norm, batch 128, 64 epochs; about 5 s an epoch on 2 CPU cores, 6 min in all)::
+Run (layer norm, batch 128, 64 epochs; about 5 s an epoch on 2 CPU cores, 6 min in all; MNIST
+is downloaded into the data cache on the first run, or read from --config.data.dir=DIR)::
 
-    python -m lnexp.main --config=configs/pimnist.py --workdir=runs/ln128 \\
-        --config.data.dir=PATH_TO_MNIST
+    python -m lnexp.main --config=configs/pimnist.py --workdir=runs/ln128
 
 Batch norm at batch size 4 (unbiased variance, as the paper)::
 
     python -m lnexp.main --config=configs/pimnist.py --workdir=runs/bn4 \\
-        --config.model.norm=batch --config.batch_size=4 --config.data.dir=PATH_TO_MNIST
+        --config.model.norm=batch --config.batch_size=4
 
 The paper leaves the learning rate and the initialization unstated. Initialization: He-normal
 weights (ReLU units), zero biases, gains 1. Learning rate: Adam 3e-4, chosen on the validation
@@ -25,22 +25,63 @@ none 3e-4, batch 3e-4, layer 3e-3, weight 1e-3, with differences of about one st
         --columns optimizer.learning_rate
 
 is in results/lr_sweep/ (its summary.md). Results of the full comparison are in the README.
+
+``configs/pimnist.py:tuned`` gives each method and batch size its own Adam rate instead, chosen on
+the validation split (never test) by a sweep per batch size, seed 0: batch 128 over
+{1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2} for 8 epochs (3,440 steps), batch 4 over
+{3e-5, 1e-4, 3e-4, 1e-3, 3e-3} for 3 epochs (41,250 steps: more updates than 8 epochs at batch
+128, and as long as the grid allows); the rate with the lowest validation error averaged over the
+last half of the epochs (``python -m lnexp.tuning``), extended past any edge it chose. The
+sweeps' runs and choices are in results/lr_sweep_128/ and results/lr_sweep_4/; commands::
+
+    python scripts/compare.py --config configs/pimnist.py --workdir runs/sweep128 \\
+        --grid model.norm=none,batch,layer,weight \\
+        --grid optimizer.learning_rate=1e-4,3e-4,1e-3,3e-3,1e-2 --set num_epochs=8 \\
+        --metric valid_error --metrics train_nll,valid_error
+    python scripts/compare.py --config configs/pimnist.py --workdir runs/sweep128 \\
+        --grid model.norm=layer --grid optimizer.learning_rate=3e-5,1e-5 --set num_epochs=8 \\
+        --metric valid_error --metrics train_nll,valid_error
+    python scripts/compare.py --config configs/pimnist.py --workdir runs/sweep4 \\
+        --grid model.norm=none,batch,layer,weight \\
+        --grid optimizer.learning_rate=3e-5,1e-4,3e-4,1e-3,3e-3 --set num_epochs=3 \\
+        --set batch_size=4 --metric valid_error --metrics train_nll,valid_error
+    python -m lnexp.tuning --workdir runs/sweep128
+    python -m lnexp.tuning --workdir runs/sweep4
+
+Figure 6 at the tuned rates (4 methods x 2 batch sizes x 3 seeds x 64 epochs)::
+
+    python scripts/compare.py --config configs/pimnist.py:tuned --workdir runs/fig6_tuned \\
+        --grid model.norm=none,batch,layer,weight --grid batch_size=128,4 --seeds 3 --claims
 """
+
+from pathlib import Path
 
 import ml_collections
 from ml_collections import config_dict
 
+from lnexp.config import import_file
+
+common = import_file(Path(__file__).with_name("common.py"))
+
+# Adam's rate per method and batch size, chosen on the validation split (see the docstring).
+TUNED_LEARNING_RATES = (
+    ("model.norm=none,batch_size=128", 3e-4),
+    ("model.norm=batch,batch_size=128", 3e-4),
+    ("model.norm=layer,batch_size=128", 1e-4),
+    ("model.norm=weight,batch_size=128", 3e-3),
+)
+
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    del arg
+    """The paper's setting; ``arg='tuned'``: each method and batch size at its tuned rate."""
+    if arg not in (None, "", "tuned"):
+        raise ValueError(f"Unknown variant {arg!r} of configs/pimnist.py: expected 'tuned'.")
     config = ml_collections.ConfigDict()
     config.experiment = "pimnist"
-    config.seed = 0
-    config.num_epochs = 64  # The paper's curves run over 64 epochs.
-    config.batch_size = 128  # The paper: 128 and 4.
-    config.steps_per_call = 500  # Training steps fused into one jitted call.
-    config.eval_batch_size = 5000  # Examples per step of the (one-call) evaluation passes.
-    config.log_every_s = 30.0  # Progress line period when stderr is not a terminal.
+    # The paper's curves run over 64 epochs, at batch sizes 128 and 4.
+    common.loop_fields(
+        config, num_epochs=64, batch_size=128, steps_per_call=500, eval_batch_size=5000
+    )
 
     config.model = ml_collections.ConfigDict()
     config.model.norm = "layer"  # none | layer | batch | weight | rms
@@ -55,21 +96,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.model.weight_norm_data_init = True  # Salimans & Kingma's data-dependent init.
     config.model.data_init_examples = 1000
 
-    config.data = ml_collections.ConfigDict()
-    # Directory with the four MNIST IDX files (.gz or not); None = TFDS's "mnist".
-    config.data.dir = config_dict.placeholder(str)
-    config.data.limit_train = config_dict.placeholder(int)  # Train on a prefix (smoke runs).
-
-    config.optimizer = ml_collections.ConfigDict()
-    config.optimizer.name = "adam"  # adam | sgd
-    config.optimizer.learning_rate = 3e-4  # Chosen on validation; see the docstring.
-    config.optimizer.b1 = 0.9
-    config.optimizer.b2 = 0.999
-    config.optimizer.eps = 1e-8
-    config.optimizer.momentum = 0.0  # sgd only
-    config.optimizer.grad_clip_norm = 0.0  # 0 = no clipping
-
-    config.checkpoint = ml_collections.ConfigDict()
-    config.checkpoint.keep = 3  # Most recent checkpoints kept.
-    config.checkpoint.every_epochs = 1
+    config.data = common.mnist_data()
+    config.optimizer = common.optimizer(learning_rate=3e-4)  # Chosen on validation; see above.
+    if arg == "tuned":
+        common.use_tuned_rates(config.optimizer, TUNED_LEARNING_RATES)
+    config.checkpoint = common.checkpoint(keep=3)
     return config

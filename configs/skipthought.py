@@ -9,7 +9,8 @@ Variants (``--config=configs/skipthought.py:<variant>``):
   code's optimization (batch 64, Adam 2e-4, gradient-norm clip 5); for accelerators.
 * ``tiny``: a few hundred steps of a very small model, for smoke tests (under a minute).
 
-Run (LN, small)::
+Run (LN, small; PATH_TO_BOOKS is a directory tree of .txt books, such as the project's Project
+Gutenberg novels fetched by ``python -m lnexp.data.download books PATH_TO_BOOKS``)::
 
     python -m lnexp.main --config=configs/skipthought.py --workdir=runs/st-ln \\
         --config.data.dir=PATH_TO_BOOKS
@@ -20,8 +21,14 @@ Plain vs LN for the same number of steps::
         --grid model.norm=none,layer --set data.dir=PATH_TO_BOOKS --metric valid_nll
 """
 
+from pathlib import Path
+
 import ml_collections
 from ml_collections import config_dict
+
+from lnexp.config import import_file
+
+common = import_file(Path(__file__).with_name("common.py"))
 
 VARIANTS = ("small", "paper", "tiny")
 
@@ -33,15 +40,11 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
     config = ml_collections.ConfigDict()
     config.experiment = "skipthought"
     config.variant = variant
-    config.seed = 0
+    # Each call of steps_per_call fused steps holds one length group.
+    common.loop_fields(config, num_epochs=12, batch_size=64, steps_per_call=10, eval_batch_size=250)
     # An "epoch" here is an evaluation period of steps_per_epoch steps (the corpus is too large
     # to wait for whole passes); batches keep streaming through shuffled passes.
-    config.num_epochs = 12
     config.steps_per_epoch = 250
-    config.batch_size = 64
-    config.steps_per_call = 10  # Fused steps per call; each call holds one length group.
-    config.eval_batch_size = 250
-    config.log_every_s = 30.0
 
     config.model = ml_collections.ConfigDict()
     config.model.norm = "layer"  # layer | none: every GRU (encoder and both decoders).
@@ -60,18 +63,10 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
     config.data.limit_train = config_dict.placeholder(int)  # Use only the first N triples.
     config.data.cache_dir = config_dict.placeholder(str)  # None: $LNEXP_CACHE or ~/.cache/lnexp.
 
-    config.optimizer = ml_collections.ConfigDict()
-    config.optimizer.name = "adam"
-    config.optimizer.learning_rate = 1e-3
-    config.optimizer.b1 = 0.9
-    config.optimizer.b2 = 0.999
-    config.optimizer.eps = 1e-8
-    config.optimizer.momentum = 0.0
-    config.optimizer.grad_clip_norm = 5.0  # The public code's global-norm clip.
-
-    config.checkpoint = ml_collections.ConfigDict()
-    config.checkpoint.keep = 12  # Every evaluation period's, for downstream curves.
-    config.checkpoint.every_epochs = 1
+    # The public code's global-norm clip.
+    config.optimizer = common.optimizer(learning_rate=1e-3, grad_clip_norm=5.0)
+    # Every evaluation period's checkpoint, for downstream curves.
+    config.checkpoint = common.checkpoint(keep=12)
 
     if variant == "paper":
         config.num_epochs = 200

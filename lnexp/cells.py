@@ -1,7 +1,11 @@
 """Recurrent cells with layer normalization (Ba, Kiros & Hinton, 2016, sec. 3.1 and supplement).
 
 Three cells, each with ``norm='layer'`` (the paper's LN cell) or ``norm='none'`` (the standard
-cell); the two versions are one class and differ only by that argument:
+cell); the two versions are one class and differ only by that argument. ``norm`` takes every
+method of :data:`lnexp.norms.REGISTRY` whose statistics are per example (``recurrent=True``:
+``'layer'``, ``'rms'``, ``'none'``); the equations below then use that method's normalizer where
+they write ``LN``. Batch norm, whose statistics over one step's batch differ from step to step,
+and weight norm are refused, with the list of the accepted names.
 
 * :class:`SimpleCell`: eq. 4, ``h_t = f(LN(W_hh h_{t-1} + W_xh x_t))``.
 * :class:`LSTMCell`: eqs. 20-22, ``[f; i; o; g] = LN(W_h h) + LN(W_x x) + b``,
@@ -20,12 +24,14 @@ first outside and only the second inside ``jax.lax.scan``, and masks right-padde
 Initialization follows the paper's public (Theano) code: recurrent matrices orthogonal, every
 other matrix uniform in ``[-0.1, 0.1]``; each gate's ``H``-wide block of a fused kernel is
 initialized on its own (so each gate's recurrent matrix is orthogonal), LN gains start at 1 and
-all biases at 0. All normalization goes through :func:`lnexp.norms.make_norm`.
+all biases at 0 (:func:`symmetric_uniform` is the uniform initializer). Every normalizer is built
+from its :class:`lnexp.norms.NormMethod`.
 """
 
 from __future__ import annotations
 
 import functools
+import itertools
 from collections.abc import Callable
 from typing import Any
 
@@ -33,14 +39,22 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from lnexp.models.initializers import symmetric_uniform
-from lnexp.norms import Identity, LayerNorm, make_norm, standardize_segments
+from lnexp.norms import Identity, LayerNorm, NormMethod, method, names, standardize_segments
 
 Array = jax.Array
 Carry = Any
 Initializer = nnx.initializers.Initializer
 
-__all__ = ["GRUCell", "LSTMCell", "SimpleCell", "scan"]
+__all__ = ["GRUCell", "LSTMCell", "SimpleCell", "scan", "symmetric_uniform"]
+
+
+def symmetric_uniform(limit: float) -> Initializer:
+    """Uniform in ``[-limit, limit]`` (the paper's recurrent code uses ``limit = 0.1``)."""
+
+    def init(key: Array, shape, dtype=jnp.float32) -> Array:
+        return jax.random.uniform(key, shape, dtype, -limit, limit)
+
+    return init
 
 
 def _blockwise(init: Initializer, num_blocks: int) -> Initializer:
@@ -55,29 +69,44 @@ def _blockwise(init: Initializer, num_blocks: int) -> Initializer:
     return block_init
 
 
-def _check_norm(cell: type[_Cell], norm: str) -> None:
-    if norm not in cell.NORMS:
-        raise ValueError(
-            f"Unknown norm {norm!r} for {cell.__name__}: expected one of {list(cell.NORMS)}."
-        )
+def _build_norm(m: NormMethod, num_features: int, epsilon: float, rngs: nnx.Rngs) -> nnx.Module:
+    """``m``'s normalizer of ``num_features`` units, with ``epsilon`` if the method takes one."""
+    kwargs = {"epsilon": epsilon} if "epsilon" in m.hyperparameters else {}
+    return m.normalizer(num_features, rngs=rngs, **kwargs)
+
+
+def _fusable(norms: tuple[nnx.Module, ...]) -> bool:
+    """Whether ``norms`` are default-form layer norms with one epsilon, a gain and a bias."""
+    return all(
+        type(n) is LayerNorm
+        and not (n.one_pass_variance or n.epsilon_outside_sqrt)
+        and n.scale is not None
+        and n.bias is not None
+        and n.epsilon == norms[0].epsilon
+        for n in norms
+    )
 
 
 def _normalize(x: Array, *norms: nnx.Module) -> Array:
     """Applies ``norms`` to consecutive segments of ``x``'s last axis (one each).
 
-    ``norms`` are all ``Identity`` (``norm='none'``) or all layer norms. Layer norms go through
+    The result is ``concatenate([n(x_j) for ...])``. Layer norms (the paper's cells) go through
     one fused :func:`lnexp.norms.standardize_segments` call (one reduction per step instead of
-    one per norm, and a hand-written derivative), then each segment's gain and bias: the result
-    equals ``concatenate([n(x_j) for ...])``.
+    one per norm, and a hand-written derivative), then each segment's gain and bias; identities
+    (``norm='none'``) return ``x``; any other normalizer is applied segment by segment.
     """
-    if all(type(n) is LayerNorm for n in norms):
+    if _fusable(norms):
         y = standardize_segments(x, [n.num_features for n in norms], epsilon=norms[0].epsilon)
         scale = jnp.concatenate([n.scale[...] for n in norms]).astype(y.dtype)
         bias = jnp.concatenate([n.bias[...] for n in norms]).astype(y.dtype)
         return (y * scale + bias).astype(x.dtype)
     if all(type(n) is Identity for n in norms):
         return x
-    raise TypeError(f"Expected only LayerNorm or only Identity, got {[type(n) for n in norms]}.")
+    if len(norms) == 1:
+        return norms[0](x)
+    ends = list(itertools.accumulate(n.num_features for n in norms))
+    segments = jnp.split(x, ends[:-1], axis=-1)
+    return jnp.concatenate([n(a) for n, a in zip(norms, segments, strict=True)], axis=-1)
 
 
 class _GateNorm(nnx.Module):
@@ -89,24 +118,24 @@ class _GateNorm(nnx.Module):
 
     def __init__(
         self,
-        norm: str,
+        norm: NormMethod,
         num_blocks: int,
         block_size: int,
         *,
         per_block: bool = False,
+        epsilon: float,
         rngs: nnx.Rngs,
-        **norm_kwargs: Any,
     ):
         self.num_blocks = num_blocks
         self.per_block = per_block
         if per_block:
             self.blocks = nnx.List(
-                [make_norm(norm, block_size, rngs=rngs, **norm_kwargs) for _ in range(num_blocks)]
+                [_build_norm(norm, block_size, epsilon, rngs) for _ in range(num_blocks)]
             )
             self.norm = nnx.data(None)
         else:
             self.blocks = nnx.data(None)
-            self.norm = make_norm(norm, num_blocks * block_size, rngs=rngs, **norm_kwargs)
+            self.norm = _build_norm(norm, num_blocks * block_size, epsilon, rngs)
 
     def __call__(self, a: Array) -> Array:
         return _normalize(a, *(self.blocks if self.per_block else [self.norm]))
@@ -119,7 +148,16 @@ class _Cell(nnx.RNNCellBase):
     hidden_features: int
     param_dtype: Any
     _num_carry_arrays: int = 1
-    NORMS: tuple[str, ...] = ("layer", "none")  # The values ``norm`` accepts.
+
+    @classmethod
+    def accepted_norms(cls) -> tuple[str, ...]:
+        """The values ``norm`` accepts: the methods of :data:`lnexp.norms.REGISTRY` that can
+        normalize inside a recurrent cell (``recurrent=True``)."""
+        return names(recurrent=True)
+
+    @classmethod
+    def _method(cls, norm: str) -> NormMethod:
+        return method(norm, among=cls.accepted_norms(), owner=cls.__name__)
 
     def input_projection(self, inputs: Array) -> Array:
         """Everything of a step that depends only on the input, for any leading axes.
@@ -193,12 +231,13 @@ class SimpleCell(_Cell):
     Args:
         in_features: Input size ``D``.
         hidden_features: Number of units ``H``.
-        norm: ``'layer'`` or ``'none'``.
+        norm: ``'layer'`` (the paper), ``'none'``, or another of :meth:`accepted_norms`
+            (``'rms'``: RMS norm in place of LN).
         activation_fn: ``f`` (default ``tanh``).
         kernel_init: Initializer of ``W_xh`` (default uniform in ``[-0.1, 0.1]``).
         recurrent_kernel_init: Initializer of ``W_hh`` (default orthogonal).
         bias_init: Initializer of ``b`` with ``norm='none'``.
-        epsilon: Epsilon of the layer norm (added to the variance).
+        epsilon: Epsilon of the normalizer (added to the variance).
         param_dtype: Dtype of the parameters and of the initial carry.
         rngs: Random streams.
 
@@ -226,7 +265,7 @@ class SimpleCell(_Cell):
         param_dtype: Any = jnp.float32,
         rngs: nnx.Rngs,
     ):
-        _check_norm(type(self), norm)
+        m = self._method(norm)
         self.in_features = in_features
         self.hidden_features = hidden_features
         self.norm_name = norm
@@ -237,8 +276,8 @@ class SimpleCell(_Cell):
         self.dense_h = nnx.Linear(
             hidden_features, hidden_features, kernel_init=recurrent_kernel_init, **linear
         )
-        self.norm = make_norm(norm, hidden_features, epsilon=epsilon, rngs=rngs)
-        if norm == "none":
+        self.norm = _build_norm(m, hidden_features, epsilon, rngs)
+        if m.linear_bias:
             self.bias = nnx.Param(bias_init(rngs.params(), (hidden_features,), param_dtype))
         else:
             self.bias = nnx.data(None)
@@ -268,9 +307,9 @@ class LSTMCell(_Cell):
     Options that peers use (off by default, each pinned by a test):
 
     * ``ln_per_gate=True``: ``LN_h`` and ``LN_x`` normalize each ``H``-sized gate block
-      separately, each block with its own gain and bias (``norm='layer'`` only).
+      separately, each block with its own gain and bias (not with ``norm='none'`` or ``'cell'``).
     * ``carry_normalized_cell=True``: carry ``LN_c(c_t)`` instead of ``c_t`` (TensorFlow's
-      ``LayerNormBasicLSTMCell`` and several PyTorch ports); needs ``norm='layer'`` or ``'cell'``.
+      ``LayerNormBasicLSTMCell`` and several PyTorch ports); not with ``norm='none'``.
     * ``forget_bias``: a constant added to the forget gate's pre-activation. Default 0, as in the
       paper's code and Flax; TensorFlow's LN-LSTM uses 1.0.
 
@@ -279,7 +318,8 @@ class LSTMCell(_Cell):
     Args:
         in_features: Input size ``D``.
         hidden_features: Number of units ``H``.
-        norm: ``'layer'``, ``'none'`` or ``'cell'`` (LN on ``c_t`` only).
+        norm: ``'layer'``, ``'none'``, ``'cell'`` (LN on ``c_t`` only) or another of
+            :meth:`accepted_norms` (``'rms'``: RMS norm in place of every LN).
         ln_per_gate: Normalize each gate block separately.
         carry_normalized_cell: Carry the normalized cell state.
         forget_bias: Added to the forget gate's pre-activation.
@@ -288,7 +328,7 @@ class LSTMCell(_Cell):
         kernel_init: Initializer of ``W_x``, per gate block (default uniform in ``[-0.1, 0.1]``).
         recurrent_kernel_init: Initializer of ``W_h``, per gate block (default orthogonal).
         bias_init: Initializer of ``b``.
-        epsilon: Epsilon of every layer norm.
+        epsilon: Epsilon of every normalizer.
         param_dtype: Dtype of the parameters and of the initial carry.
         rngs: Random streams.
 
@@ -306,7 +346,11 @@ class LSTMCell(_Cell):
     """
 
     _num_carry_arrays = 2
-    NORMS = ("layer", "none", "cell")
+
+    @classmethod
+    def accepted_norms(cls) -> tuple[str, ...]:
+        """The methods of :class:`_Cell` and ``'cell'`` (LN on ``c_t`` only)."""
+        return (*names(recurrent=True), "cell")
 
     def __init__(
         self,
@@ -326,11 +370,17 @@ class LSTMCell(_Cell):
         param_dtype: Any = jnp.float32,
         rngs: nnx.Rngs,
     ):
-        _check_norm(type(self), norm)
-        if ln_per_gate and norm != "layer":
-            raise ValueError(f"ln_per_gate=True needs norm='layer', got norm={norm!r}.")
+        # 'cell': plain gates, layer norm on c_t only; otherwise the method everywhere.
+        gate_norm = self._method("none" if norm == "cell" else norm)
+        cell_norm = self._method("layer" if norm == "cell" else norm)
+        if ln_per_gate and norm in ("none", "cell"):
+            raise ValueError(
+                f"ln_per_gate=True needs normalized gates (norm one of "
+                f"{[n for n in self.accepted_norms() if n not in ('none', 'cell')]}), "
+                f"got norm={norm!r}."
+            )
         if carry_normalized_cell and norm == "none":
-            raise ValueError("carry_normalized_cell=True needs norm='layer' or 'cell'.")
+            raise ValueError("carry_normalized_cell=True needs a normalized c_t, not norm='none'.")
         self.in_features = in_features
         self.hidden_features = hidden_features
         self.norm_name = norm
@@ -348,11 +398,9 @@ class LSTMCell(_Cell):
         self.dense_h = nnx.Linear(
             H, 4 * H, kernel_init=_blockwise(recurrent_kernel_init, 4), **linear
         )
-        gate_norm = "layer" if norm == "layer" else "none"
         self.norm_i = _GateNorm(gate_norm, 4, H, per_block=ln_per_gate, epsilon=epsilon, rngs=rngs)
         self.norm_h = _GateNorm(gate_norm, 4, H, per_block=ln_per_gate, epsilon=epsilon, rngs=rngs)
-        cell_norm = "none" if norm == "none" else "layer"
-        self.norm_c = make_norm(cell_norm, H, epsilon=epsilon, rngs=rngs)
+        self.norm_c = _build_norm(cell_norm, H, epsilon, rngs)
         self.bias = nnx.Param(bias_init(rngs.params(), (4 * H,), param_dtype))
 
     def input_projection(self, inputs: Array) -> Array:
@@ -398,7 +446,8 @@ class GRUCell(_Cell):
     Args:
         in_features: Input size ``D``.
         hidden_features: Number of units ``H``.
-        norm: ``'layer'`` or ``'none'``.
+        norm: ``'layer'`` (the paper), ``'none'``, or another of :meth:`accepted_norms`
+            (``'rms'``: RMS norm in place of every LN).
         reset_after: Reset gate after (the paper) or before the recurrent matmul.
         gate_fn: ``s`` (default sigmoid).
         activation_fn: ``tanh`` of the candidate.
@@ -407,7 +456,7 @@ class GRUCell(_Cell):
         recurrent_kernel_init: Initializer of the recurrent kernels, per ``H`` block (default
             orthogonal).
         bias_init: Initializer of ``b`` with ``norm='none'``.
-        epsilon: Epsilon of every layer norm.
+        epsilon: Epsilon of every normalizer.
         param_dtype: Dtype of the parameters and of the initial carry.
         rngs: Random streams.
 
@@ -437,7 +486,7 @@ class GRUCell(_Cell):
         param_dtype: Any = jnp.float32,
         rngs: nnx.Rngs,
     ):
-        _check_norm(type(self), norm)
+        m = self._method(norm)
         self.in_features = in_features
         self.hidden_features = hidden_features
         self.norm_name = norm
@@ -453,11 +502,11 @@ class GRUCell(_Cell):
         self.dense_h = nnx.Linear(
             H, 3 * H, kernel_init=_blockwise(recurrent_kernel_init, 3), **linear
         )
-        self.norm_i = make_norm(norm, 2 * H, epsilon=epsilon, rngs=rngs)
-        self.norm_h = make_norm(norm, 2 * H, epsilon=epsilon, rngs=rngs)
-        self.norm_i_candidate = make_norm(norm, H, epsilon=epsilon, rngs=rngs)
-        self.norm_h_candidate = make_norm(norm, H, epsilon=epsilon, rngs=rngs)
-        if norm == "none":
+        self.norm_i = _build_norm(m, 2 * H, epsilon, rngs)
+        self.norm_h = _build_norm(m, 2 * H, epsilon, rngs)
+        self.norm_i_candidate = _build_norm(m, H, epsilon, rngs)
+        self.norm_h_candidate = _build_norm(m, H, epsilon, rngs)
+        if m.linear_bias:
             self.bias = nnx.Param(bias_init(rngs.params(), (3 * H,), param_dtype))
         else:
             self.bias = nnx.data(None)

@@ -43,8 +43,10 @@ import numpy as np
 
 from lnexp import compare
 from lnexp.errors import UserError
-from lnexp.models.mlp import NORMALIZES_LOGITS
+from lnexp.experiments import pimnist
+from lnexp.norms import REGISTRY
 
+EXPERIMENT = "pimnist"  # The claims are Figure 6's: PI-MNIST runs (lnexp.experiments.pimnist).
 TEST_SET_SIZE = 10_000  # MNIST's test images: the binomial noise of every test error.
 BATCH_SIZES = (128, 4)  # The paper's two columns of Fig. 6.
 METHOD_NAMES = {"none": "baseline", "batch": "BN", "layer": "LN", "weight": "WN"}
@@ -84,6 +86,15 @@ RULE_INSTABILITY = (
 )
 
 
+def check_experiment(experiment: str | None, config_path: str) -> None:
+    """Before training a grid for the claims: its config must be of the Figure 6 experiment."""
+    if experiment != EXPERIMENT:
+        raise UserError(
+            f"--claims tests the claims of the paper's Figure 6 (PI-MNIST), but {config_path} "
+            f"is experiment {experiment!r}; drop --claims or use configs/pimnist.py."
+        )
+
+
 def rule_convergence(nll_threshold: float, error_threshold: float) -> str:
     """The convergence test's rule, with its thresholds, as the markdown states it."""
     return (
@@ -95,8 +106,8 @@ def rule_convergence(nll_threshold: float, error_threshold: float) -> str:
         "(and *later* the other way round). Per batch size: **holds** when LN is earlier on "
         "both thresholds, **does not hold** when later on both, **inconclusive** otherwise "
         "(mixed, within an epoch, or neither gets there). BN here is applied to all layers, "
-        "the logits included, as in the paper (lnexp.models.mlp.NORMALIZES_LOGITS: BN yes, LN "
-        "no, unless model.normalize_logits says otherwise). The paper's epochs are read off its "
+        "the logits included, as in the paper (lnexp.norms.REGISTRY's normalizes_logits: BN yes, "
+        "LN no, unless model.normalize_logits says otherwise). The paper's epochs are read off its "
         "curves, whose epoch axis starts at 0."
     )
 
@@ -226,10 +237,10 @@ def _last_epoch(run: compare.Run) -> int:
 def _grid(runs: Sequence[compare.Run]) -> _Grid:
     if not runs:
         raise UserError("No runs to test the Figure 6 claims on.")
-    others = [r for r in runs if r.config.get("experiment") != "pimnist"]
+    others = [r for r in runs if r.config.get("experiment") != EXPERIMENT]
     if others:
         raise UserError(
-            "The claims are the paper's Figure 6 claims (experiment 'pimnist'), but "
+            f"The claims are the paper's Figure 6 claims (experiment {EXPERIMENT!r}), but "
             f"{_run_name(others[0])} has experiment {others[0].config.get('experiment')!r}; "
             "report a directory of PI-MNIST runs (configs/pimnist.py)."
         )
@@ -263,7 +274,7 @@ def _grid(runs: Sequence[compare.Run]) -> _Grid:
     for (batch_size, _), cell_runs in cells.items():
         last = min(_last_epoch(r) for r in cell_runs)
         epochs[batch_size] = min(epochs.get(batch_size, last), last)
-    return _Grid(cells, epochs, compare.paper_fig6())
+    return _Grid(cells, epochs, pimnist.reference_curves())
 
 
 def _value_at(run: compare.Run, metric: str, epoch: int) -> float:
@@ -564,7 +575,9 @@ def _convergence_claim(
 def _normalizes_logits(run: compare.Run) -> bool:
     value = run.config.get("model.normalize_logits")
     norm = run.config.get("model.norm")
-    return bool(NORMALIZES_LOGITS.get(norm, False) if value is None else value)
+    if value is None:
+        return norm in REGISTRY and REGISTRY[norm].normalizes_logits
+    return bool(value)
 
 
 # --------------------------------------------------------------------------------------------

@@ -2,8 +2,8 @@
 
 A grid is the product of ``--grid KEY=V1,V2,...`` axes and ``--seeds N``; every cell is an
 ordinary run directory ``WORKDIR/<k1=v1,k2=v2>/seed=<s>/`` trained by
-:func:`lnexp.train.train_and_evaluate`, or with the other seeds of its configuration by
-:func:`lnexp.seeds.train_seeds` (so it resumes, and finished cells are skipped).
+:func:`lnexp.training.train_and_evaluate`, or with the other seeds of its configuration by
+:func:`lnexp.training.train_seeds` (so it resumes, and finished cells are skipped).
 :func:`report` reads whatever run directories exist and writes
 
 * ``figure.png``: one column per value of the column key (default: the second grid key, e.g.
@@ -12,20 +12,19 @@ ordinary run directory ``WORKDIR/<k1=v1,k2=v2>/seed=<s>/`` trained by
   over seeds and a band from the lowest to the highest seed; the paper's curves dashed.
 * ``summary.md`` and ``summary.json``: per cell the final and best test error (mean ± std over
   seeds), the epoch of the best, wall time, and the paper's value at epoch 64.
+
+The paper's curves are the runs' experiment's (:func:`lnexp.experiments.reference_curve`); this
+module knows no experiment by name.
 """
 
 from __future__ import annotations
 
-import ast
-import csv
 import dataclasses
-import importlib.util
 import itertools
 import json
 import math
 import shutil
-from collections.abc import Iterable, Sequence
-from importlib import resources
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -33,87 +32,13 @@ import ml_collections
 import numpy as np
 from flax.traverse_util import flatten_dict
 
+from lnexp import experiments
+from lnexp.config import load_config, parse_assignment
 from lnexp.errors import UserError
-from lnexp.metric_writers import read_records
-
-# Paper method names in the reference curves -> lnexp's model.norm values.
-PAPER_METHODS = {"Base": "none", "BN": "batch", "LN": "layer"}
-# Reference panel names -> lnexp metric names.
-PAPER_PANELS = {"train_NLL": "train_nll", "test_err": "test_error"}
-
-
-def paper_fig6() -> dict[tuple[int, str], dict[str, np.ndarray]]:
-    """The paper's Fig. 6 curves, ``(batch_size, norm) -> {'epoch', metric, metric_lo, ...}``.
-
-    The numbers ship in ``lnexp/reference/paper_fig6_pimnist.csv``, recovered from the vector
-    paths of Fig. 6 in arXiv:1607.06450v1 (about ±0.01 % test error; ``band_lo``/``band_hi`` are
-    the edges of the figure's shaded regions, whose meaning the paper does not state).
-    """
-    text = resources.files("lnexp").joinpath("reference/paper_fig6_pimnist.csv").read_text()
-    rows = csv.DictReader(line for line in text.splitlines() if not line.startswith("#"))
-    curves: dict[tuple[int, str], dict[str, list[float]]] = {}
-    for row in rows:
-        key = (int(row["batch_size"]), PAPER_METHODS[row["method"]])
-        metric = PAPER_PANELS[row["panel"]]
-        curve = curves.setdefault(key, {})
-        curve.setdefault(f"{metric}_epoch", []).append(float(row["epoch"]))
-        curve.setdefault(metric, []).append(float(row["value"]))
-        curve.setdefault(f"{metric}_lo", []).append(float(row["band_lo"]))
-        curve.setdefault(f"{metric}_hi", []).append(float(row["band_hi"]))
-    return {k: {m: np.asarray(v) for m, v in c.items()} for k, c in curves.items()}
-
+from lnexp.training.run_dir import RunDir
 
 # --------------------------------------------------------------------------------------------
 # The grid.
-
-
-def parse_assignment(text: str) -> tuple[str, str]:
-    """``'model.norm=batch'`` -> ``('model.norm', 'batch')``."""
-    key, sep, value = text.partition("=")
-    if not sep or not key:
-        raise UserError(f"Expected KEY=VALUE, got {text!r} (e.g. --set num_epochs=5).")
-    return key.strip(), value.strip()
-
-
-def _parse_value(text: str) -> Any:
-    try:
-        return ast.literal_eval(text)
-    except (ValueError, SyntaxError):
-        return text
-
-
-def apply_overrides(config: ml_collections.ConfigDict, overrides: Iterable[tuple[str, str]]):
-    """Sets ``key=value`` pairs (dotted keys; values parsed as Python literals, else strings)."""
-    for key, text in overrides:
-        *parents, leaf = key.split(".")
-        node = config
-        try:
-            for name in parents:
-                node = node[name]
-            if leaf not in node:
-                raise KeyError(leaf)
-            # A string field takes the text as it is (so data.dir=123 stays a path).
-            node[leaf] = text if node.get_type(leaf) is str else _parse_value(text)
-        except (KeyError, AttributeError) as e:
-            raise UserError(
-                f"The config has no key {key!r} (from {key}={text}); check its spelling "
-                "against the config file."
-            ) from e
-        except TypeError as e:
-            raise UserError(f"Cannot set {key}={text}: {e}") from e
-    return config
-
-
-def load_config(path: str | Path, overrides: Iterable[tuple[str, str]] = ()):
-    """Loads ``get_config()`` from a config file (``path[:arg]``) and applies overrides."""
-    path, _, arg = str(path).partition(":")
-    spec = importlib.util.spec_from_file_location("lnexp_config", path)
-    if spec is None or not Path(path).exists():
-        raise UserError(f"Config file {path} does not exist.")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    config = module.get_config(arg or None)
-    return apply_overrides(config, overrides)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -159,12 +84,11 @@ def run_grid(
     """Trains every unfinished cell, one after the other; returns the cells that failed.
 
     With ``vectorize_seeds``, the unfinished seeds of a configuration that resume from the same
-    step are trained together in one program (:func:`lnexp.seeds.train_seeds`). If that fails
+    step are trained together in one program (:func:`lnexp.training.train_seeds`). If that fails
     (e.g. one seed diverges), they are trained one after the other, so that the other seeds
     still finish and each failure is reported for its own seed.
     """
-    from lnexp.seeds import train_seeds
-    from lnexp.train import checkpoint_steps, train_and_evaluate
+    from lnexp.training import loop
 
     pending = []
     for i, cell in enumerate(cells, 1):
@@ -176,7 +100,7 @@ def run_grid(
         pending.append((i, cell, config, run_dir))
     groups: dict[Any, list[tuple[int, Cell, ml_collections.ConfigDict, Path]]] = {}
     for i, cell, config, run_dir in pending:
-        resume_step = max(checkpoint_steps(run_dir), default=0)
+        resume_step = max(RunDir(run_dir).checkpoint_steps(), default=0)
         key = (cell.values, resume_step) if vectorize_seeds else i
         groups.setdefault(key, []).append((i, cell, config, run_dir))
 
@@ -187,14 +111,14 @@ def run_grid(
             where = f"[{group[0][0]}-{group[-1][0]}/{len(cells)}] {group[0][1].name}"
             log(f"{where}: training seeds {', '.join(map(str, seeds))} together")
             try:
-                train_seeds(group[0][2], seeds, [run_dir for *_, run_dir in group])
+                loop.train_seeds(group[0][2], seeds, [run_dir for *_, run_dir in group])
                 continue
             except UserError as e:
                 log(f"{where}: training the seeds together failed: {e} Training them one by one.")
         for i, cell, config, run_dir in group:
             log(f"[{i}/{len(cells)}] training {run_dir}")
             try:
-                train_and_evaluate(config, run_dir)
+                loop.train_and_evaluate(config, run_dir)
             except UserError as e:
                 log(f"[{i}/{len(cells)}] {run_dir} failed: {e}")
                 failures.append((cell, str(e)))
@@ -207,7 +131,7 @@ def run_grid(
 
 def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
     """The evaluation records of a run directory."""
-    return read_records(run_dir / "metrics.jsonl")
+    return RunDir(run_dir).records()
 
 
 @dataclasses.dataclass
@@ -232,11 +156,11 @@ def find_runs(workdir: Path) -> list[Run]:
     """Every run directory ``WORKDIR/<cell>/seed=<s>/`` that has metrics."""
     runs = []
     for config_path in sorted(workdir.glob("*/seed=*/config.json")):
-        run_dir = config_path.parent
-        records = read_metrics(run_dir)
+        run_dir = RunDir(config_path.parent)
+        records = run_dir.records()
         if records:
-            config = flatten_dict(json.loads(config_path.read_text()), sep=".")
-            runs.append(Run(run_dir.parent.name, config["seed"], config, records))
+            config = flatten_dict(run_dir.read_config(), sep=".")
+            runs.append(Run(config_path.parent.parent.name, config["seed"], config, records))
     return runs
 
 
@@ -253,7 +177,6 @@ def summarize(
     With ``at_epoch``, "final" is the value at that epoch and "best" the best up to it (runs
     that have not reached it are left out).
     """
-    paper = paper_fig6()
     by_cell: dict[str, list[Run]] = {}
     for run in runs:
         by_cell.setdefault(run.cell, []).append(run)
@@ -286,9 +209,9 @@ def summarize(
             "best_epoch": float(np.mean(best_epochs)),
             "wall_s": float(np.mean(walls)),
         }
-        key = (config.get("batch_size"), config.get("model.norm"))
-        if config.get("experiment") == "pimnist" and key in paper and metric in paper[key]:
-            curve, epochs = paper[key][metric], paper[key][f"{metric}_epoch"]
+        paper = experiments.reference_curve(config)
+        if paper is not None and metric in paper:
+            curve, epochs = paper[metric], paper[f"{metric}_epoch"]
             row["paper_at_64"] = float(curve[-1])
             if row["epochs"] in epochs:  # For runs shorter than the paper's.
                 row["paper_at_epoch"] = float(curve[list(epochs).index(row["epochs"])])
@@ -366,7 +289,6 @@ def plot_figure(
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    paper = paper_fig6()
     columns = sorted({r.config.get(column_key) for r in runs}, key=_sort_key, reverse=True)
     lines = sorted({r.config.get(line_key) for r in runs}, key=_sort_key)
     fig, axes = plt.subplots(
@@ -377,47 +299,19 @@ def plot_figure(
         for i, metric in enumerate(metrics):
             ax = axes[i][j]
             for k, line in enumerate(lines):
-                color = colors[k % len(colors)]
                 chosen = [
                     r
                     for r in runs
                     if r.config.get(column_key) == column and r.config.get(line_key) == line
                 ]
-                curves = [r.curve(metric, r.x_axis) for r in chosen]
-                curves = [c for c in curves if len(c[0])]
-                if curves:
-                    n = min(len(c[0]) for c in curves)
-                    epochs = curves[0][0][:n]
-                    values = np.stack([c[1][:n] for c in curves])
-                    label = f"{line} ({len(curves)} seed{'s' * (len(curves) > 1)})"
-                    ax.plot(epochs, values.mean(0), color=color, label=label)
-                    if len(curves) > 1:
-                        ax.fill_between(
-                            epochs,
-                            values.min(0),
-                            values.max(0),
-                            color=color,
-                            alpha=0.2,
-                            linewidth=0,
-                        )
-                ref = _paper_curve(paper, chosen)
-                if ref is not None and metric in ref:
-                    ax.plot(
-                        ref[f"{metric}_epoch"],
-                        ref[metric],
-                        "--",
-                        color=color,
-                        linewidth=1,
-                        label=f"{line} (paper)",
-                    )
+                _draw_line(ax, chosen, metric, str(line), colors[k % len(colors)])
             if metric.endswith("nll"):
                 ax.set_yscale("log")
             if metric.endswith("error"):
                 ax.yaxis.set_major_formatter(matplotlib.ticker.PercentFormatter(1.0))
             ax.set_xlabel(runs[0].x_axis)
             ax.set_ylabel(metric)
-            title = f"{column_key} = {column}" if column_key else ""
-            ax.set_title(title)
+            ax.set_title(f"{column_key} = {column}" if column_key else "")
             ax.grid(alpha=0.3)
             if i == 0:
                 ax.legend(fontsize=7)
@@ -426,12 +320,39 @@ def plot_figure(
     plt.close(fig)
 
 
-def _paper_curve(paper: dict, runs: Sequence[Run]) -> dict[str, np.ndarray] | None:
-    """The paper's curve for runs of one line and column, if they are a Fig. 6 configuration."""
-    keys = {(r.config.get("batch_size"), r.config.get("model.norm")) for r in runs}
-    if len(keys) != 1 or any(r.config.get("experiment") != "pimnist" for r in runs):
+def _draw_line(ax: Any, runs: Sequence[Run], metric: str, label: str, color: str) -> None:
+    """One line of a panel: the mean over the runs' seeds, a band from the lowest to the highest
+    seed, and the paper's curve dashed where the experiment has one."""
+    curves = [r.curve(metric, r.x_axis) for r in runs]
+    curves = [c for c in curves if len(c[0])]
+    if curves:
+        n = min(len(c[0]) for c in curves)
+        epochs = curves[0][0][:n]
+        values = np.stack([c[1][:n] for c in curves])
+        seeds = f"{len(curves)} seed{'s' * (len(curves) > 1)}"
+        ax.plot(epochs, values.mean(0), color=color, label=f"{label} ({seeds})")
+        if len(curves) > 1:
+            ax.fill_between(
+                epochs, values.min(0), values.max(0), color=color, alpha=0.2, linewidth=0
+            )
+    ref = _paper_curve(runs)
+    if ref is not None and metric in ref:
+        ax.plot(
+            ref[f"{metric}_epoch"],
+            ref[metric],
+            "--",
+            color=color,
+            linewidth=1,
+            label=f"{label} (paper)",
+        )
+
+
+def _paper_curve(runs: Sequence[Run]) -> dict[str, np.ndarray] | None:
+    """The paper's curve for the runs of one line and column, if they all share one."""
+    keys = {experiments.reference_key(r.config) for r in runs}
+    if len(keys) != 1 or None in keys:
         return None
-    return paper.get(keys.pop())
+    return experiments.reference_curve(runs[0].config)
 
 
 def _sort_key(value: Any) -> tuple:

@@ -4,15 +4,15 @@ Command line (one sentence per line in, a ``(lines, hidden)`` float32 ``.npy`` o
 
     python -m lnexp.encoding --workdir=runs/st-ln --input=sentences.txt --output=vectors.npy
 
-A run directory holds everything needed: ``config.json``, ``vocab.txt`` and the checkpoints;
-the training corpus is not read.
+A run directory holds everything needed: ``config.json``, ``vocab.txt`` and the checkpoints,
+of which only the model's variables are read (no optimizer is built); the training corpus is not
+read.
 """
 
 from __future__ import annotations
 
 import functools
 import json
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -20,14 +20,13 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-import orbax.checkpoint as ocp
 from absl import app, flags, logging
 from flax import nnx
 
 from lnexp.data.text import Vocabulary, sentence_ids_from_text
-from lnexp.errors import UserError
+from lnexp.errors import UserError, command_line
 from lnexp.experiments.skipthought import build_model
-from lnexp.train import checkpoint_steps, make_optimizer, make_train_state
+from lnexp.training.run_dir import RunDir
 
 # Sentences per device call; the last call is padded, so results do not depend on the count.
 ENCODE_BATCH = 128
@@ -65,9 +64,16 @@ class SentenceEncoder:
         model = build_model(self.config, len(self.vocab), nnx.Rngs(0))
         model.eval()
         graphdef, params, rest = nnx.split(model, nnx.Param, ...)
-        self.step = step = step if step is not None else _latest_step(workdir)
-        state = _restore(workdir / "checkpoints", step, params, rest, self.config)
-        self.model = nnx.merge(graphdef, state["params"], state["rest"])
+        run = RunDir(workdir)
+        self.step = step = step if step is not None else run.latest_step()
+        sharding = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+        target = jax.tree.map(
+            lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=sharding),
+            {"params": params, "rest": rest},
+        )
+        with run.checkpoints() as checkpoints:
+            variables = checkpoints.restore_model(step, target)
+        self.model = nnx.merge(graphdef, variables["params"], variables["rest"])
         self._encode = nnx.jit(lambda m, ids: m.encode(ids))
 
     @property
@@ -84,25 +90,6 @@ class SentenceEncoder:
             padded[: len(batch)] = batch
             out.append(np.asarray(self._encode(self.model, jnp.asarray(padded)))[: len(batch)])
         return np.concatenate(out) if out else np.zeros((0, self.dim), np.float32)
-
-
-def _latest_step(workdir: Path) -> int:
-    steps = checkpoint_steps(workdir)
-    if not steps:
-        raise UserError(f"{workdir} has no checkpoint yet: train it first (python -m lnexp.main).")
-    return max(steps)
-
-
-def _restore(directory: Path, step: int, params, rest, config) -> dict:
-    abstract = jax.eval_shape(lambda: make_train_state(params, rest, make_optimizer(config)))
-    sharding = jax.sharding.SingleDeviceSharding(jax.devices()[0])
-    abstract = jax.tree.map(
-        lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=sharding), abstract
-    )
-    if not (directory / str(step)).is_dir():
-        raise UserError(f"No checkpoint for step {step} in {directory}.")
-    with ocp.CheckpointManager(directory) as manager:
-        return manager.restore(step, args=ocp.args.StandardRestore(abstract))
 
 
 @functools.lru_cache(maxsize=4)
@@ -129,23 +116,23 @@ def encode(
     """
     path = Path(workdir_or_checkpoint).resolve()
     if step is None and (path / "checkpoints").is_dir():
-        step = _latest_step(path)
+        step = RunDir(path).latest_step()
     return _cached_encoder(str(path), step)(sentences)
 
 
+@command_line
 def main(argv: list[str]) -> None:
     del argv
     FLAGS = flags.FLAGS
+    if not FLAGS.workdir or not FLAGS.input or not FLAGS.output:
+        raise UserError("--workdir, --input and --output are required.")
     try:
-        if not FLAGS.workdir or not FLAGS.input or not FLAGS.output:
-            raise UserError("--workdir, --input and --output are required.")
         lines = Path(FLAGS.input).read_text(encoding="utf-8", errors="replace").splitlines()
         vectors = encode(FLAGS.workdir, lines, step=FLAGS.checkpoint)
         np.save(FLAGS.output, vectors)
-        logging.info("Encoded %d sentences to %s %s.", len(lines), FLAGS.output, vectors.shape)
-    except (UserError, OSError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+    except OSError as e:
+        raise UserError(str(e)) from None
+    logging.info("Encoded %d sentences to %s %s.", len(lines), FLAGS.output, vectors.shape)
 
 
 if __name__ == "__main__":

@@ -1,11 +1,87 @@
-"""The one exception type for mistakes a user can fix.
+"""The one exception type for mistakes a user can fix, and how every command line reports it.
 
 Anything that goes wrong because of what the user gave us (a config value, a data directory, a
 batch size that does not fit the devices, a diverged run) raises :class:`UserError` with a
-one-paragraph message naming the problem and the fix. The command line prints that message and
-exits non-zero without a traceback; library callers can catch it like any ``ValueError``.
+one-paragraph message naming the problem and the fix. Every command line's ``main`` is wrapped in
+:func:`command_line`, which prints that message and exits with status 2 without a traceback;
+library callers can catch it like any ``ValueError``.
+The reusable layers raise their own ``ValueError`` subclasses; :func:`config_key` turns those
+about a config value into a :class:`UserError`.
 """
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import sys
+from collections.abc import Callable, Iterator
+from typing import NoReturn, ParamSpec
+
+P = ParamSpec("P")
+EXIT_USER_ERROR = 2  # The status of a command line stopped by a UserError.
+EXIT_INTERRUPTED = 130  # Ctrl-C, as the shell reports a process killed by SIGINT.
 
 
 class UserError(ValueError):
     """A problem with the user's input, with a message that says how to fix it."""
+
+
+def print_error(message: object) -> None:
+    """Prints ``error: <message>`` on stderr, on a line of its own (after a progress line that
+    a terminal shows in place)."""
+    sys.stdout.flush()
+    start = "\n" if sys.stderr.isatty() else ""
+    print(f"{start}error: {message}", file=sys.stderr)
+
+
+def exit_with_error(message: object) -> NoReturn:
+    """Prints ``error: <message>`` and exits with status 2."""
+    print_error(message)
+    sys.exit(EXIT_USER_ERROR)
+
+
+def command_line(main: Callable[P, int | None]) -> Callable[P, int | None]:
+    """Wraps a command line's ``main``: a :class:`UserError` prints its one paragraph as
+    ``error: ...`` and makes ``main`` return 2, Ctrl-C returns 130, instead of a traceback.
+
+    ``main``'s own return value passes through; ``absl.app.run(main)`` and
+    ``sys.exit(main())`` turn it into the exit status::
+
+        @command_line
+        def main(argv):
+            ...
+    """
+
+    @functools.wraps(main)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> int | None:
+        try:
+            return main(*args, **kwargs)
+        except UserError as e:
+            print_error(e)
+            return EXIT_USER_ERROR
+        except KeyboardInterrupt:
+            print("\nInterrupted.", file=sys.stderr)
+            return EXIT_INTERRUPTED
+
+    return wrapper
+
+
+@contextlib.contextmanager
+def config_key(key: str) -> Iterator[None]:
+    """Turns the layers' unknown-name errors inside the block into a :class:`UserError` that
+    names the config field the value came from.
+
+    The reusable layers (:mod:`lnexp.norms`, :mod:`lnexp.cells`) import nothing from the
+    application: they raise :class:`lnexp.norms.UnknownNormError` (a ``ValueError`` listing the
+    valid names), and an experiment building its model from ``config.model.norm`` adds where the
+    name was set::
+
+        with config_key("config.model.norm"):
+            model = MLP(sizes, norm=config.model.norm, rngs=rngs)
+    """
+    from lnexp.norms import UnknownNormError  # Here: this module stays free of jax imports.
+
+    try:
+        yield
+    except UnknownNormError as e:
+        raise UserError(e.describe(key)) from None

@@ -31,7 +31,6 @@ has no soft-label classifier.
 from __future__ import annotations
 
 import json
-import sys
 import time
 import warnings
 from collections.abc import Callable, Sequence
@@ -44,7 +43,7 @@ import optax
 from absl import app, flags, logging
 
 from lnexp.data import senteval
-from lnexp.errors import UserError
+from lnexp.errors import UserError, command_line
 
 EncodeFn = Callable[[list[str]], np.ndarray]
 PENALTIES = tuple(2.0**k for k in range(9))
@@ -446,24 +445,21 @@ def evaluate_run(
     return encoder.step, results
 
 
+@command_line
 def main(argv: list[str]) -> None:
     del argv
     FLAGS = flags.FLAGS
-    try:
-        if not FLAGS.workdir or not FLAGS.data_dir:
-            raise UserError("--workdir and --data_dir are required.")
-        step, results = evaluate_run(
-            FLAGS.workdir,
-            FLAGS.data_dir,
-            FLAGS.tasks,
-            step=FLAGS.checkpoint,
-            folds=FLAGS.folds,
-            seed=FLAGS.seed,
-            standardize=FLAGS.standardize,
-        )
-    except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+    if not FLAGS.workdir or not FLAGS.data_dir:
+        raise UserError("--workdir and --data_dir are required.")
+    step, results = evaluate_run(
+        FLAGS.workdir,
+        FLAGS.data_dir,
+        FLAGS.tasks,
+        step=FLAGS.checkpoint,
+        folds=FLAGS.folds,
+        seed=FLAGS.seed,
+        standardize=FLAGS.standardize,
+    )
     print(f"{FLAGS.workdir}, step {step}:\n")
     print(results_table(results))
     print(f"Wrote {Path(FLAGS.workdir) / 'eval' / f'{step}.json'}")

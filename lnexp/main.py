@@ -5,19 +5,17 @@ configs are locked, so a misspelled key is an error rather than a silent no-op.
 
 Over several hosts, every host runs the same command with ``--coordinator_address``,
 ``--num_processes`` and ``--process_id`` (or ``--distributed`` on SLURM, Open MPI or a Cloud TPU
-pod); see :mod:`lnexp.distributed`.
+pod); see :mod:`lnexp.training.distributed`.
 """
 
-import sys
-
 import ml_collections
-from absl import app, flags, logging
+from absl import app, flags
 from ml_collections import config_flags
 
-from lnexp import distributed
-from lnexp.errors import UserError
-from lnexp.metric_writers import quiet_library_logs
-from lnexp.train import train_and_evaluate
+from lnexp.errors import UserError, command_line, exit_with_error
+from lnexp.training import distributed
+from lnexp.training.loop import train_and_evaluate
+from lnexp.training.metric_writers import quiet_library_logs
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Experiment config file, e.g. configs/pimnist.py.", lock_config=True
@@ -25,7 +23,8 @@ _CONFIG = config_flags.DEFINE_config_file(
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run directory (created; resumed if it exists).")
 flags.mark_flags_as_required(["config", "workdir"])
 
-# A run over several processes (lnexp.distributed); unset flags fall back to the variables named.
+# A run over several processes (lnexp.training.distributed); unset flags fall back to the
+# variables named.
 _COORDINATOR_ADDRESS = flags.DEFINE_string(
     "coordinator_address",
     None,
@@ -72,10 +71,10 @@ def parse_flags(argv: list[str]) -> list[str]:
             "Configs are locked so that a misspelled override fails instead of being ignored; "
             "check the spelling against the config file (every run's config.json lists them)."
         )
-    print(f"error: {message}", file=sys.stderr)
-    sys.exit(2)
+    exit_with_error(message)
 
 
+@command_line
 def main(argv: list[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
@@ -86,21 +85,15 @@ def main(argv: list[str]) -> None:
         try:
             config.to_dict()
         except OSError as e:
-            print(f"error: {_unloadable(e)}", file=sys.stderr)
-            sys.exit(2)
-    try:
-        distributed.initialize(
-            _COORDINATOR_ADDRESS.value,
-            _NUM_PROCESSES.value,
-            _PROCESS_ID.value,
-            _LOCAL_DEVICE_IDS.value,
-            _DISTRIBUTED.value,
-        )
-        train_and_evaluate(config, _WORKDIR.value)
-    except UserError as e:
-        logging.flush()
-        print(f"\nerror: {e}", file=sys.stderr)
-        sys.exit(2)
+            raise UserError(_unloadable(e)) from None
+    distributed.initialize(
+        _COORDINATOR_ADDRESS.value,
+        _NUM_PROCESSES.value,
+        _PROCESS_ID.value,
+        _LOCAL_DEVICE_IDS.value,
+        _DISTRIBUTED.value,
+    )
+    train_and_evaluate(config, _WORKDIR.value)
 
 
 if __name__ == "__main__":

@@ -16,6 +16,12 @@ normalized by <method>"); every lnexp model is built from it, so model code read
 ``'rms'``) for code that normalizes something other than a linear map's output (the recurrent
 cells normalize ``W_h h`` and ``W_x x`` separately).
 
+:data:`REGISTRY` is the one table of methods: for each name a :class:`NormMethod` that says how to
+build it, whether it normalizes the summed inputs or the weights, which hyperparameters it takes,
+whether the MLP normalizes its logits with it and whether the recurrent cells accept it. Adding
+a method is adding an entry; :func:`method` is the one check of a name, and its
+:class:`UnknownNormError` lists the valid ones.
+
 Why these are written here rather than taken from ``flax.nnx``: Flax's ``LayerNorm``/``BatchNorm``
 compute the same statistics (and the tests check that we agree with them), but (1) they return
 float32 for bfloat16 inputs when the parameters are float32, where we return the input's dtype;
@@ -27,9 +33,10 @@ data-dependent initialization. All statistics go through one helper, :func:`mome
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import jax
@@ -38,9 +45,6 @@ from flax import nnx
 
 Array = jax.Array
 Initializer = nnx.initializers.Initializer
-
-NORMS = ("none", "layer", "batch", "weight", "rms")
-"""Every value ``NormalizedLinear(norm=...)`` accepts."""
 
 
 def moments(
@@ -523,26 +527,189 @@ class WeightNormLinear(nnx.Module):
         return self(x)
 
 
-_ACTIVATION_NORMS = {"none": Identity, "layer": LayerNorm, "batch": BatchNorm, "rms": RMSNorm}
+# ------------------------------------------------------------------------------------------------
+# The registry of methods: everything the rest of lnexp knows about a normalization by its name.
+# ------------------------------------------------------------------------------------------------
+
+SUMMED_INPUTS = "summed_inputs"
+"""Kind of a method that normalizes the summed inputs ``a = W x`` (or any activation)."""
+WEIGHTS = "weights"
+"""Kind of a method that re-parameterizes the weights ``W`` of the linear map itself."""
+
+
+@dataclasses.dataclass(frozen=True)
+class NormMethod:
+    """One normalization method: how to build it and where lnexp may use it.
+
+    In the terms of eq. 5, ``h = f(g / sigma * (a - mu) + b)`` with ``a = W x``, a method either
+    computes ``mu, sigma`` from the summed inputs ``a`` (kind :data:`SUMMED_INPUTS`: BN, LN, RMS;
+    ``'none'`` too, with ``mu = 0, sigma = 1``) or from the weights ``W`` (kind :data:`WEIGHTS`:
+    WN's ``sigma_j = ||w_j||``, which becomes part of the linear layer).
+
+    Attributes:
+        name: The name configs and constructors use (``norm='layer'``).
+        kind: :data:`SUMMED_INPUTS` or :data:`WEIGHTS`.
+        build: For :data:`SUMMED_INPUTS`, the normalizer of the last axis,
+            ``build(num_features, *, rngs, **kwargs) -> nnx.Module``; for :data:`WEIGHTS`, the
+            whole linear layer, ``build(in_features, out_features, *, kernel_init, rngs,
+            **kwargs) -> nnx.Module``.
+        hyperparameters: The settings of the method itself that an experiment's config passes
+            to ``build`` by these keyword names (``epsilon``, batch norm's ``momentum`` and
+            ``unbiased``). Construction options (``use_scale``, ``dtype``, ...) are not listed:
+            ``build`` takes them too, but configs do not set them.
+        normalizes_logits: Whether the MLP (:class:`lnexp.models.mlp.MLP`) normalizes its logit
+            layer with this method by default. The paper normalizes all of BN's layers and only
+            the hidden ones with LN (Section 6.1); WN re-parameterizes every layer.
+        recurrent: Whether the recurrent cells (:mod:`lnexp.cells`) accept the method: its
+            statistics are per example, so it applies at every time step alike. Batch norm's
+            statistics over the batch of one step are not, and weight norm is not a normalizer
+            of activations.
+        linear_bias: Whether the linear map in front keeps its own bias ``b``; every method
+            except ``'none'`` brings its own ``b`` in its place.
+        defaults: Keyword arguments for ``build`` where the method normalizes a linear map's
+            output (:class:`NormalizedLinear`, the cells), below the caller's own: RMS norm
+            gets ``use_bias=True`` there, so that every method has the ``g`` and ``b`` of eq. 5.
+        data_init: Whether the built layer has ``data_init(x)``, a data-dependent
+            initialization (weight norm's, Salimans & Kingma).
+
+    Example:
+        A method is one entry of :data:`REGISTRY` (here a hypothetical bias-free layer norm;
+        the tests add it the same way)::
+
+            REGISTRY["scale_only"] = NormMethod(
+                "scale_only", SUMMED_INPUTS, functools.partial(LayerNorm, use_bias=False),
+                hyperparameters=("epsilon",), recurrent=True,
+            )
+    """
+
+    name: str
+    kind: str
+    build: Callable[..., nnx.Module]
+    hyperparameters: tuple[str, ...] = ()
+    normalizes_logits: bool = False
+    recurrent: bool = False
+    linear_bias: bool = False
+    defaults: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    data_init: bool = False
+
+    def __post_init__(self):
+        if self.kind not in (SUMMED_INPUTS, WEIGHTS):
+            raise ValueError(f"NormMethod kind must be {SUMMED_INPUTS!r} or {WEIGHTS!r}.")
+        if self.recurrent and self.kind != SUMMED_INPUTS:
+            raise ValueError(f"Only {SUMMED_INPUTS!r} methods can normalize inside cells.")
+
+    def normalizer(self, num_features: int, *, rngs: nnx.Rngs, **kwargs: Any) -> nnx.Module:
+        """The normalizer of a linear map's ``num_features`` outputs: ``build`` with
+        :attr:`defaults` below ``kwargs``. Only for :data:`SUMMED_INPUTS` methods."""
+        if self.kind != SUMMED_INPUTS:
+            raise TypeError(f"{self.name!r} normalizes weights, not activations.")
+        return self.build(num_features, rngs=rngs, **{**self.defaults, **kwargs})
+
+
+REGISTRY: dict[str, NormMethod] = {
+    m.name: m
+    for m in (
+        NormMethod("none", SUMMED_INPUTS, Identity, recurrent=True, linear_bias=True),
+        NormMethod("layer", SUMMED_INPUTS, LayerNorm, ("epsilon",), recurrent=True),
+        NormMethod(
+            "batch",
+            SUMMED_INPUTS,
+            BatchNorm,
+            ("epsilon", "momentum", "unbiased"),
+            normalizes_logits=True,
+        ),
+        NormMethod("weight", WEIGHTS, WeightNormLinear, normalizes_logits=True, data_init=True),
+        NormMethod(
+            "rms", SUMMED_INPUTS, RMSNorm, ("epsilon",), recurrent=True, defaults={"use_bias": True}
+        ),
+    )
+}
+"""Every normalization method by name: the one table a new method is added to.
+
+Everything else reads it: :class:`NormalizedLinear` and :func:`make_norm` build from it, the MLP
+takes its logits default, the cells the methods they accept, the experiments the hyperparameters
+a config passes, the tests and benchmarks the methods they run. Weight norm's ``epsilon`` guards
+``||v||`` and never sees the data, so it is no hyperparameter of the method.
+"""
+
+NORMS = tuple(REGISTRY)
+"""The names of :data:`REGISTRY` (every value ``NormalizedLinear(norm=...)`` accepts)."""
+
+
+class UnknownNormError(ValueError):
+    """A normalization name that is not one of the valid ones; the message lists them.
+
+    Attributes:
+        name: The name given.
+        valid: The names that would have been accepted.
+        owner: What refused it (e.g. ``'GRUCell'``), or ``None``.
+    """
+
+    def __init__(self, name: str, valid: Iterable[str], owner: str | None = None):
+        self.name = name
+        self.valid = tuple(valid)
+        self.owner = owner
+        super().__init__(self.describe())
+
+    def describe(self, source: str | None = None) -> str:
+        """The message, naming where the name came from (e.g. ``'config.model.norm'``)."""
+        where = f" in {source}" if source else ""
+        owner = f" for {self.owner}" if self.owner else ""
+        return (
+            f"Unknown normalization {self.name!r}{where}{owner}: "
+            f"expected one of {list(self.valid)}."
+        )
+
+
+def names(*, kind: str | None = None, recurrent: bool | None = None) -> tuple[str, ...]:
+    """The names of the methods of :data:`REGISTRY` of this ``kind`` and ``recurrent`` flag."""
+    return tuple(
+        m.name
+        for m in REGISTRY.values()
+        if (kind is None or m.kind == kind) and (recurrent is None or m.recurrent == recurrent)
+    )
+
+
+def method(
+    name: str, *, among: Iterable[str] | None = None, owner: str | None = None
+) -> NormMethod:
+    """The method called ``name``: the one place where a normalization's name is checked.
+
+    Args:
+        name: A key of :data:`REGISTRY`.
+        among: The names acceptable here, for the message too (default: all of
+            :data:`REGISTRY`), e.g. ``names(recurrent=True)``; a caller's own variants that are
+            no method (the LSTM's ``'cell'``) may be listed, but are never looked up.
+        owner: What asks, for the message (e.g. ``'GRUCell'``).
+
+    Raises:
+        UnknownNormError: (a ``ValueError``) when ``name`` is not one of ``among`` or not in
+            the registry; the message lists the valid names.
+    """
+    valid = tuple(REGISTRY) if among is None else tuple(among)
+    if name not in valid or name not in REGISTRY:
+        raise UnknownNormError(name, valid, owner)
+    return REGISTRY[name]
 
 
 def make_norm(name: str, num_features: int, *, rngs: nnx.Rngs, **kwargs: Any) -> nnx.Module:
     """Builds the activation normalizer called ``name`` over ``num_features`` units.
 
     Args:
-        name: One of ``'none'``, ``'layer'``, ``'batch'``, ``'rms'``.
+        name: A :data:`SUMMED_INPUTS` method of :data:`REGISTRY`: ``'none'``, ``'layer'``,
+            ``'batch'``, ``'rms'``.
         num_features: Size of the normalized (last) axis.
         rngs: Random streams.
-        **kwargs: Passed to the normalizer (e.g. ``epsilon``, ``unbiased`` for batch norm).
+        **kwargs: Passed to the normalizer (e.g. ``epsilon``, ``unbiased`` for batch norm); the
+            method's :attr:`NormMethod.defaults` are not applied (see
+            :meth:`NormMethod.normalizer`).
 
     Raises:
-        ValueError: For an unknown name; the message lists the valid ones.
+        UnknownNormError: (a ``ValueError``) for an unknown name; the message lists the valid
+            ones.
     """
-    if name not in _ACTIVATION_NORMS:
-        raise ValueError(
-            f"Unknown normalization {name!r}: expected one of {sorted(_ACTIVATION_NORMS)}."
-        )
-    return _ACTIVATION_NORMS[name](num_features, rngs=rngs, **kwargs)
+    m = method(name, among=names(kind=SUMMED_INPUTS))
+    return m.build(num_features, rngs=rngs, **kwargs)
 
 
 class NormalizedLinear(nnx.Module):
@@ -561,18 +728,20 @@ class NormalizedLinear(nnx.Module):
     * ``'rms'``: ``mu = 0, sigma`` the root mean square over units (:class:`RMSNorm`).
 
     The linear map has no bias of its own when a normalizer follows (the normalizer's ``b`` takes
-    its place). The non-linearity ``f`` is left to the caller.
+    its place). The non-linearity ``f`` is left to the caller. How each method is built is its
+    :class:`NormMethod` entry in :data:`REGISTRY`; a new entry is a new ``norm`` here.
 
     Args:
         in_features: Input size.
         out_features: Number of units ``H``.
-        norm: The method, one of :data:`NORMS`.
+        norm: The method, a key of :data:`REGISTRY`.
         kernel_init: Initializer of ``W`` (of ``v`` for weight norm).
         rngs: Random streams.
         **norm_kwargs: Passed to the normalizer (``epsilon``, ``unbiased``, ``momentum``, ...).
 
     Raises:
-        ValueError: For an unknown ``norm``; the message lists the valid names.
+        UnknownNormError: (a ``ValueError``) for an unknown ``norm``; the message lists the
+            valid names.
 
     Example:
         >>> import jax.numpy as jnp
@@ -593,21 +762,18 @@ class NormalizedLinear(nnx.Module):
         rngs: nnx.Rngs,
         **norm_kwargs: Any,
     ):
-        if norm not in NORMS:
-            raise ValueError(f"Unknown normalization {norm!r}: expected one of {list(NORMS)}.")
+        m = method(norm)
         self.norm_name = norm
-        if norm == "weight":
-            self.linear = WeightNormLinear(
+        if m.kind == WEIGHTS:
+            self.linear = m.build(
                 in_features, out_features, kernel_init=kernel_init, rngs=rngs, **norm_kwargs
             )
             self.norm = Identity()
             return
         self.linear = nnx.Linear(
-            in_features, out_features, use_bias=norm == "none", kernel_init=kernel_init, rngs=rngs
+            in_features, out_features, use_bias=m.linear_bias, kernel_init=kernel_init, rngs=rngs
         )
-        if norm == "rms":
-            norm_kwargs.setdefault("use_bias", True)
-        self.norm = make_norm(norm, out_features, rngs=rngs, **norm_kwargs)
+        self.norm = m.normalizer(out_features, rngs=rngs, **norm_kwargs)
 
     def __call__(self, x: Array) -> Array:
         y = self.norm(self.linear(x))

@@ -6,18 +6,18 @@ cached in ``RUN/eval/<step>.json``, so re-running only evaluates new checkpoints
 
 * ``figure.png``: one panel per score (SICK r, MR, SUBJ, TREC, ...), the score against training
   steps, one line per run;
-* ``table.md`` / ``table.json``: each run's last evaluated checkpoint beside the paper's Table 3.
+* ``table.md`` / ``table.json``: each run's last evaluated checkpoint beside the paper's Table 3
+  (:func:`lnexp.experiments.skipthought.reference_table`).
 """
 
 from __future__ import annotations
 
-import csv
 import json
 from collections.abc import Mapping, Sequence
-from importlib import resources
 from pathlib import Path
 
 from lnexp.errors import UserError
+from lnexp.experiments.skipthought import reference_table
 
 # Score name -> (task, key in the task's results). Accuracies in percent.
 SCORES = {
@@ -30,18 +30,6 @@ SCORES = {
     "MPQA": ("MPQA", "accuracy"),
     "TREC": ("TREC", "accuracy"),
 }
-PAPER_COLUMNS = {"SICK_r": "SICK r", "SICK_rho": "SICK rho", "SICK_mse": "SICK MSE"}
-
-
-def paper_table3() -> list[dict]:
-    """The paper's Table 3 rows: ``{'method': ..., score name: value}``."""
-    text = resources.files("lnexp").joinpath("reference/paper_table3_skipthoughts.csv").read_text()
-    rows = csv.DictReader(line for line in text.splitlines() if not line.startswith("#"))
-    return [
-        {"method": r["method"]}
-        | {PAPER_COLUMNS.get(k, k): float(v) for k, v in r.items() if k != "method"}
-        for r in rows
-    ]
 
 
 def evaluate_checkpoints(
@@ -59,9 +47,9 @@ def evaluate_checkpoints(
     (folds, raw or standardized features; see :func:`lnexp.evaluate.protocol`).
     """
     from lnexp.evaluate import evaluate_run, protocol
-    from lnexp.train import checkpoint_steps
+    from lnexp.training.run_dir import RunDir
 
-    available = checkpoint_steps(workdir)
+    available = RunDir(workdir).checkpoint_steps()
     if not available:
         raise UserError(f"{workdir} has no checkpoints to evaluate.")
     chosen = available if steps is None else [s for s in steps if s in available]
@@ -110,7 +98,7 @@ def table_markdown(runs: Mapping[str, tuple[int, dict[str, float]]]) -> str:
         lines.append(
             f"| {label} (ours) | {step:,} | " + " | ".join(fmt(n, s.get(n)) for n in names) + " |"
         )
-    for row in paper_table3():
+    for row in reference_table():
         iterations = "~1.7M" if "1.7M" in row["method"] else ("1M" if "1M" in row["method"] else "")
         lines.append(
             f"| {row['method']} (paper) | {iterations} | "
@@ -198,7 +186,7 @@ def report(
                 "curves": curves,
                 "final": final,
                 "grid_edge": notes,
-                "paper": paper_table3(),
+                "paper": reference_table(),
             },
             indent=2,
         )

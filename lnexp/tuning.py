@@ -8,6 +8,9 @@ epoch alone is noisy: the 5,000-image validation split's standard error is about
 2 % error), and flags a choice at an edge of the values tried: the sweep should then be
 extended past that edge.
 
+The chosen values go into the config as a table (``optimizer.tuned_rates`` of
+``configs/pimnist.py:tuned``) that :func:`resolve_learning_rate` reads when a run starts.
+
 Command line (writes ``WORKDIR/choice.md`` and ``WORKDIR/choice.json``)::
 
     python -m lnexp.tuning --workdir runs/sweep128 --key optimizer.learning_rate \\
@@ -16,6 +19,7 @@ Command line (writes ``WORKDIR/choice.md`` and ``WORKDIR/choice.json``)::
 
 from __future__ import annotations
 
+import ast
 import json
 import math
 import sys
@@ -23,10 +27,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import ml_collections
 import numpy as np
 
 from lnexp.compare import Run, find_runs
-from lnexp.errors import UserError
+from lnexp.errors import UserError, command_line
 
 
 def score(run: Run, metric: str = "valid_error", fraction: float = 0.5) -> float:
@@ -108,6 +113,53 @@ def choice_markdown(rows: Sequence[dict[str, Any]], key: str, by: Sequence[str],
     return "\n".join(lines) + "\n"
 
 
+def resolve_learning_rate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """The config with ``optimizer.learning_rate`` looked up in ``optimizer.tuned_rates``.
+
+    ``tuned_rates`` (optional) is a table of ``(condition, rate)`` pairs; a condition is the
+    name of a grid cell, ``'model.norm=layer,batch_size=4'``, and matches a config whose fields
+    have those values. It is read only when ``learning_rate`` is ``None`` (a rate given on the
+    command line always wins), so that ``configs/pimnist.py:tuned`` gives every method and
+    batch size the rate chosen for it on the validation split. The returned config (a copy)
+    holds the rate, so ``config.json`` records the rate a run trained with.
+    """
+    opt = config.optimizer
+    table = opt.get("tuned_rates")
+    if opt.learning_rate is not None or not table:
+        return config
+
+    def value(key: str):
+        node = config
+        for name in key.split("."):
+            node = node.get(name) if isinstance(node, ml_collections.ConfigDict) else None
+        return node
+
+    def matches(condition: str) -> bool:
+        for assignment in condition.split(","):
+            key, _, text = assignment.partition("=")
+            try:
+                wanted = ast.literal_eval(text)
+            except (ValueError, SyntaxError):
+                wanted = text
+            if value(key) != wanted:
+                return False
+        return True
+
+    found = [rate for condition, rate in table if matches(condition)]
+    if len(found) != 1:
+        raise UserError(
+            f"config.optimizer.learning_rate is None and {len(found)} entries of "
+            "config.optimizer.tuned_rates match this config (need exactly one); the table has "
+            f"{', '.join(c for c, _ in table)}. Set --config.optimizer.learning_rate=RATE, or "
+            "choose a configuration the table covers."
+        )
+    resolved = ml_collections.ConfigDict(config.to_dict())
+    resolved.optimizer.learning_rate = float(found[0])
+    resolved.lock()
+    return resolved
+
+
+@command_line
 def main(argv: Sequence[str] | None = None) -> None:
     import argparse
 
@@ -118,16 +170,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--metric", default="valid_error", help="Lower is better; never test.")
     args = parser.parse_args(argv)
     by = [k for k in args.by.split(",") if k]
-    try:
-        if args.metric.startswith("test"):
-            raise UserError("Choose hyperparameters on the validation split, not on test.")
-        runs = find_runs(Path(args.workdir))
-        if not runs:
-            raise UserError(f"No run directories with metrics under {args.workdir}.")
-        rows = choose(runs, args.key, by, metric=args.metric)
-    except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+    if args.metric.startswith("test"):
+        raise UserError("Choose hyperparameters on the validation split, not on test.")
+    runs = find_runs(Path(args.workdir))
+    if not runs:
+        raise UserError(f"No run directories with metrics under {args.workdir}.")
+    rows = choose(runs, args.key, by, metric=args.metric)
     text = choice_markdown(rows, args.key, by, args.metric)
     workdir = Path(args.workdir)
     (workdir / "choice.md").write_text(text)
@@ -136,4 +184,4 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -7,7 +7,7 @@ Reproduce the paper's Fig. 6 (every cell is a resumable run directory; finished 
         --set data.dir=PATH_TO_MNIST
 
 Train the seeds of each cell together in one program (faster for small models at small
-batches; still one run directory per seed, see lnexp/seeds.py;
+batches; still one run directory per seed, see lnexp/training/loop.py;
 `scripts/bench.py --sections seeds` measures the speedup)::
 
     python scripts/compare.py --config configs/pimnist.py --workdir runs/fig6_small \\
@@ -35,8 +35,9 @@ from pathlib import Path
 from absl import app, flags
 
 from lnexp import claims, compare
-from lnexp.errors import UserError
-from lnexp.metric_writers import quiet_library_logs
+from lnexp import config as config_files
+from lnexp.errors import UserError, command_line
+from lnexp.training.metric_writers import quiet_library_logs
 
 _CONFIG = flags.DEFINE_string("config", None, "Config file, e.g. configs/pimnist.py[:arg].")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory holding one run directory per cell.")
@@ -82,46 +83,43 @@ _ERROR_THRESHOLD = flags.DEFINE_float(
 flags.mark_flag_as_required("workdir")
 
 
+@command_line
 def main(argv):
     del argv
     quiet_library_logs()
     workdir = Path(_WORKDIR.value)
-    keys = [compare.parse_assignment(g)[0] for g in _GRID.value]
+    keys = [config_files.parse_assignment(g)[0] for g in _GRID.value]
     line_key = _LINES.value or (keys[0] if keys else "model.norm")
     column_key = _COLUMNS.value or (keys[1] if len(keys) > 1 else None)
     if _REPORT.value and not _GRID.value and _COLUMNS.value is None:
         column_key = "batch_size"
     claimed = None
-    try:
-        if not _REPORT.value:
-            if not _CONFIG.value:
-                raise UserError("--config is required to run a grid (or pass --report).")
-            if _CLAIMS.value:
-                _check_claims_config()
-            cells = compare.expand_grid(_GRID.value, _SEEDS.value)
-            shared = [compare.parse_assignment(s) for s in _SET.value]
-            failures = compare.run_grid(
-                _CONFIG.value, workdir, cells, shared, vectorize_seeds=_VECTORIZE_SEEDS.value
-            )
-            for cell, message in failures:
-                print(f"FAILED {cell.run_dir(workdir)}: {message}", file=sys.stderr)
-        rows = compare.report(
-            workdir,
-            line_key=line_key,
-            column_key=column_key,
-            metrics=_METRICS.value,
-            metric=_METRIC.value,
-            at_epoch=_AT_EPOCH.value,
-        )
+    if not _REPORT.value:
+        if not _CONFIG.value:
+            raise UserError("--config is required to run a grid (or pass --report).")
         if _CLAIMS.value:
-            claimed = claims.write_claims(
-                workdir,
-                nll_threshold=_NLL_THRESHOLD.value,
-                error_threshold=_ERROR_THRESHOLD.value,
-            )
-    except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+            _check_claims_config()
+        cells = compare.expand_grid(_GRID.value, _SEEDS.value)
+        shared = [config_files.parse_assignment(s) for s in _SET.value]
+        failures = compare.run_grid(
+            _CONFIG.value, workdir, cells, shared, vectorize_seeds=_VECTORIZE_SEEDS.value
+        )
+        for cell, message in failures:
+            print(f"FAILED {cell.run_dir(workdir)}: {message}", file=sys.stderr)
+    rows = compare.report(
+        workdir,
+        line_key=line_key,
+        column_key=column_key,
+        metrics=_METRICS.value,
+        metric=_METRIC.value,
+        at_epoch=_AT_EPOCH.value,
+    )
+    if _CLAIMS.value:
+        claimed = claims.write_claims(
+            workdir,
+            nll_threshold=_NLL_THRESHOLD.value,
+            error_threshold=_ERROR_THRESHOLD.value,
+        )
     if _EXPORT.value:
         export_dir = Path(_EXPORT.value)
         n = compare.export(workdir, export_dir)
@@ -136,18 +134,15 @@ def main(argv):
         print(claims.claims_markdown(claimed))
         print(f"Wrote {workdir / 'claims.md'}, {workdir / 'claims.json'}")
     if not _REPORT.value and failures:
-        sys.exit(1)
+        return 1
+    return 0
 
 
 def _check_claims_config() -> None:
     """Before training: --claims needs the PI-MNIST experiment (the claims are Figure 6's)."""
-    shared = [compare.parse_assignment(s) for s in _SET.value]
-    experiment = compare.load_config(_CONFIG.value, shared).get("experiment")
-    if experiment != "pimnist":
-        raise UserError(
-            f"--claims tests the claims of the paper's Figure 6 (PI-MNIST), but {_CONFIG.value} "
-            f"is experiment {experiment!r}; drop --claims or use configs/pimnist.py."
-        )
+    shared = [config_files.parse_assignment(s) for s in _SET.value]
+    experiment = config_files.load_config(_CONFIG.value, shared).get("experiment")
+    claims.check_experiment(experiment, _CONFIG.value)
 
 
 if __name__ == "__main__":

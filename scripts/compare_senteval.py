@@ -8,14 +8,13 @@ Evaluates every checkpoint not evaluated yet (``RUN/eval/<step>.json``), then wr
 OUT/figure.png (score vs training steps, one line per run), OUT/table.md and OUT/table.json.
 """
 
-import sys
 from pathlib import Path
 
 from absl import app, flags
 
 from lnexp import senteval_report
-from lnexp.errors import UserError
-from lnexp.metric_writers import quiet_library_logs
+from lnexp.errors import UserError, command_line
+from lnexp.training.metric_writers import quiet_library_logs
 
 _RUNS = flags.DEFINE_multi_string("run", [], "LABEL=RUN_DIR, once per run.")
 _DATA = flags.DEFINE_string("data_dir", None, "SentEval's data/downstream directory.")
@@ -28,31 +27,28 @@ _STANDARDIZE = flags.DEFINE_bool(
 _OUT = flags.DEFINE_string("out", None, "Output directory.")
 
 
+@command_line
 def main(argv):
     del argv
     quiet_library_logs()
-    try:
-        if not _RUNS.value or not _DATA.value or not _OUT.value:
-            raise UserError("--run (at least one), --data_dir and --out are required.")
-        runs = {}
-        for spec in _RUNS.value:
-            label, sep, path = spec.partition("=")
-            if not sep or not label or not path:
-                raise UserError(f"--run {spec!r}: expected LABEL=RUN_DIR.")
-            runs[label] = Path(path)
-        steps = [int(s) for s in _STEPS.value] if _STEPS.value else None
-        senteval_report.report(
-            runs,
-            Path(_DATA.value),
-            _TASKS.value,
-            Path(_OUT.value),
-            steps=steps,
-            folds=_FOLDS.value,
-            standardize=_STANDARDIZE.value,
-        )
-    except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+    if not _RUNS.value or not _DATA.value or not _OUT.value:
+        raise UserError("--run (at least one), --data_dir and --out are required.")
+    runs = {}
+    for spec in _RUNS.value:
+        label, sep, path = spec.partition("=")
+        if not sep or not label or not path:
+            raise UserError(f"--run {spec!r}: expected LABEL=RUN_DIR.")
+        runs[label] = Path(path)
+    steps = [int(s) for s in _STEPS.value] if _STEPS.value else None
+    senteval_report.report(
+        runs,
+        Path(_DATA.value),
+        _TASKS.value,
+        Path(_OUT.value),
+        steps=steps,
+        folds=_FOLDS.value,
+        standardize=_STANDARDIZE.value,
+    )
     print((Path(_OUT.value) / "table.md").read_text())
     print(f"Wrote {_OUT.value}/figure.png, table.md, table.json")
 

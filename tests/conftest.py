@@ -1,20 +1,22 @@
-"""Shared fixtures. Real data comes from $LNEXP_DATA (CI sets it to ../shared/data)."""
+"""Shared fixtures. Real data comes from lnexp's data root: $LNEXP_DATA (CI sets it to
+../shared/data), else ~/.cache/lnexp/data, where the first training run downloads MNIST."""
 
 import gzip
-import importlib.util
-import os
 from pathlib import Path
 
 import ml_collections
 import numpy as np
 import pytest
 
+from lnexp import config as config_files
+from lnexp.data import cache
+
 REPO = Path(__file__).resolve().parents[1]
 
 
 def data_root() -> Path:
-    """Where the real data sets live: $LNEXP_DATA, else ../shared/data beside the checkout."""
-    return Path(os.environ.get("LNEXP_DATA", REPO.parent / "shared" / "data"))
+    """Where the real data sets live: lnexp's data root (:func:`lnexp.data.cache.data_root`)."""
+    return cache.data_root()
 
 
 @pytest.fixture
@@ -58,18 +60,10 @@ def tiny_mnist_dir(tmp_path_factory) -> Path:
 
 
 def load_config(name: str, variant: str | None = None, /, **overrides) -> ml_collections.ConfigDict:
-    """``configs/<name>.py``'s ``get_config(variant)``; ``a__b=v`` sets ``config.a.b = v``."""
-    spec = importlib.util.spec_from_file_location(name, REPO / "configs" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    config = module.get_config(variant)
-    for key, value in overrides.items():
-        *parents, leaf = key.split("__")
-        node = config
-        for parent in parents:
-            node = node[parent]
-        node[leaf] = value
-    return config
+    """``configs/<name>.py[:variant]`` through lnexp's one loader (:func:`lnexp.config.load_config`:
+    unknown keys are errors); a keyword ``a__b=v`` is the override ``a.b=v``."""
+    path = f"{REPO / 'configs' / name}.py" + (f":{variant}" if variant else "")
+    return config_files.load_config(path, {k.replace("__", "."): v for k, v in overrides.items()})
 
 
 GUTENBERG_HEAD = (
@@ -133,3 +127,26 @@ def books_dir() -> Path:
     if not path.is_dir():
         pytest.skip(f"real books not found at {path} (set LNEXP_DATA to the data directory)")
     return path
+
+
+@pytest.fixture
+def scale_only_norm(monkeypatch) -> str:
+    """A new normalization added the one way lnexp allows: an entry of lnexp.norms.REGISTRY.
+
+    ``'scale_only'`` is a hypothetical layer norm with a gain and no bias, ``g * (a - mu) /
+    sigma``; the tests that use it show that the layers, the models, the configs and the
+    training loop pick it up with no other change. The registry is restored after the test.
+    """
+    import functools
+
+    from lnexp import norms
+
+    entry = norms.NormMethod(
+        "scale_only",
+        norms.SUMMED_INPUTS,
+        functools.partial(norms.LayerNorm, use_bias=False),
+        hyperparameters=("epsilon",),
+        recurrent=True,
+    )
+    monkeypatch.setitem(norms.REGISTRY, entry.name, entry)
+    return entry.name

@@ -1,11 +1,11 @@
-"""The batch schedule (lnexp.batches)."""
+"""The batch schedule (lnexp.training.batches)."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from lnexp.batches import Schedule
+from lnexp.training.batches import Schedule
 
 
 def test_plain_pass_is_the_seeded_permutation_in_chunks():

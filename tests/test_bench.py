@@ -17,7 +17,8 @@ from flax import nnx
 
 from lnexp import cells
 from lnexp.bench import fig6, machine, pimnist, recurrent, report
-from lnexp.bench.timing import BenchConfig, Prepared, time_interleaved
+from lnexp.bench.sections import BenchConfig
+from lnexp.bench.timing import Prepared, time_interleaved
 from lnexp.errors import UserError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -362,3 +363,18 @@ def test_cli_writes_json_and_markdown(tmp_path):
 
 def test_jax_devices_are_recorded():
     assert machine.machine_info()["jax_devices"] == [str(d) for d in jax.devices()]
+
+
+def test_every_registered_section_fulfils_the_section_contract():
+    import dataclasses
+
+    from lnexp.bench.section import CommonSettings
+    from lnexp.bench.sections import SECTIONS
+
+    names = {f.name for f in dataclasses.fields(BenchConfig)}
+    for name, section in SECTIONS.items():
+        assert issubclass(section.Settings, CommonSettings) and callable(section.run), name
+        assert issubclass(BenchConfig, section.Settings), name
+        fields = dataclasses.fields(section.Settings)
+        assert {f.name for f in fields} <= names and all(f.metadata["help"] for f in fields)
+        assert all(len(column) == 3 for column in section.COLUMNS), name

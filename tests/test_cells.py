@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from lnexp import cells
+from lnexp import cells, norms
 from lnexp.cells import GRUCell, LSTMCell, SimpleCell, scan
 
 D, H, B, T = 3, 5, 3, 5
@@ -34,6 +34,13 @@ CONFIGS = [
     ("gru", dict(norm="none")),
     ("gru", dict(norm="layer", reset_after=False)),
     ("gru", dict(norm="none", reset_after=False)),
+    # RMS norm in place of every LN (a registry method with per-example statistics).
+    ("simple", dict(norm="rms")),
+    ("lstm", dict(norm="rms")),
+    ("lstm", dict(norm="rms", ln_per_gate=True)),
+    ("lstm", dict(norm="rms", carry_normalized_cell=True)),
+    ("gru", dict(norm="rms")),
+    ("gru", dict(norm="rms", reset_after=False)),
 ]
 LN_DEFAULTS = [("simple", {}), ("lstm", {}), ("gru", {})]
 
@@ -94,12 +101,21 @@ def ln(a, norm):
     return (a - mu) / np.sqrt(var + EPS) * f64(norm.scale[...]) + f64(norm.bias[...])
 
 
-def gate_ln(a, gate_norm, per_gate):
-    """LN over the whole stacked-gate vector, or block by block with ``ln_per_gate``."""
+def rms(a, norm):
+    """RMS norm with the gain and bias of the lnexp RMSNorm module ``norm``: no centering."""
+    ms = (a**2).mean(-1, keepdims=True)
+    return a / np.sqrt(ms + EPS) * f64(norm.scale[...]) + f64(norm.bias[...])
+
+
+NORMALIZERS = {"layer": ln, "rms": rms}  # The references of the methods the cells accept.
+
+
+def gate_ln(a, gate_norm, per_gate, fn=ln):
+    """LN (or ``fn``) over the whole stacked-gate vector, or block by block with ``per_gate``."""
     if not per_gate:
-        return ln(a, gate_norm.norm)
+        return fn(a, gate_norm.norm)
     blocks = np.split(a, len(gate_norm.blocks), axis=-1)
-    return np.concatenate([ln(x, n) for x, n in zip(blocks, gate_norm.blocks, strict=True)], -1)
+    return np.concatenate([fn(x, n) for x, n in zip(blocks, gate_norm.blocks, strict=True)], -1)
 
 
 # The references take the options from the test's kwargs (defaults: the paper's form), never
@@ -112,7 +128,7 @@ def simple_ref(cell, xs, h, norm="layer", activation_fn=jnp.tanh):
     h, ys = f64(h), []
     for x in f64(xs).transpose(1, 0, 2):
         a = h @ Wh + x @ Wx  # eq. 4: LN of the summed inputs
-        h = f(ln(a, cell.norm) if norm == "layer" else a + f64(cell.bias[...]))
+        h = f(a + f64(cell.bias[...]) if norm == "none" else NORMALIZERS[norm](a, cell.norm))
         ys.append(h)
     return h, np.stack(ys, 1)
 
@@ -124,11 +140,16 @@ def lstm_ref(
     (c, h), ys = map(f64, carry), []
     for x in f64(xs).transpose(1, 0, 2):
         ax, ah = x @ Wx, h @ Wh
-        if norm == "layer":  # eq. 20
-            ax, ah = gate_ln(ax, cell.norm_i, ln_per_gate), gate_ln(ah, cell.norm_h, ln_per_gate)
+        if norm not in ("none", "cell"):  # eq. 20
+            fn = NORMALIZERS[norm]
+            ax = gate_ln(ax, cell.norm_i, ln_per_gate, fn)
+            ah = gate_ln(ah, cell.norm_h, ln_per_gate, fn)
         f, i, o, g = np.split(ah + ax + b, 4, axis=-1)
         c = sig(f + forget_bias) * c + sig(i) * np.tanh(g)  # eq. 21
-        c_hat = c if norm == "none" else ln(c, cell.norm_c)  # norm='cell': LN on c only
+        if norm != "none":  # norm='cell': LN on c only
+            c_hat = NORMALIZERS["layer" if norm == "cell" else norm](c, cell.norm_c)
+        else:
+            c_hat = c
         h = sig(o) * np.tanh(c_hat)  # eq. 22
         if carry_normalized_cell:
             c = c_hat
@@ -139,22 +160,23 @@ def lstm_ref(
 def gru_ref(cell, xs, h, norm="layer", reset_after=True):
     Wx, Wh = f64(cell.dense_i.kernel[...]), f64(cell.dense_h.kernel[...])
     W_zr, W, U_zr, U = Wx[:, : 2 * H], Wx[:, 2 * H :], Wh[:, : 2 * H], Wh[:, 2 * H :]
-    layer = norm == "layer"
+    layer = norm != "none"
+    n = NORMALIZERS.get(norm)
     h, ys = f64(h), []
     for x in f64(xs).transpose(1, 0, 2):
         if layer:
-            gx, cx = ln(x @ W_zr, cell.norm_i), ln(x @ W, cell.norm_i_candidate)
+            gx, cx = n(x @ W_zr, cell.norm_i), n(x @ W, cell.norm_i_candidate)
         else:
             b = f64(cell.bias[...])
             gx, cx = x @ W_zr + b[: 2 * H], x @ W + b[2 * H :]
-        gh = ln(h @ U_zr, cell.norm_h) if layer else h @ U_zr
+        gh = n(h @ U_zr, cell.norm_h) if layer else h @ U_zr
         z, r = np.split(sig(gx + gh), 2, axis=-1)  # eqs. 26-27
         if reset_after:
-            hc = ln(h @ U, cell.norm_h_candidate) if layer else h @ U
+            hc = n(h @ U, cell.norm_h_candidate) if layer else h @ U
             candidate = np.tanh(cx + r * hc)
         else:
             hc = (r * h) @ U
-            candidate = np.tanh(cx + (ln(hc, cell.norm_h_candidate) if layer else hc))
+            candidate = np.tanh(cx + (n(hc, cell.norm_h_candidate) if layer else hc))
         h = (1.0 - z) * h + z * candidate  # eq. 28
         ys.append(h)
     return h, np.stack(ys, 1)
@@ -391,6 +413,8 @@ LN_INVARIANT = [
     ("lstm", dict(epsilon=1e-9, carry_normalized_cell=True)),
     ("gru", dict(epsilon=1e-9)),
     ("gru", dict(epsilon=1e-9, reset_after=False)),
+    ("lstm", dict(norm="rms", epsilon=1e-9)),  # RMS norm: the same invariance, no centering
+    ("gru", dict(norm="rms", epsilon=1e-9)),
 ]
 
 
@@ -486,7 +510,8 @@ def test_initialize_carry_and_rnn_cell_api():
     [
         ("simple", dict(norm="batch"), "Unknown norm"),
         ("simple", dict(norm="cell"), "Unknown norm"),
-        ("gru", dict(norm="rms"), "Unknown norm"),
+        ("gru", dict(norm="batch"), "Unknown norm"),
+        ("lstm", dict(norm="weight"), "Unknown norm"),
         ("lstm", dict(norm="none", ln_per_gate=True), "ln_per_gate"),
         ("lstm", dict(norm="cell", ln_per_gate=True), "ln_per_gate"),
         ("lstm", dict(norm="none", carry_normalized_cell=True), "carry_normalized_cell"),
@@ -495,6 +520,50 @@ def test_initialize_carry_and_rnn_cell_api():
 def test_invalid_options_raise(kind, kwargs, match):
     with pytest.raises(ValueError, match=match):
         CLASSES[kind](D, H, rngs=nnx.Rngs(0), **kwargs)
+
+
+def test_cells_accept_the_recurrent_methods_of_the_registry():
+    """The registry says which methods a cell takes (per-example statistics); errors list them."""
+    assert SimpleCell.accepted_norms() == GRUCell.accepted_norms() == ("none", "layer", "rms")
+    assert LSTMCell.accepted_norms() == ("none", "layer", "rms", "cell")
+    with pytest.raises(norms.UnknownNormError) as info:
+        GRUCell(D, H, norm="batch", rngs=nnx.Rngs(0))
+    assert str(info.value) == (
+        "Unknown normalization 'batch' for GRUCell: expected one of ['none', 'layer', 'rms']."
+    )
+    with pytest.raises(ValueError, match=r"\['none', 'layer', 'rms', 'cell'\]"):
+        LSTMCell(D, H, norm="weight", rngs=nnx.Rngs(0))
+
+
+@pytest.mark.parametrize("kind", ["simple", "lstm", "gru"])
+def test_rms_cells_have_the_ln_parameters_and_another_function(kind):
+    """RMS norm takes LN's place with the same gains and biases; only the centering differs."""
+    rms_cell, ln_cell = make(kind, norm="rms"), make(kind, norm="layer")
+    paths = [path for path, _ in jax.tree.flatten_with_path(nnx.state(ln_cell, nnx.Param))[0]]
+    assert [p for p, _ in jax.tree.flatten_with_path(nnx.state(rms_cell, nnx.Param))[0]] == paths
+    nnx.update(rms_cell, nnx.state(ln_cell, nnx.Param))
+    xs, carry = data(), random_carry(kind)
+    out_rms = f64(scan(rms_cell, xs, initial_carry=carry)[1])
+    out_ln = f64(scan(ln_cell, xs, initial_carry=carry)[1])
+    assert np.abs(out_rms - out_ln).max() > 1e-2
+
+
+@pytest.mark.parametrize("kind", ["simple", "lstm", "gru"])
+def test_a_method_added_to_the_registry_works_in_every_cell(scale_only_norm, kind):
+    """tests/conftest.py's bias-free LN, one registry entry, is a cell option with no other
+    change; with LN's biases at their initial 0 the two cells compute the same function."""
+    ours = CLASSES[kind](D, H, norm=scale_only_norm, rngs=nnx.Rngs(0))
+    layer = CLASSES[kind](D, H, norm="layer", rngs=nnx.Rngs(0))
+    assert scale_only_norm in CLASSES[kind].accepted_norms()
+    biases = [p for p, _ in jax.tree.flatten_with_path(nnx.state(ours, nnx.Param))[0]]
+    assert all("norm" not in str(p) for p in biases if "bias" in str(p))  # gains only
+    xs, carry = data(), random_carry(kind)
+    np.testing.assert_allclose(
+        f64(scan(ours, xs, initial_carry=carry)[1]),
+        f64(scan(layer, xs, initial_carry=carry)[1]),
+        rtol=1e-5,
+        atol=1e-6,
+    )
 
 
 def test_docstring_examples():

@@ -19,6 +19,7 @@ import pytest
 
 from lnexp import claims, compare
 from lnexp.errors import UserError
+from lnexp.experiments import pimnist
 
 REPO = Path(__file__).resolve().parents[1]
 N = 10_000  # test images
@@ -127,7 +128,7 @@ def test_first_epoch_below_and_spread():
 
 
 def test_test_error_claims_and_missing_batch_size(tmp_path):
-    paper = compare.paper_fig6()
+    paper = pimnist.reference_curves()
     write_run(tmp_path, "layer", 128, 0, ending_at(0.0125, 64))
     write_run(tmp_path, "layer", 128, 1, ending_at(0.0135, 64))
     write_run(tmp_path, "batch", 128, 0, ending_at(0.02, 64))
@@ -278,8 +279,8 @@ def test_robustness_to_the_batch_size(tmp_path, ln_4, baseline, verdict, reason)
     assert rows["layer"]["error_128"] == pytest.approx(0.014, rel=1e-12)
     assert rows["layer"]["seeds_128"] == 2 and rows["layer"]["seeds_4"] == 1
     assert rows["batch"]["paper_delta"] == pytest.approx(
-        compare.paper_fig6()[(4, "batch")]["test_error"][10]
-        - compare.paper_fig6()[(128, "batch")]["test_error"][10]
+        pimnist.reference_curves()[(4, "batch")]["test_error"][10]
+        - pimnist.reference_curves()[(128, "batch")]["test_error"][10]
     )
     assert claim.verdict == verdict
     assert reason in claim.reason
@@ -335,7 +336,7 @@ def test_convergence_holds_at_one_batch_size_and_not_at_the_other(tmp_path):
     assert rows["layer"]["normalize_logits"] == [False, False]
     assert rows["layer"]["nll_threshold"] == 0.01 and rows["layer"]["error_threshold"] == 0.02
     # The paper's curves, read the same way (its epoch axis starts at 0).
-    paper = compare.paper_fig6()[(128, "layer")]
+    paper = pimnist.reference_curves()[(128, "layer")]
     expected = claims.first_epoch_below(paper["train_nll_epoch"], paper["train_nll"], 0.01, 10)
     assert rows["layer"]["paper_train_nll"] == expected == 6
     assert fast.verdict == "holds"
@@ -448,7 +449,7 @@ def test_instability_holds_with_exact_spreads(tmp_path):
     assert rows[("batch", 128)]["window"] == [11, 30]
     assert rows[("batch", 128)]["std"] == pytest.approx(statistics.stdev([0.012, 0.014] * 10))
     # The paper's curve over the same epochs.
-    paper = compare.paper_fig6()[(4, "batch")]
+    paper = pimnist.reference_curves()[(4, "batch")]
     chosen = [
         v
         for e, v in zip(paper["test_error_epoch"], paper["test_error"], strict=True)

@@ -14,7 +14,9 @@ import pytest
 from flax.traverse_util import flatten_dict
 
 from lnexp import compare
+from lnexp import config as config_files
 from lnexp.errors import UserError
+from lnexp.experiments import pimnist
 
 REPO = Path(__file__).resolve().parents[1]
 PAPER_CSV = REPO / "lnexp" / "reference" / "paper_fig6_pimnist.csv"
@@ -46,7 +48,7 @@ PAPER_METRICS = {"train_NLL": "train_nll", "test_err": "test_error"}
 
 
 def test_paper_fig6_covers_the_papers_grid_and_matches_the_csv():
-    paper = compare.paper_fig6()
+    paper = pimnist.reference_curves()
     assert set(paper) == {(b, n) for b in (128, 4) for n in ("none", "batch", "layer")}
     for curve in paper.values():
         assert set(curve) == {
@@ -92,7 +94,7 @@ def test_paper_fig6_covers_the_papers_grid_and_matches_the_csv():
 
 
 def test_paper_fig6_has_one_point_per_epoch_0_to_64():
-    for key, curve in compare.paper_fig6().items():
+    for key, curve in pimnist.reference_curves().items():
         for metric in ("train_nll", "test_error"):
             np.testing.assert_array_equal(
                 curve[f"{metric}_epoch"], np.arange(65), err_msg=f"{key} {metric}"
@@ -128,12 +130,12 @@ def test_expand_grid_is_the_product_times_seeds_with_cell_names(tmp_path):
     with pytest.raises(UserError, match="KEY=VALUE"):
         compare.expand_grid(["model.norm"], seeds=1)
     with pytest.raises(UserError):
-        compare.parse_assignment("=layer")
-    assert compare.parse_assignment(" data.dir = /a=b ") == ("data.dir", "/a=b")
+        config_files.parse_assignment("=layer")
+    assert config_files.parse_assignment(" data.dir = /a=b ") == ("data.dir", "/a=b")
 
 
 def test_load_config_reads_the_pimnist_config():
-    config = compare.load_config(REPO / "configs" / "pimnist.py")
+    config = config_files.load_config(REPO / "configs" / "pimnist.py")
     assert config.experiment == "pimnist"
     assert (config.num_epochs, config.batch_size, config.seed) == (64, 128, 0)
     assert config.model.norm == "layer"
@@ -141,18 +143,18 @@ def test_load_config_reads_the_pimnist_config():
     assert config.data.dir is None and config.data.limit_train is None
 
     # With an argument after ':' and overrides.
-    config = compare.load_config(
-        f"{REPO / 'configs' / 'pimnist.py'}:ignored", [("batch_size", "4"), ("model.norm", "batch")]
+    config = config_files.load_config(
+        f"{REPO / 'configs' / 'pimnist.py'}:tuned", [("batch_size", "4"), ("model.norm", "batch")]
     )
     assert (config.batch_size, config.model.norm) == (4, "batch")
 
     with pytest.raises(UserError, match="does not exist"):
-        compare.load_config(REPO / "configs" / "no_such_config.py")
+        config_files.load_config(REPO / "configs" / "no_such_config.py")
 
 
 def test_apply_overrides_parses_values_as_python_literals():
-    config = compare.load_config(REPO / "configs" / "pimnist.py")
-    compare.apply_overrides(
+    config = config_files.load_config(REPO / "configs" / "pimnist.py")
+    config_files.apply_overrides(
         config,
         [
             ("num_epochs", "3"),
@@ -177,7 +179,9 @@ def test_apply_overrides_parses_values_as_python_literals():
     assert config.model.bn_unbiased is None
 
     # Placeholders go back to None; a one-element tuple stays a tuple.
-    compare.apply_overrides(config, [("data.limit_train", "None"), ("model.hidden_sizes", "(16,)")])
+    config_files.apply_overrides(
+        config, [("data.limit_train", "None"), ("model.hidden_sizes", "(16,)")]
+    )
     assert config.data.limit_train is None
     assert tuple(config.model.hidden_sizes) == (16,)
 
@@ -194,13 +198,13 @@ def test_apply_overrides_parses_values_as_python_literals():
     ],
 )
 def test_apply_overrides_rejects_unknown_keys_and_bad_types(key, value, match):
-    config = compare.load_config(REPO / "configs" / "pimnist.py")
+    config = config_files.load_config(REPO / "configs" / "pimnist.py")
     with pytest.raises(UserError, match=match):
-        compare.apply_overrides(config, [(key, value)])
+        config_files.apply_overrides(config, [(key, value)])
 
 
 def test_run_grid_skips_finished_cells_and_collects_failures(tmp_path, monkeypatch):
-    import lnexp.train
+    import lnexp.training.loop
 
     calls = []
 
@@ -213,7 +217,7 @@ def test_run_grid_skips_finished_cells_and_collects_failures(tmp_path, monkeypat
         (run_dir / "metrics.jsonl").write_text("\n".join(lines) + "\n")
         return {}
 
-    monkeypatch.setattr(lnexp.train, "train_and_evaluate", fake_train)
+    monkeypatch.setattr(lnexp.training.loop, "train_and_evaluate", fake_train)
     cells = compare.expand_grid(["model.norm=none,rms,layer"], seeds=2)
     finished = cells[0].run_dir(tmp_path)  # none, seed 0: all 2 epochs done
     finished.mkdir(parents=True)
@@ -435,7 +439,7 @@ def test_report_writes_figure_and_exact_summaries(synthetic_workdir, monkeypatch
     assert [ax.get_title() for ax in axes[0]] == ["batch_size = 128", "batch_size = 4"]
     assert [ax.get_ylabel() for ax in axes[:, 0]] == ["train_nll", "test_error"]
     assert axes[0, 0].get_yscale() == "log" and axes[1, 0].get_yscale() == "linear"
-    paper = compare.paper_fig6()
+    paper = pimnist.reference_curves()
     for j, batch_size in enumerate(BATCH_SIZES):
         for i, metric in enumerate(("train_nll", "test_error")):
             lines = {line.get_label(): line for line in axes[i, j].get_lines()}
@@ -523,7 +527,7 @@ def test_cli_runs_a_grid_skips_finished_cells_and_reports(tmp_path, tiny_mnist_d
         config = json.loads((run_dir / "config.json").read_text())
         assert config["model"]["norm"] == norm and config["model"]["hidden_sizes"] == [16]
         assert (config["num_epochs"], config["batch_size"], config["seed"]) == (1, 32, 0)
-        assert config["data"] == {"dir": str(data_dir), "limit_train": 64}
+        assert (config["data"]["dir"], config["data"]["limit_train"]) == (str(data_dir), 64)
     assert (workdir / "figure.png").read_bytes()[:8] == PNG_MAGIC
     summary = json.loads((workdir / "summary.json").read_text())
     assert sorted(r["cell"] for r in summary) == ["model.norm=layer", "model.norm=none"]

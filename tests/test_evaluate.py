@@ -12,7 +12,7 @@ import pytest
 from conftest import REPO, data_root, load_config, write_tiny_books
 from sklearn.model_selection import StratifiedKFold
 
-from lnexp import evaluate, train
+from lnexp import evaluate, training
 from lnexp.data import senteval
 from lnexp.errors import UserError
 
@@ -265,7 +265,7 @@ def test_command_line_on_a_trained_run(tmp_path):
     config = load_config("skipthought", "tiny", data__dir=str(books), num_epochs=1)
     config.data.cache_dir = str(tmp_path / "cache")
     config.steps_per_epoch = 20
-    train.train_and_evaluate(config, tmp_path / "run")
+    training.train_and_evaluate(config, tmp_path / "run")
     data = tmp_path / "senteval"
     write_binary(data / "SUBJ", names=("subj.objective", "subj.subjective"), n=20)
     write_sick(data / "SICK")
@@ -289,9 +289,9 @@ def test_command_line_on_a_trained_run(tmp_path):
 
 
 def test_paper_table3_is_shipped():
-    from lnexp import senteval_report
+    from lnexp.experiments.skipthought import reference_table
 
-    rows = senteval_report.paper_table3()
+    rows = reference_table()
     assert len(rows) == 4 and rows[2]["MR"] == 79.5 and rows[2]["SICK r"] == 0.854
 
 

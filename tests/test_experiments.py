@@ -6,7 +6,7 @@ import pytest
 from conftest import load_config
 
 from lnexp.errors import UserError
-from lnexp.train import train_and_evaluate
+from lnexp.training import train_and_evaluate
 
 
 @pytest.mark.parametrize(
@@ -71,3 +71,52 @@ def test_seqmnist_gradients_stay_small_over_blank_rows(cell, norm):
 
     grads = jax.grad(loss)(params)
     assert max(float(np.abs(g).max()) for g in jax.tree.leaves(grads)) < 100.0
+
+
+# --------------------------------------------------------------------------------------------
+# The experiments take their normalizations from lnexp.norms.REGISTRY.
+
+
+def test_pimnist_passes_every_hyperparameter_of_the_method():
+    from lnexp import norms
+    from lnexp.experiments import pimnist
+
+    for name, method in norms.REGISTRY.items():
+        for batch_size, unbiased in ((4, True), (128, False)):
+            config = load_config("pimnist", model__norm=name, batch_size=batch_size)
+            kwargs = pimnist.norm_kwargs(config)
+            assert tuple(kwargs) == method.hyperparameters, name
+            if "epsilon" in kwargs:
+                assert kwargs["epsilon"] == config.model.epsilon
+            if name == "batch":  # bn_unbiased=None: unbiased at small batch sizes (the paper)
+                assert kwargs == dict(epsilon=1e-5, momentum=0.99, unbiased=unbiased)
+
+
+def test_pimnist_refuses_a_hyperparameter_without_a_config_field(monkeypatch):
+    """A method's hyperparameter is never dropped silently: without a config field, an error."""
+    from lnexp import norms
+    from lnexp.experiments import pimnist
+
+    group = norms.NormMethod(
+        "group", norms.SUMMED_INPUTS, norms.LayerNorm, hyperparameters=("epsilon", "num_groups")
+    )
+    monkeypatch.setitem(norms.REGISTRY, "group", group)
+    with pytest.raises(UserError, match="'num_groups'.*no field 'num_groups'"):
+        pimnist.norm_kwargs(load_config("pimnist", model__norm="group"))
+
+
+@pytest.mark.parametrize("cell", ["simple", "gru", "lstm"])
+def test_seqmnist_and_skipthought_take_the_cells_registry_methods(cell, scale_only_norm):
+    from flax import nnx
+
+    from lnexp.experiments import seqmnist, skipthought
+
+    for norm in ("rms", scale_only_norm):
+        config = load_config("seqmnist", model__cell=cell, model__norm=norm, model__hidden_size=8)
+        assert seqmnist.build_model(config, nnx.Rngs(0)).cell.norm_name == norm
+    config = load_config("skipthought", model__norm="rms")
+    config.model.update(embed_dim=4, hidden_size=8)
+    assert skipthought.build_model(config, 20, nnx.Rngs(0)).encoder.norm_name == "rms"
+    config.model.norm = "batch"
+    with pytest.raises(UserError, match=r"'batch' in config.model.norm for GRUCell.*'rms'"):
+        skipthought.build_model(config, 20, nnx.Rngs(0))

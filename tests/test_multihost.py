@@ -1,4 +1,4 @@
-"""Tests of a run over several processes (lnexp.distributed, and lnexp.train with it).
+"""Tests of a run over several processes (lnexp.training.distributed, and the loop with it).
 
 Two processes on this machine stand for two hosts: each is the real command line
 (``python -m lnexp.main ... --coordinator_address=localhost:PORT --num_processes=2
@@ -17,7 +17,6 @@ from types import SimpleNamespace
 
 import jax
 import numpy as np
-import orbax.checkpoint as ocp
 import pytest
 from test_train import (
     REPO,
@@ -32,8 +31,9 @@ from test_train import (
     without_timing,
 )
 
-from lnexp import distributed, train
 from lnexp.errors import UserError
+from lnexp.training import checks, distributed
+from lnexp.training.run_dir import RunDir
 
 NORM = "batch"  # Its statistics are over the global batch, which spans both processes.
 OVERRIDES = (f"--config.model.norm={NORM}", "--config.num_epochs=2")
@@ -88,15 +88,9 @@ def run_processes(
 def restore_latest(workdir: Path) -> dict:
     """The last checkpoint of a run on any number of devices and processes, restored onto this
     process's first device (a checkpoint restores onto other devices only given a target)."""
-    one_device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
-    handler = ocp.StandardCheckpointHandler()
-    with ocp.CheckpointManager(workdir / "checkpoints", item_handlers=handler) as manager:
-        step = manager.latest_step()
-        target = jax.tree.map(
-            lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=one_device),
-            manager.item_metadata(step),
-        )
-        state = manager.restore(step, args=ocp.args.StandardRestore(target))
+    run = RunDir(workdir)
+    with run.checkpoints() as checkpoints:
+        state = checkpoints.restore(run.latest_step())
     return jax.tree.map(np.asarray, state)
 
 
@@ -263,7 +257,7 @@ def test_batch_size_message_counts_every_process(tiny_mnist_dir, monkeypatch):
     monkeypatch.setattr(jax, "local_device_count", lambda: 4)
     config = make_config(tiny_mnist_dir, batch_size=12)
     with pytest.raises(UserError) as info:
-        train._check_batch_size(config, SimpleNamespace(size=8))
+        checks.check_batch_size(config, SimpleNamespace(size=8))
     message = str(info.value)
     assert "over the 8 devices of this run (2 processes, 4 devices each" in message, message
     assert "--config.batch_size=8" in message, message

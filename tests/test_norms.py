@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import os
 import subprocess
@@ -16,6 +17,7 @@ import pytest
 from flax import linen, nnx
 from flax.core import FrozenDict
 
+from lnexp import norms
 from lnexp.norms import (
     NORMS,
     BatchNorm,
@@ -785,3 +787,100 @@ def test_standardize_segments_gradient_has_input_dtype():
 def test_standardize_segments_rejects_sizes_that_do_not_partition():
     with pytest.raises(ValueError, match="do not partition"):
         standardize_segments(jnp.ones((2, 6)), (4, 4))
+
+
+# ------------------------------------------------------------------------------------------------
+# 10. The registry of methods
+# ------------------------------------------------------------------------------------------------
+
+# A value (away from the default) for every hyperparameter a registered method takes: a method
+# with a new hyperparameter fails test_every_hyperparameter_reaches_the_layer until it is here.
+HYPERPARAMETER_VALUES = {"epsilon": 1e-3, "momentum": 0.5, "unbiased": True}
+
+
+def test_registry_is_the_paper_table():
+    """The methods, their kinds and where lnexp may use them (the MLP's logits as in Sec. 6.1)."""
+    assert tuple(norms.REGISTRY) == NORMS == ("none", "layer", "batch", "weight", "rms")
+    assert all(name == m.name for name, m in norms.REGISTRY.items())
+    assert norms.names(kind=norms.WEIGHTS) == ("weight",)
+    assert norms.names(kind=norms.SUMMED_INPUTS) == ("none", "layer", "batch", "rms")
+    assert norms.names(recurrent=True) == ("none", "layer", "rms")
+    logits = {name: m.normalizes_logits for name, m in norms.REGISTRY.items()}
+    assert logits == {"none": False, "layer": False, "batch": True, "weight": True, "rms": False}
+    assert [n for n, m in norms.REGISTRY.items() if m.data_init] == ["weight"]
+    assert [n for n, m in norms.REGISTRY.items() if m.linear_bias] == ["none"]
+
+
+@pytest.mark.parametrize("norm", NORMS)
+def test_every_hyperparameter_reaches_the_layer(norm):
+    m = norms.method(norm)
+    kwargs = {name: HYPERPARAMETER_VALUES[name] for name in m.hyperparameters}
+    layer = NormalizedLinear(5, 6, norm=norm, rngs=nnx.Rngs(0), **kwargs)
+    for name, value in kwargs.items():
+        assert getattr(layer.norm, name) == value, name
+    if m.kind == norms.SUMMED_INPUTS:
+        normalizer = m.normalizer(6, rngs=nnx.Rngs(0), **kwargs)
+        assert type(normalizer) is type(layer.norm)
+        assert type(make_norm(norm, 6, rngs=nnx.Rngs(0))) is type(layer.norm)
+
+
+def test_method_is_the_one_check_of_a_name():
+    assert norms.method("layer") is norms.REGISTRY["layer"]
+    with pytest.raises(norms.UnknownNormError) as info:
+        norms.method("group")
+    assert isinstance(info.value, ValueError)
+    assert info.value.name == "group" and info.value.valid == NORMS
+    assert str(info.value) == (
+        "Unknown normalization 'group': expected one of "
+        "['none', 'layer', 'batch', 'weight', 'rms']."
+    )
+    with pytest.raises(norms.UnknownNormError) as info:
+        norms.method("batch", among=norms.names(recurrent=True), owner="GRUCell")
+    assert info.value.describe("config.model.norm") == (
+        "Unknown normalization 'batch' in config.model.norm for GRUCell: expected one of "
+        "['none', 'layer', 'rms']."
+    )
+
+
+def test_a_method_added_to_the_registry_reaches_every_layer(scale_only_norm):
+    """One entry (tests/conftest.py's bias-free LN) is all NormalizedLinear, make_norm and the
+    MLP need: no other file names the method."""
+    from lnexp.models.mlp import MLP
+
+    layer = NormalizedLinear(5, 6, norm=scale_only_norm, rngs=nnx.Rngs(0), epsilon=1e-3)
+    assert layer.linear.bias is None and layer.norm.bias is None  # g * (a - mu) / sigma
+    g, _ = set_affine(layer.norm, 1)
+    x = jnp.asarray(rand(2, (3, 5)))
+    a = f64(x) @ f64(layer.linear.kernel[...])
+    assert_close(layer(x), ln_ref(a, g, np.zeros(6), 1e-3), jnp.float32, scale=2.0)
+    assert isinstance(make_norm(scale_only_norm, 6, rngs=nnx.Rngs(0)), LayerNorm)
+    with pytest.raises(norms.UnknownNormError, match="'scale_only'"):
+        norms.method("group")  # the valid names now list it
+
+    model = MLP((5, 8, 3), norm=scale_only_norm, rngs=nnx.Rngs(0), epsilon=1e-3)
+    assert [layer.norm_name for layer in model.layers] == [scale_only_norm, "none"]
+    assert model(x).shape == (3, 3)
+
+
+def test_the_mlp_takes_its_logits_default_from_the_registry(monkeypatch):
+    from lnexp.models.mlp import MLP
+
+    def last_norm(norm: str) -> str:
+        return MLP((5, 8, 3), norm=norm, rngs=nnx.Rngs(0)).layers[-1].norm_name
+
+    assert [last_norm(n) for n in NORMS] == ["none", "none", "batch", "weight", "none"]
+    layer = dataclasses.replace(norms.REGISTRY["layer"], normalizes_logits=True)
+    monkeypatch.setitem(norms.REGISTRY, "layer", layer)
+    assert last_norm("layer") == "layer"
+
+
+def test_the_layers_import_nothing_from_the_application():
+    """lnexp.norms and lnexp.cells are the reusable part: no models, configs, errors, training."""
+    code = (
+        "import sys, lnexp.norms, lnexp.cells; "
+        "print(' '.join(sorted(m for m in sys.modules if m.split('.')[0] == 'lnexp')))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120
+    )
+    assert out.stdout.split() == ["lnexp", "lnexp.cells", "lnexp.norms"]

@@ -1,6 +1,6 @@
-"""Tests for lnexp.seeds: several seeds trained in one program match their separate runs.
+"""Tests for lnexp.training.train_seeds: several seeds in one program match their separate runs.
 
-The separate runs are ``train.train_and_evaluate`` with ``config.seed = s`` on the tiny MNIST
+The separate runs are ``training.train_and_evaluate`` with ``config.seed = s`` on the tiny MNIST
 files of ``test_train``. Tolerance: a vectorized step runs batched matrix products, which XLA may
 sum in another order than the unbatched ones, so the seeds' numbers differ from the separate
 runs' in the last bits of float32 (measured over 3 epochs of 17 steps: losses and NLLs by at most
@@ -29,9 +29,9 @@ from test_train import (
     without_timing,
 )
 
-from lnexp import compare, seeds, train
+from lnexp import compare, training
 from lnexp.bench import seeds as bench_seeds
-from lnexp.bench.timing import BenchConfig
+from lnexp.bench.sections import BenchConfig
 from lnexp.errors import UserError
 from lnexp.experiments import pimnist
 
@@ -61,7 +61,7 @@ def separate_runs(tiny_mnist_dir, tmp_path_factory) -> dict[tuple[str, int], Pat
         for seed in SEEDS:
             workdir = tmp_path_factory.mktemp(f"separate_{norm}_{seed}")
             config = make_config(tiny_mnist_dir, model__norm=norm, seed=seed, num_epochs=NUM_EPOCHS)
-            train.train_and_evaluate(config, workdir)
+            training.train_and_evaluate(config, workdir)
             runs[norm, seed] = workdir
     return runs
 
@@ -74,7 +74,7 @@ def vectorized_runs(tiny_mnist_dir, tmp_path_factory) -> dict[tuple[str, int], P
         base = tmp_path_factory.mktemp(f"vectorized_{norm}")
         workdirs = [base / f"seed={seed}" for seed in SEEDS]
         config = make_config(tiny_mnist_dir, model__norm=norm, num_epochs=NUM_EPOCHS)
-        last = seeds.train_seeds(config, SEEDS, workdirs)
+        last = training.train_seeds(config, SEEDS, workdirs)
         assert [r["epoch"] for r in last] == [NUM_EPOCHS] * len(SEEDS)
         runs.update({(norm, seed): workdir for seed, workdir in zip(SEEDS, workdirs, strict=True)})
     return runs
@@ -103,17 +103,17 @@ def test_each_seed_matches_its_separate_run(separate_runs, vectorized_runs, norm
 def test_resume_after_a_finished_epoch(vectorized_runs, tiny_mnist_dir, tmp_path):
     workdirs = [tmp_path / f"seed={seed}" for seed in SEEDS]
     config = make_config(tiny_mnist_dir, model__norm="batch", num_epochs=1)
-    seeds.train_seeds(config, SEEDS, workdirs)
-    seeds.train_seeds(config.copy_and_resolve_references(), SEEDS, workdirs)  # Nothing to do.
+    training.train_seeds(config, SEEDS, workdirs)
+    training.train_seeds(config.copy_and_resolve_references(), SEEDS, workdirs)  # Nothing to do.
     config.num_epochs = NUM_EPOCHS
-    seeds.train_seeds(config, SEEDS, workdirs)
+    training.train_seeds(config, SEEDS, workdirs)
     for seed, workdir in zip(SEEDS, workdirs, strict=True):
         reference = vectorized_runs["batch", seed]
         assert without_timing(read_records(workdir)) == without_timing(read_records(reference))
         assert_trees_equal(restore_latest(workdir), restore_latest(reference))
     # A separate run resumes a seed's directory too.
     config = make_config(tiny_mnist_dir, model__norm="batch", seed=SEEDS[0], num_epochs=3)
-    train.train_and_evaluate(config, workdirs[0])
+    training.train_and_evaluate(config, workdirs[0])
     assert [r["epoch"] for r in read_records(workdirs[0])] == [1, 2, 3]
 
 
@@ -124,9 +124,9 @@ def test_seeds_resuming_from_different_steps_are_refused(separate_runs, tiny_mni
     with pytest.raises(
         UserError, match=rf"different steps \(seed 1: {2 * STEPS_PER_EPOCH}, seed 0: 0"
     ):
-        seeds.train_seeds(config, SEEDS, workdirs)
+        training.train_seeds(config, SEEDS, workdirs)
     with pytest.raises(UserError, match="distinct seeds"):
-        seeds.train_seeds(config, [0, 0], workdirs)
+        training.train_seeds(config, [0, 0], workdirs)
 
 
 def nan_loss_for(seed: int, step: int):
@@ -148,11 +148,11 @@ def test_divergence_of_one_seed_stops_all_and_keeps_checkpoints(
 ):
     workdirs = [tmp_path / f"seed={seed}" for seed in SEEDS]
     config = make_config(tiny_mnist_dir, model__norm="layer", num_epochs=1)
-    seeds.train_seeds(config, SEEDS, workdirs)
+    training.train_seeds(config, SEEDS, workdirs)
     monkeypatch.setattr(pimnist, "loss_fn", nan_loss_for(seed=0, step=STEPS_PER_EPOCH + 1))
     config.num_epochs = NUM_EPOCHS
     with pytest.raises(UserError) as info:
-        seeds.train_seeds(config, SEEDS, workdirs)
+        training.train_seeds(config, SEEDS, workdirs)
     message = str(info.value)
     assert f"seed 0 ({workdirs[1]})" in message, message
     assert f"epoch 2, step {STEPS_PER_EPOCH + 2}" in message, message
@@ -192,8 +192,7 @@ def test_run_grid_trains_seeds_together_and_falls_back_one_by_one(
 
 
 def test_run_grid_groups_seeds_by_configuration_and_resume_step(tmp_path, monkeypatch):
-    import lnexp.seeds
-    import lnexp.train
+    import lnexp.training.loop
 
     calls = []
 
@@ -206,8 +205,8 @@ def test_run_grid_groups_seeds_by_configuration_and_resume_step(tmp_path, monkey
         if config.model.norm == "rms":
             raise UserError("rms diverged")
 
-    monkeypatch.setattr(lnexp.train, "train_and_evaluate", fake_train)
-    monkeypatch.setattr(lnexp.seeds, "train_seeds", fake_train_seeds)
+    monkeypatch.setattr(lnexp.training.loop, "train_and_evaluate", fake_train)
+    monkeypatch.setattr(lnexp.training.loop, "train_seeds", fake_train_seeds)
     cells = compare.expand_grid(["model.norm=none,rms"], seeds=3)
     (cells[1].run_dir(tmp_path) / "checkpoints" / "40").mkdir(parents=True)  # none, seed 1
     compare.run_grid(
@@ -232,7 +231,7 @@ def test_tasks_with_sequence_lengths_are_refused(tiny_books_dir, corpus_cache, t
         "skipthought", "tiny", data__dir=str(tiny_books_dir), data__cache_dir=str(corpus_cache)
     )
     with pytest.raises(UserError, match="sequence length.*one after the other"):
-        seeds.train_seeds(config, [0, 1], [tmp_path / "0", tmp_path / "1"])
+        training.train_seeds(config, [0, 1], [tmp_path / "0", tmp_path / "1"])
 
 
 def test_time_seeds_times_one_seed_and_the_seeds_together(tiny_mnist_dir):

@@ -13,7 +13,7 @@ from conftest import REPO, load_config, story_sentence
 from flax import nnx
 
 import lnexp
-from lnexp import train
+from lnexp import training
 from lnexp.encoding import SentenceEncoder
 from lnexp.errors import UserError
 from lnexp.models.skipthought import SkipThought, token_mean_loss
@@ -72,7 +72,7 @@ def test_token_mean_loss_weights_tokens_not_sentences():
 def test_tiny_model_overfits_tiny_corpus(tiny_books_dir, tmp_path):
     config = tiny_config(tiny_books_dir, tmp_path / "cache", num_epochs=3, steps_per_epoch=100)
     config.optimizer.learning_rate = 3e-3
-    train.train_and_evaluate(config, tmp_path / "run")
+    training.train_and_evaluate(config, tmp_path / "run")
     records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").open()]
     assert [r["epoch"] for r in records] == [1, 2, 3]
     first, last = records[0], records[-1]
@@ -87,15 +87,15 @@ def test_tiny_model_overfits_tiny_corpus(tiny_books_dir, tmp_path):
 def trained_run(tiny_books_dir, tmp_path_factory):
     base = tmp_path_factory.mktemp("st")
     config = tiny_config(tiny_books_dir, base / "cache", num_epochs=2, steps_per_epoch=30)
-    train.train_and_evaluate(config, base / "run")
+    training.train_and_evaluate(config, base / "run")
     return base
 
 
 def test_resume_matches_uninterrupted_run(trained_run, tiny_books_dir, tmp_path):
     config = tiny_config(tiny_books_dir, trained_run / "cache", num_epochs=1, steps_per_epoch=30)
-    train.train_and_evaluate(config, tmp_path / "run")
+    training.train_and_evaluate(config, tmp_path / "run")
     config.num_epochs = 2
-    train.train_and_evaluate(config, tmp_path / "run")
+    training.train_and_evaluate(config, tmp_path / "run")
     resumed = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
     straight = (trained_run / "run" / "metrics.jsonl").read_text().splitlines()
     drop = ("wall_s", "examples_per_sec", "sentences_per_sec", "compile_s")
@@ -159,7 +159,7 @@ def test_encode_command_line(trained_run, tmp_path):
 def test_missing_data_dir_is_a_clear_error(tmp_path):
     config = load_config("skipthought", "tiny")
     with pytest.raises(UserError, match="config.data.dir is not set"):
-        train.train_and_evaluate(config, tmp_path / "run")
+        training.train_and_evaluate(config, tmp_path / "run")
 
 
 def test_unknown_variant_is_a_clear_error():
@@ -170,7 +170,7 @@ def test_unknown_variant_is_a_clear_error():
 def test_real_books_tiny_run(books_dir, corpus_cache, tmp_path):
     """The ':tiny' variant on the real corpus: a few steps through the whole stack."""
     config = tiny_config(books_dir, corpus_cache, num_epochs=1, steps_per_epoch=20)
-    record = train.train_and_evaluate(config, tmp_path / "run")
+    record = training.train_and_evaluate(config, tmp_path / "run")
     assert np.isfinite(record["valid_nll"]) and record["valid_next_ppl"] < 500
     stats = json.loads((tmp_path / "run" / "corpus_stats.json").read_text())
     assert stats["books"] >= 100

@@ -1,4 +1,4 @@
-"""Tests for lnexp.train (the training loop) and the lnexp.main command line, end to end.
+"""Tests for lnexp.training (the training loop) and the lnexp.main command line, end to end.
 
 Most tests train a small MLP on tiny IDX files written here (each class a fixed random prototype
 plus noise, so a few epochs of training lower the loss). Command-line behaviour (error messages,
@@ -22,10 +22,13 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 from conftest import load_config
+from flax import nnx
 
-from lnexp import metric_writers, train
+from lnexp import norms, training
 from lnexp.errors import UserError
 from lnexp.experiments import pimnist
+from lnexp.training import metric_writers
+from lnexp.training.run_dir import RunDir
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG_FILE = REPO / "configs" / "pimnist.py"
@@ -34,7 +37,7 @@ N_TRAIN_FILE = 600  # -> valid 50, train 550: 17 steps an epoch at batch size 32
 N_TEST_FILE = 100
 BATCH_SIZE = 32
 STEPS_PER_EPOCH = (N_TRAIN_FILE - N_TRAIN_FILE * 5000 // 60000) // BATCH_SIZE
-NORMS = ("none", "layer", "batch", "weight", "rms")
+NORMS = tuple(norms.REGISTRY)  # Every method: a new entry gets its smoke run with no edit here.
 
 TIMING_KEYS = ("wall_s", "examples_per_sec", "compile_s")
 REQUIRED_KEYS = (
@@ -123,8 +126,10 @@ def checkpoint_steps(workdir: Path) -> list[int]:
 
 
 def restore_latest(workdir: Path) -> dict:
-    with ocp.CheckpointManager(workdir / "checkpoints") as manager:
-        state = manager.restore(manager.latest_step(), args=ocp.args.StandardRestore())
+    """The last checkpoint's training state (model and optimizer items) as NumPy arrays."""
+    run = RunDir(workdir)
+    with run.checkpoints() as checkpoints:
+        state = checkpoints.restore(run.latest_step())
     return jax.tree.map(np.asarray, state)
 
 
@@ -168,7 +173,7 @@ def reference_runs(tiny_dir, tmp_path_factory) -> dict[str, Path]:
     runs = {}
     for norm in ("layer", "batch"):
         workdir = tmp_path_factory.mktemp(f"reference_{norm}")
-        train.train_and_evaluate(make_config(tiny_dir, model__norm=norm), workdir)
+        training.train_and_evaluate(make_config(tiny_dir, model__norm=norm), workdir)
         runs[norm] = workdir
     return runs
 
@@ -180,7 +185,7 @@ def reference_runs(tiny_dir, tmp_path_factory) -> dict[str, Path]:
 @pytest.mark.parametrize("norm", NORMS)
 def test_smoke_every_norm(tiny_dir, tmp_path, norm):
     config = make_config(tiny_dir, model__norm=norm)
-    last = train.train_and_evaluate(config, tmp_path)
+    last = training.train_and_evaluate(config, tmp_path)
 
     saved = json.loads((tmp_path / "config.json").read_text())
     assert saved["model"]["norm"] == norm
@@ -208,10 +213,22 @@ def test_smoke_every_norm(tiny_dir, tmp_path, norm):
     assert int(state["step"]) == records[-1]["step"] and int(state["epoch"]) == 3
 
 
+def test_smoke_a_method_added_to_the_registry(tiny_dir, tmp_path, scale_only_norm):
+    """tests/conftest.py's one registry entry trains through the config, the experiment, the
+    MLP and the loop, with config.model.epsilon passed as its hyperparameter."""
+    config = make_config(tiny_dir, model__norm=scale_only_norm, model__epsilon=1e-3, num_epochs=1)
+    model = pimnist.build_model(config, nnx.Rngs(0))
+    assert [layer.norm_name for layer in model.layers] == [scale_only_norm] * 2 + ["none"]
+    assert model.layers[0].norm.epsilon == 1e-3 and model.layers[0].norm.bias is None
+    last = training.train_and_evaluate(config, tmp_path)
+    assert last["epoch"] == 1 and np.isfinite(last["train_nll"])
+    assert json.loads((tmp_path / "config.json").read_text())["model"]["norm"] == scale_only_norm
+
+
 def test_rerunning_a_finished_run_returns_its_last_record(reference_runs, tiny_dir):
     workdir = reference_runs["layer"]
     before = read_records(workdir)
-    last = train.train_and_evaluate(make_config(tiny_dir, model__norm="layer"), workdir)
+    last = training.train_and_evaluate(make_config(tiny_dir, model__norm="layer"), workdir)
     assert last == before[-1]
     assert read_records(workdir) == before
 
@@ -231,7 +248,7 @@ def test_real_mnist_learns(mnist_dir, tmp_path):
         data__limit_train=2000,
         optimizer__learning_rate=1e-3,
     )
-    last = train.train_and_evaluate(config, tmp_path)
+    last = training.train_and_evaluate(config, tmp_path)
     assert last["epoch"] == 2 and last["step"] == 2 * (2000 // 64)
     assert last["test_error"] < 0.15, last  # 2,000 images, 62 steps: chance is 0.9
 
@@ -243,9 +260,9 @@ def test_real_mnist_learns(mnist_dir, tmp_path):
 @pytest.mark.parametrize("norm", ["layer", "batch"])
 def test_resume_is_bitwise_identical(reference_runs, tiny_dir, tmp_path, norm):
     reference = reference_runs[norm]
-    train.train_and_evaluate(make_config(tiny_dir, model__norm=norm, num_epochs=2), tmp_path)
+    training.train_and_evaluate(make_config(tiny_dir, model__norm=norm, num_epochs=2), tmp_path)
     assert len(read_records(tmp_path)) == 2
-    last = train.train_and_evaluate(make_config(tiny_dir, model__norm=norm), tmp_path)
+    last = training.train_and_evaluate(make_config(tiny_dir, model__norm=norm), tmp_path)
 
     records = read_records(tmp_path)
     assert last == records[-1]
@@ -257,10 +274,10 @@ def test_resume_after_losing_the_last_checkpoint(reference_runs, tiny_dir, tmp_p
     """A kill after an epoch's record was written but before its checkpoint was finalized: the
     re-run drops the record, retrains that epoch and ends up identical to a clean run."""
     config = make_config(tiny_dir, model__norm="batch", num_epochs=2)
-    train.train_and_evaluate(config, tmp_path)
+    training.train_and_evaluate(config, tmp_path)
     with ocp.CheckpointManager(tmp_path / "checkpoints") as manager:
         manager.delete(2 * STEPS_PER_EPOCH)
-    train.train_and_evaluate(make_config(tiny_dir, model__norm="batch"), tmp_path)
+    training.train_and_evaluate(make_config(tiny_dir, model__norm="batch"), tmp_path)
     reference = read_records(reference_runs["batch"])
     assert without_timing(read_records(tmp_path)) == without_timing(reference)
 
@@ -269,10 +286,10 @@ def test_restart_without_any_checkpoint_rewrites_the_metrics(reference_runs, tin
     """Killed before the first checkpoint was finalized: the re-run starts over and does not
     keep the stale record of epoch 1 (which would leave it twice in metrics.jsonl)."""
     config = make_config(tiny_dir, model__norm="batch", num_epochs=1)
-    train.train_and_evaluate(config, tmp_path)
+    training.train_and_evaluate(config, tmp_path)
     with ocp.CheckpointManager(tmp_path / "checkpoints") as manager:
         manager.delete(STEPS_PER_EPOCH)
-    train.train_and_evaluate(make_config(tiny_dir, model__norm="batch"), tmp_path)
+    training.train_and_evaluate(make_config(tiny_dir, model__norm="batch"), tmp_path)
     reference = read_records(reference_runs["batch"])
     assert without_timing(read_records(tmp_path)) == without_timing(reference)
 
@@ -311,7 +328,7 @@ def test_sigkill_then_rerun_is_bitwise_identical(tiny_dir, tmp_path):
     # differs only by JAX_PLATFORMS=cpu).
     reference = tmp_path / "reference"
     config = make_config(tiny_dir, model__norm="batch", num_epochs=num_epochs)
-    train.train_and_evaluate(config, reference)
+    training.train_and_evaluate(config, reference)
 
     result = subprocess.run(
         command, cwd=REPO, env=cli_env(), capture_output=True, text=True, timeout=300
@@ -332,7 +349,7 @@ from pathlib import Path
 import jax
 sys.path.insert(0, "tests")
 from test_train import make_config
-from lnexp.train import train_and_evaluate
+from lnexp.training import train_and_evaluate
 assert jax.device_count() == int(sys.argv[3]), jax.devices()
 for norm in ("batch", "layer"):
     config = make_config(Path(sys.argv[1]), model__norm=norm, num_epochs=2)
@@ -391,9 +408,9 @@ def test_cli_unknown_norm(tiny_dir, tmp_path):
 def test_failed_start_does_not_block_the_corrected_run(tiny_dir, tmp_path):
     """A run refused for a bad config value leaves no config behind that refuses the fix."""
     with pytest.raises(UserError, match="Unknown normalization 'foo'"):
-        train.train_and_evaluate(make_config(tiny_dir, model__norm="foo"), tmp_path)
+        training.train_and_evaluate(make_config(tiny_dir, model__norm="foo"), tmp_path)
     assert not (tmp_path / "config.json").exists()
-    last = train.train_and_evaluate(make_config(tiny_dir, num_epochs=1), tmp_path)
+    last = training.train_and_evaluate(make_config(tiny_dir, num_epochs=1), tmp_path)
     assert last["epoch"] == 1
 
 
@@ -431,7 +448,7 @@ def test_divergence_keeps_earlier_checkpoints_and_rerun_resumes(
     reference_runs, tiny_dir, tmp_path, monkeypatch
 ):
     config = make_config(tiny_dir, model__norm="batch")
-    train.train_and_evaluate(make_config(tiny_dir, model__norm="batch", num_epochs=1), tmp_path)
+    training.train_and_evaluate(make_config(tiny_dir, model__norm="batch", num_epochs=1), tmp_path)
 
     original = pimnist.loss_fn
 
@@ -442,7 +459,7 @@ def test_divergence_keeps_earlier_checkpoints_and_rerun_resumes(
     with monkeypatch.context() as patch:
         patch.setattr(pimnist, "loss_fn", nan_loss)
         with pytest.raises(UserError) as info:
-            train.train_and_evaluate(config, tmp_path)
+            training.train_and_evaluate(config, tmp_path)
     message = str(info.value)
     assert f"epoch 2, step {STEPS_PER_EPOCH + 1}" in message, message
     assert "diverged" in message
@@ -450,7 +467,7 @@ def test_divergence_keeps_earlier_checkpoints_and_rerun_resumes(
     assert [r["epoch"] for r in read_records(tmp_path)] == [1]
 
     # With the cause gone, re-running resumes from epoch 1's checkpoint.
-    train.train_and_evaluate(config, tmp_path)
+    training.train_and_evaluate(config, tmp_path)
     reference = read_records(reference_runs["batch"])
     assert without_timing(read_records(tmp_path)) == without_timing(reference)
 
@@ -472,7 +489,7 @@ def test_resume_with_different_config_is_refused(reference_runs, tiny_dir, key, 
     before = read_records(workdir)
     with pytest.raises(UserError, match=rf"different config \(changed: {name}\)"):
         overrides = {"model__norm": "layer", key: value}
-        train.train_and_evaluate(make_config(tiny_dir, **overrides), workdir)
+        training.train_and_evaluate(make_config(tiny_dir, **overrides), workdir)
     assert read_records(workdir) == before
     assert json.loads((workdir / "config.json").read_text())["model"]["norm"] == "layer"
 
@@ -497,7 +514,7 @@ def test_cli_resume_with_different_config_is_refused(reference_runs, tiny_dir):
 )
 def test_nonpositive_settings_are_user_errors(tiny_dir, tmp_path, key, value):
     with pytest.raises(UserError, match=key.replace("__", ".")):
-        train.train_and_evaluate(make_config(tiny_dir, **{key: value}), tmp_path)
+        training.train_and_evaluate(make_config(tiny_dir, **{key: value}), tmp_path)
 
 
 def test_switching_data_source_on_resume_is_refused(reference_runs, tiny_dir, tmp_path):
@@ -505,10 +522,10 @@ def test_switching_data_source_on_resume_is_refused(reference_runs, tiny_dir, tm
     moved = tmp_path / "moved_data"
     shutil.copytree(tiny_dir, moved)
     # Another directory with the same files is fine (num_epochs=3: nothing left to train) ...
-    train.train_and_evaluate(make_config(tiny_dir, data__dir=str(moved)), tmp_path)
-    # ... but switching to TFDS (another validation split) is not.
+    training.train_and_evaluate(make_config(tiny_dir, data__dir=str(moved)), tmp_path)
+    # ... but switching to config.data.source (the cache, or TFDS: another split) is not.
     with pytest.raises(UserError, match=r"different config \(changed: data.dir\)"):
-        train.train_and_evaluate(make_config(tiny_dir, data__dir=None), tmp_path)
+        training.train_and_evaluate(make_config(tiny_dir, data__dir=None), tmp_path)
 
 
 def test_non_finite_evaluation_is_neither_recorded_nor_checkpointed(
@@ -521,7 +538,7 @@ def test_non_finite_evaluation_is_neither_recorded_nor_checkpointed(
 
     monkeypatch.setattr(pimnist, "eval_fn", nan_eval)
     with pytest.raises(UserError, match="non-finite after epoch 1"):
-        train.train_and_evaluate(make_config(tiny_dir), tmp_path)
+        training.train_and_evaluate(make_config(tiny_dir), tmp_path)
     assert read_records(tmp_path) == []
     assert checkpoint_steps(tmp_path) == []
 
@@ -534,7 +551,7 @@ def test_a_record_cut_short_by_a_kill_is_dropped_on_resume(reference_runs, tiny_
     with pytest.raises(json.JSONDecodeError):
         read_records(tmp_path)
     assert metric_writers.read_records(tmp_path / "metrics.jsonl") == records
-    train.train_and_evaluate(make_config(tiny_dir, num_epochs=4), tmp_path)
+    training.train_and_evaluate(make_config(tiny_dir, num_epochs=4), tmp_path)
     assert [r["epoch"] for r in read_records(tmp_path)] == [1, 2, 3, 4]
 
 

@@ -1,7 +1,8 @@
 """Speed benchmarks (``scripts/bench.py``): named sections, one JSON file, one markdown report.
 
-Sections (each a module with ``run(config) -> {'rows', 'goals', 'setup', ...}`` and the
-markdown ``COLUMNS`` of its table):
+Each section is a module that fulfils :class:`lnexp.bench.section.Section` (its own
+``Settings``, ``run(settings) -> {'rows', 'goals', 'setup', ...}``, the ``COLUMNS`` of its
+markdown table) and is registered in :mod:`lnexp.bench.sections`:
 
 * ``pimnist`` (:mod:`lnexp.bench.pimnist`): PI-MNIST training examples/s, norm none/layer/batch
   at batch 128 and 4, lnexp against PyTorch (eager, fused Adam, ``torch.compile``) and against

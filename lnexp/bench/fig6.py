@@ -16,13 +16,15 @@ as the runs of the README are. It reports per run and in all
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 from pathlib import Path
 from typing import Any
 
 from lnexp import compare
 from lnexp.bench import pimnist
-from lnexp.bench.timing import BenchConfig, Row, note_row
+from lnexp.bench.section import CommonSettings, check_at_least, setting
+from lnexp.bench.timing import Row, note_row
 from lnexp.errors import UserError
 
 METHODS = ("none", "batch", "layer", "weight")
@@ -30,6 +32,20 @@ BATCHES = (128, 4)
 EVAL_EXAMPLES = 55_000 + 5_000 + 10_000  # train, valid, test splits after every epoch
 PAPER_EPOCHS = 64
 GOAL_X_LIMIT = 1.3
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings(CommonSettings):
+    """The grid's epochs and where its runs go (``data_dir``: the MNIST files)."""
+
+    fig6_epochs: int = setting(2, "fig6: epochs per run of the grid.")
+    fig6_workdir: str = setting(
+        "runs/bench_fig6", "fig6: run directory (emptied first: fresh runs)."
+    )
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_at_least(self, 1, ("fig6_epochs",))
 
 
 def forward_flops_per_example(sizes=pimnist.SIZES) -> int:
@@ -45,7 +61,7 @@ def limit_seconds(norm: str, batch: int, steps: int, epochs: int, lim: dict[str,
 
 
 def run(
-    config: BenchConfig,
+    config: Settings,
     config_path: str = "configs/pimnist.py",
     overrides: tuple[tuple[str, str], ...] = (),
 ) -> dict[str, Any]:

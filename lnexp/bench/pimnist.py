@@ -2,7 +2,7 @@
 
 For every normalization (none, layer, batch) and batch size (128 and 4) it times
 
-* **lnexp**: the training loop's own jitted chunk (:class:`lnexp.train.Trainer`): a ``lax.scan``
+* **lnexp**: the training loop's own jitted chunk (:class:`lnexp.training.Trainer`): a ``lax.scan``
   of ``examples // batch`` steps, each gathering its batch from the device-resident training set,
   forward, backward and Adam, the state donated;
 * **lnexp with plain SGD** in place of Adam (no normalization only): the difference is what the
@@ -39,21 +39,24 @@ at batch sizes up to 16 (the paper's choice); the cost is the same.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import os
 import time
 from typing import Any
 
 import jax
+import ml_collections
 import numpy as np
 import optax
 from flax import nnx
 
-from lnexp.batches import Chunk, Schedule
+from lnexp import norms
 from lnexp.bench.machine import machine_limits
+from lnexp.bench.section import CommonSettings, check_at_least, setting
 from lnexp.bench.timing import (
     TORCH_INSTALL,
-    BenchConfig,
+    TORCH_TWINS,
     Prepared,
     Row,
     first_line,
@@ -63,11 +66,13 @@ from lnexp.bench.timing import (
     time_rows,
 )
 from lnexp.data.mnist import pixels_to_unit_interval
+from lnexp.errors import UserError
 from lnexp.experiments import Task
 from lnexp.experiments.classification import classification_fns
-from lnexp.experiments.pimnist import UNBIASED_BN_MAX_BATCH
+from lnexp.experiments.pimnist import norm_kwargs
 from lnexp.models.initializers import get_initializer
-from lnexp.models.mlp import MLP, NORMALIZES_LOGITS
+from lnexp.models.mlp import MLP
+from lnexp.training.batches import Chunk, Schedule
 
 SIZES = (784, 1000, 1000, 10)
 NUM_TRAIN = 55_000
@@ -89,6 +94,30 @@ GOAL_FRACTION_OF_LIMIT = {128: 0.85, 4: 1 / 1.3}
 GOAL_LAYER_OVERHEAD = 0.10  # Layer norm's extra time over no normalization at batch 128.
 
 
+@dataclasses.dataclass(frozen=True)
+class Settings(CommonSettings):
+    """The PI-MNIST grid of the section and its repetitions."""
+
+    pimnist_norms: tuple[str, ...] = setting(TORCH_TWINS, "pimnist: methods.")
+    pimnist_batches: tuple[int, ...] = setting((128, 4), "pimnist: batch sizes.")
+    pimnist_examples: int = setting(
+        1600, "pimnist: training examples per timed call (examples // batch steps)."
+    )
+    pimnist_repeats: int = setting(5, "pimnist: timed calls per row.")
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_at_least(self, 1, ("pimnist_examples", "pimnist_repeats"))
+        unknown = set(self.pimnist_norms) - set(TORCH_TWINS)
+        if unknown or not self.pimnist_norms:
+            raise UserError(
+                f"--pimnist_norms takes {', '.join(TORCH_TWINS)} (the methods with a PyTorch "
+                f"twin), got {list(self.pimnist_norms)}."
+            )
+        if not self.pimnist_batches or min(self.pimnist_batches) < 1:
+            raise UserError(f"--pimnist_batches must be positive, got {self.pimnist_batches}.")
+
+
 def flops_per_example(sizes=SIZES) -> int:
     """Float32 FLOPs of one example's training step (matrix products only)."""
     products = [2 * i * o for i, o in zip(sizes[:-1], sizes[1:], strict=True)]
@@ -106,9 +135,8 @@ def synthetic_mnist(num_examples: int = NUM_TRAIN, seed: int = 0) -> dict[str, n
 
 def lnexp_model(norm: str, batch: int, seed: int) -> MLP:
     """The MLP of ``configs/pimnist.py`` with ``model.norm=norm`` at this batch size."""
-    kwargs: dict[str, Any] = {} if norm == "none" else {"epsilon": EPSILON}
-    if norm == "batch":
-        kwargs.update(unbiased=batch <= UNBIASED_BN_MAX_BATCH, momentum=BN_MOMENTUM)
+    model = {"norm": norm, "epsilon": EPSILON, "bn_momentum": BN_MOMENTUM, "bn_unbiased": None}
+    kwargs = norm_kwargs(ml_collections.ConfigDict({"batch_size": batch, "model": model}))
     return MLP(
         SIZES, norm=norm, kernel_init=get_initializer("he_normal"), rngs=nnx.Rngs(seed), **kwargs
     )
@@ -121,11 +149,11 @@ def batch_indices(batch: int, steps: int, seed: int) -> np.ndarray:
 
 
 def prepare_lnexp(
-    norm: str, batch: int, steps: int, data, config: BenchConfig, method: str = LNEXP
+    norm: str, batch: int, steps: int, data, config: Settings, method: str = LNEXP
 ) -> Prepared:
     """The training loop's chunk of ``steps`` steps, compiled and warmed up (``LNEXP_SGD``:
     plain SGD in place of Adam)."""
-    from lnexp.train import Trainer, make_mesh
+    from lnexp.training import Trainer, make_mesh
 
     loss_fn, eval_fn = classification_fns(pixels_to_unit_interval)
     model = lnexp_model(norm, batch, config.seed)
@@ -144,14 +172,19 @@ def prepare_lnexp(
 
 
 def torch_mlp(norm: str, seed: int = 0):
-    """The same MLP in PyTorch: ``Linear`` (no bias before a normalizer), the normalizer, ReLU."""
+    """The same MLP in PyTorch: ``Linear`` (no bias before a normalizer), the normalizer, ReLU.
+
+    ``norm`` is one of :data:`~lnexp.bench.timing.TORCH_TWINS`.
+    """
     import torch
 
+    if norm not in TORCH_TWINS:
+        raise ValueError(f"No PyTorch twin of norm={norm!r}: expected one of {list(TORCH_TWINS)}.")
     torch.manual_seed(seed)
     layers: list[Any] = []
     for i, (d_in, d_out) in enumerate(zip(SIZES[:-1], SIZES[1:], strict=True)):
         last = i == len(SIZES) - 2
-        n = norm if not last or NORMALIZES_LOGITS[norm] else "none"
+        n = norm if not last or norms.method(norm).normalizes_logits else "none"
         layers.append(torch.nn.Linear(d_in, d_out, bias=n == "none"))
         if n == "layer":
             layers.append(torch.nn.LayerNorm(d_out, eps=EPSILON))
@@ -163,7 +196,7 @@ def torch_mlp(norm: str, seed: int = 0):
 
 
 def prepare_torch(
-    method: str, norm: str, batch: int, steps: int, data, config: BenchConfig
+    method: str, norm: str, batch: int, steps: int, data, config: Settings
 ) -> Prepared | Row:
     """PyTorch's training loop over the same batches; a note row if ``torch.compile`` fails."""
     import torch
@@ -204,7 +237,7 @@ def prepare_torch(
 
 
 @functools.cache
-def limits(config: BenchConfig) -> dict[str, Any]:
+def limits(config: Settings) -> dict[str, Any]:
     """The machine's matmul rate and bandwidth, measured at this model's sizes and beyond."""
     num_params = parameter_count("none")
     shapes = [(1024, 1024, 1024), (2048, 2048, 2048)]
@@ -236,7 +269,7 @@ def roofline(norm: str, batch: int, lim: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def run(config: BenchConfig) -> dict[str, Any]:
+def run(config: Settings) -> dict[str, Any]:
     """Times every (norm, batch, framework) row; ratios to PyTorch and to the machine's limit."""
     torch = import_torch()
     if torch is not None:

@@ -12,6 +12,7 @@ compiles, is ``compile_s``.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import os
 import time
@@ -23,9 +24,9 @@ import numpy as np
 from flax import nnx
 
 from lnexp import cells
+from lnexp.bench.section import CommonSettings, check_at_least, setting
 from lnexp.bench.timing import (
     TORCH_INSTALL,
-    BenchConfig,
     Prepared,
     Row,
     first_line,
@@ -34,8 +35,35 @@ from lnexp.bench.timing import (
     prepare_jax,
     time_rows,
 )
+from lnexp.errors import UserError
 
 Array = jax.Array
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings(CommonSettings):
+    """The recurrent section's sequence batch, repetitions and unroll factors."""
+
+    batch: int = setting(64, "recurrent: batch size.")
+    hidden: int = setting(512, "recurrent: hidden units.")
+    input: int = setting(256, "recurrent: input features per time step.")
+    steps: int = setting(30, "recurrent: time steps per sequence.")
+    repeats: int = setting(20, "recurrent: timed steps per row (median kept).")
+    warmup: int = setting(3, "recurrent: untimed steps per row after compiling.")
+    unrolls: tuple[int, ...] = setting((1, 10), "recurrent: scan unroll factors.")
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_at_least(self, 1, ("batch", "hidden", "input", "steps", "repeats"))
+        check_at_least(self, 0, ("warmup",))
+        if not self.unrolls or min(self.unrolls) < 1:
+            raise UserError(f"--unrolls must be positive integers, got {list(self.unrolls)}.")
+
+    @property
+    def tokens(self) -> int:
+        """Tokens per step: one per sequence and time step."""
+        return self.batch * self.steps
+
 
 FLAX_GRU = "flax nnx.RNN(nnx.GRUCell)"
 TORCH_COMPILED_LN_GRU = "torch LN-GRU (torch.compile)"
@@ -122,7 +150,7 @@ def torch_ln_gru(cell: cells.GRUCell):
 
 
 def prepare_torch(
-    name: str, module, xs_np: np.ndarray, config: BenchConfig, *, compile: bool
+    name: str, module, xs_np: np.ndarray, config: Settings, *, compile: bool
 ) -> Prepared | Row:
     """Warms up ``loss = mean(module(x) ** 2); loss.backward()`` (grads of parameters and
     ``x``), compiled first if asked; a note row when ``torch.compile`` fails."""
@@ -159,7 +187,7 @@ def prepare_torch(
     return Prepared(name, "torch", step, compile_s, items=config.tokens, extra=extra)
 
 
-def _lnexp_rows(config: BenchConfig, xs: Array) -> list[Prepared]:
+def _lnexp_rows(config: Settings, xs: Array) -> list[Prepared]:
     rows = []
     unrolls = sorted({min(u, config.steps) for u in config.unrolls})
     variants = [
@@ -187,7 +215,7 @@ def _lnexp_rows(config: BenchConfig, xs: Array) -> list[Prepared]:
     return rows
 
 
-def _flax_gru_row(config: BenchConfig, xs: Array) -> Prepared:
+def _flax_gru_row(config: Settings, xs: Array) -> Prepared:
     rnn = nnx.RNN(nnx.GRUCell(config.input, config.hidden, rngs=nnx.Rngs(config.seed)))
     zeros = jnp.zeros((config.batch, config.hidden), jnp.float32)  # As lnexp's scan starts.
     loss, params = _nnx_loss(rnn, lambda model, xs: model(xs, initial_carry=zeros))
@@ -196,7 +224,7 @@ def _flax_gru_row(config: BenchConfig, xs: Array) -> Prepared:
     return row
 
 
-def _torch_rows(config: BenchConfig, xs_np: np.ndarray) -> list[Prepared | Row]:
+def _torch_rows(config: Settings, xs_np: np.ndarray) -> list[Prepared | Row]:
     names = ["torch nn.GRU", "torch LN-GRU (eager)", TORCH_COMPILED_LN_GRU]
     torch = import_torch()
     if torch is None:
@@ -231,7 +259,7 @@ def add_ratios(rows: list[Row], references: dict[str, str]) -> list[Row]:
     return rows
 
 
-def run(config: BenchConfig) -> dict:
+def run(config: Settings) -> dict:
     """LN-GRU / LN-LSTM forward+backward against Flax's and PyTorch's GRUs."""
     rng = np.random.default_rng(config.seed)
     xs_np = rng.standard_normal((config.batch, config.steps, config.input), np.float32)

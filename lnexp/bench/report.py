@@ -3,21 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
-import importlib
 import json
 from pathlib import Path
 from typing import Any
 
 from lnexp.bench.machine import busy_warnings, machine_info
-from lnexp.bench.timing import BenchConfig
+from lnexp.bench.sections import SECTIONS, BenchConfig
 from lnexp.errors import UserError
-
-SECTIONS = ("pimnist", "recurrent", "skipthought", "seeds", "fig6")
-"""Section names, in the order ``--sections=all`` runs them; each is a module of this package."""
-
-
-def _section(name: str):
-    return importlib.import_module(f"lnexp.bench.{name}")
 
 
 def run_benchmark(
@@ -48,7 +40,7 @@ def run_benchmark(
         "sections": {},
     }
     for name in section_names:
-        results["sections"][name] = _section(name).run(config)
+        results["sections"][name] = SECTIONS[name].run(config)
     if out is not None:
         out = Path(out)
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -98,7 +90,7 @@ def to_markdown(results: dict[str, Any]) -> str:
     for warning in results.get("warnings", []):
         lines += ["", f"**Warning:** {warning}"]
     for name, section in results["sections"].items():
-        columns = _section(name).COLUMNS
+        columns = SECTIONS[name].COLUMNS
         header = ["row"] + [title for _, title, _ in columns]
         lines += ["", f"### {name}", "", section.get("setup", "")]
         if "limits" in section:

@@ -2,8 +2,8 @@
 
 :func:`time_seeds` times steady-state training (compilation and evaluation left out) of a
 config's task: one call of ``config.steps_per_call`` fused training steps of ``N`` seeds together
-(:class:`lnexp.seeds.SeedTrainer`, ``jax.vmap`` over a seed axis) against the same call for one
-seed (:class:`lnexp.train.Trainer`, what a separate run does). After ``warmup`` calls of each,
+(:class:`lnexp.training.Trainer` of ``N`` seeds, ``jax.vmap`` over a seed axis) against the same
+call for one seed (a ``Trainer`` of one, what a separate run does). After ``warmup`` calls of each,
 the two are timed ``repeats`` times, round-robin; the speedup is ``N`` times the median call of
 one seed over the median call of the ``N`` seeds together.
 
@@ -14,22 +14,29 @@ batch 4 and 128.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import ml_collections
 import numpy as np
 
-from lnexp import compare
-from lnexp.batches import Chunk, Schedule
-from lnexp.bench.timing import BenchConfig, Row, note_row, prepare_chunk, time_interleaved
+from lnexp.bench import pimnist as pimnist_section
+from lnexp.bench.timing import Row, note_row, prepare_chunk, time_interleaved
+from lnexp.config import load_config
 from lnexp.errors import UserError
 from lnexp.experiments import build_task
-from lnexp.seeds import SeedTrainer, with_seed
-from lnexp.train import Trainer, make_mesh, make_optimizer
+from lnexp.training.batches import Chunk, Schedule
+from lnexp.training.loop import with_seed
+from lnexp.training.trainer import Trainer, make_mesh, make_optimizer
 
 SEEDS = 4
 STEPS_PER_CALL = 200
 GRID = [((100, 100), 4), ((100, 100), 128), ((1000, 1000), 4), ((1000, 1000), 128)]
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings(pimnist_section.Settings):
+    """The MNIST files (``data_dir``) and the pimnist section's timed calls per row."""
 
 
 def time_seeds(
@@ -78,7 +85,7 @@ def time_seeds(
         ("1 seed", Trainer(task, tx, mesh, seeds[0]), chunks[0]),
         (
             f"{num_seeds} seeds in one program",
-            SeedTrainer(task, models, tx, mesh, seeds),
+            Trainer(task, tx, mesh, seeds, models=models),
             np.stack(chunks, 1),
         ),
     ]
@@ -98,7 +105,7 @@ def time_seeds(
     return rows
 
 
-def run(config: BenchConfig, config_path: str = "configs/pimnist.py") -> dict[str, Any]:
+def run(config: Settings, config_path: str = "configs/pimnist.py") -> dict[str, Any]:
     if config.data_dir is None:
         row = note_row("seeds", "jax", skipped="needs the MNIST files: pass --data_dir")
         return {"rows": [row], "goals": [], "setup": "not run"}
@@ -110,7 +117,7 @@ def run(config: BenchConfig, config_path: str = "configs/pimnist.py") -> dict[st
             ("batch_size", str(batch)),
             ("steps_per_call", str(STEPS_PER_CALL)),
         ]
-        pimnist = compare.load_config(config_path, overrides)
+        pimnist = load_config(config_path, overrides)
         one, together = time_seeds(pimnist, SEEDS, repeats=config.pimnist_repeats)
         mlp = "-".join(map(str, (784, *hidden, 10)))
         for row in (one, together):

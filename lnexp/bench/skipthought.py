@@ -1,6 +1,6 @@
 """The skip-thought section: training sentences/s of the encoder and its two decoders.
 
-Times the training loop's own jitted chunk (:class:`lnexp.train.Trainer`, ``skipthought_steps``
+Times the training loop's own jitted chunk (:class:`lnexp.training.Trainer`, ``skipthought_steps``
 steps per call, Adam with global-norm clipping as ``configs/skipthought.py``) of the default small
 model (vocabulary 5,000 + 3 special tokens, 128-d embeddings, 256 GRU units, batch 64), plain and
 layer-normalized, on a synthetic corpus of full-width sentences (30 tokens and ``<eos>``: the
@@ -10,17 +10,19 @@ averages shorter widths).
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import numpy as np
 import optax
 from flax import nnx
 
-from lnexp.batches import Chunk
-from lnexp.bench.timing import BenchConfig, Prepared, Row, prepare_chunk, time_rows
+from lnexp.bench.section import CommonSettings, check_at_least, setting
+from lnexp.bench.timing import Prepared, Row, prepare_chunk, time_rows
 from lnexp.experiments import Task
 from lnexp.experiments import skipthought as experiment
 from lnexp.models.skipthought import SkipThought
+from lnexp.training.batches import Chunk
 
 VOCAB = 5_003
 EMBED = 128
@@ -28,6 +30,18 @@ HIDDEN = 256
 BATCH = 64
 WIDTH = 31  # 30 tokens, then <eos>.
 NUM_SENTENCES = 20_000
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings(CommonSettings):
+    """Steps per timed call and timed calls of the section."""
+
+    skipthought_steps: int = setting(10, "skipthought: steps per timed call.")
+    skipthought_repeats: int = setting(5, "skipthought: timed calls per row.")
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_at_least(self, 1, ("skipthought_steps", "skipthought_repeats"))
 
 
 def synthetic_corpus(seed: int) -> np.ndarray:
@@ -38,9 +52,9 @@ def synthetic_corpus(seed: int) -> np.ndarray:
     return ids
 
 
-def prepare(norm: str, config: BenchConfig) -> Prepared:
+def prepare(norm: str, config: Settings) -> Prepared:
     """The compiled, warmed-up training chunk of the small model with ``norm``."""
-    from lnexp.train import Trainer, make_mesh
+    from lnexp.training import Trainer, make_mesh
 
     model = SkipThought(VOCAB, EMBED, HIDDEN, norm=norm, rngs=nnx.Rngs(config.seed))
     centers = np.arange(1, NUM_SENTENCES - 1, dtype=np.int32)
@@ -70,7 +84,7 @@ def prepare(norm: str, config: BenchConfig) -> Prepared:
     )
 
 
-def run(config: BenchConfig) -> dict[str, Any]:
+def run(config: Settings) -> dict[str, Any]:
     rows: list[Row] = time_rows(
         [prepare(norm, config) for norm in ("none", "layer")], config.skipthought_repeats
     )

@@ -19,80 +19,12 @@ from typing import Any
 
 import jax
 
-from lnexp.errors import UserError
-
 Row = dict[str, Any]
 TORCH_INSTALL = "pip install torch==2.13.0"
-
-
-@dataclasses.dataclass(frozen=True)
-class BenchConfig:
-    """Sizes and repetitions of every section (``scripts/bench.py``'s flags).
-
-    Attributes:
-        batch, hidden, input, steps: The recurrent section's sequence batch.
-        repeats, warmup: Timed and untimed calls per row of the recurrent section.
-        unrolls: Scan unroll factors of the recurrent section's lnexp rows.
-        torch_compile: Time the ``torch.compile``'d rows (compiling takes tens of seconds).
-        torch_threads: ``torch.set_num_threads``; 0 means ``os.cpu_count()``.
-        pimnist_norms, pimnist_batches: The PI-MNIST grid of the ``pimnist`` section.
-        pimnist_examples: Training examples per timed call (``examples // batch`` steps).
-        pimnist_repeats: Timed calls per PI-MNIST row (each is a fraction of a second or more).
-        skipthought_steps, skipthought_repeats: Steps per timed call and timed calls of the
-            ``skipthought`` section.
-        data_dir: MNIST IDX files for the ``fig6`` section (which trains the real grid).
-        fig6_epochs: Epochs per run of the ``fig6`` section's grid.
-        fig6_workdir: Where the ``fig6`` section's runs go (fresh runs: it is emptied first).
-        seed: Seed of parameters and synthetic data.
-    """
-
-    batch: int = 64
-    hidden: int = 512
-    input: int = 256
-    steps: int = 30
-    repeats: int = 20
-    warmup: int = 3
-    unrolls: tuple[int, ...] = (1, 10)
-    torch_compile: bool = True
-    torch_threads: int = 0
-    pimnist_norms: tuple[str, ...] = ("none", "layer", "batch")
-    pimnist_batches: tuple[int, ...] = (128, 4)
-    pimnist_examples: int = 1600
-    pimnist_repeats: int = 5
-    skipthought_steps: int = 10
-    skipthought_repeats: int = 5
-    data_dir: str | None = None
-    fig6_epochs: int = 2
-    fig6_workdir: str = "runs/bench_fig6"
-    seed: int = 0
-
-    def __post_init__(self):
-        positive = (
-            "batch hidden input steps repeats pimnist_examples pimnist_repeats "
-            "skipthought_steps skipthought_repeats fig6_epochs"
-        )
-        for name in positive.split():
-            if getattr(self, name) < 1:
-                raise UserError(f"--{name} must be at least 1, got {getattr(self, name)}.")
-        if self.warmup < 0:
-            raise UserError(f"--warmup must be at least 0, got {self.warmup}.")
-        if self.torch_threads < 0:
-            raise UserError(f"--torch_threads must be at least 0, got {self.torch_threads}.")
-        if not self.unrolls or min(self.unrolls) < 1:
-            raise UserError(f"--unrolls must be positive integers, got {list(self.unrolls)}.")
-        unknown = set(self.pimnist_norms) - {"none", "layer", "batch"}
-        if unknown or not self.pimnist_norms:
-            raise UserError(
-                f"--pimnist_norms takes none, layer, batch (the methods with a PyTorch twin), "
-                f"got {list(self.pimnist_norms)}."
-            )
-        if not self.pimnist_batches or min(self.pimnist_batches) < 1:
-            raise UserError(f"--pimnist_batches must be positive, got {self.pimnist_batches}.")
-
-    @property
-    def tokens(self) -> int:
-        """Tokens per step of the recurrent section: one per sequence and time step."""
-        return self.batch * self.steps
+TORCH_TWINS = ("none", "layer", "batch")
+"""The methods of :data:`lnexp.norms.REGISTRY` that :func:`lnexp.bench.pimnist.torch_mlp` builds
+in PyTorch too, so the ``pimnist`` section can time them against it; a new method needs a
+PyTorch twin there (and its name here) to be timed, nothing else."""
 
 
 @dataclasses.dataclass
@@ -174,7 +106,7 @@ def prepare_jax(
 def prepare_chunk(
     name: str, trainer, chunk, *, items: int, steps: int, unit: str, extra: dict | None = None
 ) -> Prepared:
-    """One call of a training loop's jitted chunk (:meth:`lnexp.train.Trainer.train_chunk`):
+    """One call of a training loop's jitted chunk (:meth:`lnexp.training.Trainer.train_chunk`):
     the trainer's initial state and its task's data placed on the devices, the chunk compiled
     (``compile_s``) and run once; each call then continues from the donated state."""
     place = functools.partial(jax.device_put, device=trainer.replicated)

@@ -1,8 +1,18 @@
-"""What differs per experiment, behind one small interface the training loop consumes.
+"""What differs per experiment, behind one small interface the training loop consumes, and the
+paper's results each experiment is compared with.
 
 An experiment module exposes ``build_task(config) -> Task``: a freshly initialized model, the
-data as NumPy arrays, and the training and evaluation functions. :mod:`lnexp.train` knows nothing
+data as NumPy arrays, and the training and evaluation functions. :mod:`lnexp.training` knows nothing
 else about it. Experiments are looked up by ``config.experiment``.
+
+An experiment with curves in the paper also exposes ``REFERENCE_KEYS`` (the config fields that
+name a curve, e.g. ``('batch_size', 'model.norm')``) and ``reference_curves() -> {values of
+those fields: {metric: values, '<metric>_epoch': epochs, ...}}``; the reports
+(:mod:`lnexp.compare`) draw and tabulate them through :func:`reference_curve` without knowing
+the experiment. One with a table in the paper exposes ``reference_table()`` (read by the report
+that prints it, e.g. :mod:`lnexp.senteval_report`).
+
+A new experiment is one module here (plus its name in :data:`EXPERIMENTS`) and one config file.
 """
 
 from __future__ import annotations
@@ -45,7 +55,7 @@ class Task:
             the batch ``loss_fn``/``eval_fn`` take; ``None`` uses the examples as they are.
             ``width`` is the padded sequence length of the chunk (``None`` in evaluation).
         lengths: Per-training-example sequence lengths: batches then group examples of similar
-            length (see :mod:`lnexp.batches`) and ``make_batch`` gets their width.
+            length (see :mod:`lnexp.training.batches`) and ``make_batch`` gets their width.
         summarize_eval: ``{name: split mean} -> {name: value}``: what is logged per split
             (e.g. perplexity from summed token NLLs and token counts); ``None`` logs the means.
         files: Name -> text written into the workdir (e.g. a vocabulary), for later use of the
@@ -80,3 +90,30 @@ def build_task(config: ml_collections.ConfigDict) -> Task:
         )
     module: Any = importlib.import_module(f"lnexp.experiments.{name}")
     return module.build_task(config)
+
+
+def _reference_module(config: Mapping[str, Any]) -> Any:
+    """The experiment module of a run's flattened config if it has reference curves."""
+    name = config.get("experiment")
+    if name not in EXPERIMENTS:
+        return None
+    module = importlib.import_module(f"lnexp.experiments.{name}")
+    return module if hasattr(module, "reference_curves") else None
+
+
+def reference_key(config: Mapping[str, Any]) -> tuple | None:
+    """``(experiment, values of its REFERENCE_KEYS)`` of a run's flattened config
+    (``{'model.norm': ..., ...}``), or ``None`` for an experiment without reference curves."""
+    module = _reference_module(config)
+    if module is None:
+        return None
+    return (config["experiment"], tuple(config.get(k) for k in module.REFERENCE_KEYS))
+
+
+def reference_curve(config: Mapping[str, Any]) -> dict[str, np.ndarray] | None:
+    """The paper's curve for a run's flattened config, ``{metric: values, '<metric>_epoch':
+    epochs, ...}``, or ``None`` when the paper has none for it."""
+    key = reference_key(config)
+    if key is None:
+        return None
+    return _reference_module(config).reference_curves().get(key[1])

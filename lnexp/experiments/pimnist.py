@@ -1,62 +1,85 @@
-"""Permutation-invariant MNIST (paper Section 6.1, Fig. 6): a 784-1000-1000-10 ReLU MLP."""
+"""Permutation-invariant MNIST (paper Section 6.1, Fig. 6): a 784-1000-1000-10 ReLU MLP, and
+the paper's Fig. 6 curves it is compared with."""
 
 from __future__ import annotations
 
+import csv
+import functools
+from importlib import resources
+
 import ml_collections
+import numpy as np
 from flax import nnx
 
+from lnexp import norms
 from lnexp.data.mnist import load_mnist, pixels_to_unit_interval
-from lnexp.errors import UserError
+from lnexp.errors import UserError, config_key
 from lnexp.experiments import Task
 from lnexp.experiments.classification import classification_fns
 from lnexp.models.initializers import get_initializer
 from lnexp.models.mlp import MLP
-from lnexp.norms import NORMS
 
 # Batch norm uses the unbiased (1/(n-1)) variance at batch sizes up to this when
 # config.model.bn_unbiased is None; the paper does so at batch size 4.
 UNBIASED_BN_MAX_BATCH = 16
 
+# The config.model field of each hyperparameter named differently there (batch norm's own
+# settings); every other hyperparameter is config.model.<its name>, e.g. config.model.epsilon.
+CONFIG_FIELDS = {"momentum": "bn_momentum", "unbiased": "bn_unbiased"}
+
 
 def norm_kwargs(config: ml_collections.ConfigDict) -> dict:
-    """The keyword arguments of the normalizers ``config.model`` asks for."""
+    """The hyperparameters of ``config.model.norm``'s method, each from its config field.
+
+    The method's :attr:`lnexp.norms.NormMethod.hyperparameters` say which: ``epsilon`` for
+    layer, batch and RMS norm, ``momentum`` and ``unbiased`` too for batch norm. A field the
+    method does not take is not passed, by design (the one ``config.model.epsilon`` serves every
+    method; ``'none'`` and weight norm take none). A hyperparameter without a config field is an
+    error, never a silent default. ``bn_unbiased=None`` means unbiased at batch sizes up to
+    :data:`UNBIASED_BN_MAX_BATCH`.
+    """
     model = config.model
-    if model.norm in ("layer", "batch", "rms"):
-        kwargs = {"epsilon": model.epsilon}
-    else:
-        kwargs = {}
-    if model.norm == "batch":
-        unbiased = model.bn_unbiased
-        if unbiased is None:
-            unbiased = config.batch_size <= UNBIASED_BN_MAX_BATCH
-        kwargs.update(unbiased=unbiased, momentum=model.bn_momentum)
+    with config_key("config.model.norm"):
+        hyperparameters = norms.method(model.norm).hyperparameters
+    kwargs = {}
+    for name in hyperparameters:
+        field = CONFIG_FIELDS.get(name, name)
+        if field not in model:
+            raise UserError(
+                f"config.model.norm={model.norm!r} takes the hyperparameter {name!r}, but "
+                f"config.model has no field {field!r}: add one to the config file."
+            )
+        kwargs[name] = model[field]
+    if "unbiased" in kwargs and kwargs["unbiased"] is None:
+        kwargs["unbiased"] = config.batch_size <= UNBIASED_BN_MAX_BATCH
     return kwargs
 
 
 def build_model(config: ml_collections.ConfigDict, rngs: nnx.Rngs) -> MLP:
     model = config.model
-    if model.norm not in NORMS:
-        raise UserError(
-            f"Unknown normalization {model.norm!r} in config.model.norm: expected one of "
-            f"{list(NORMS)}."
+    with config_key("config.model.norm"):
+        return MLP(
+            (784, *model.hidden_sizes, 10),
+            norm=model.norm,
+            normalize_logits=model.normalize_logits,
+            kernel_init=get_initializer(model.kernel_init),
+            rngs=rngs,
+            **norm_kwargs(config),
         )
-    return MLP(
-        (784, *model.hidden_sizes, 10),
-        norm=model.norm,
-        normalize_logits=model.normalize_logits,
-        kernel_init=get_initializer(model.kernel_init),
-        rngs=rngs,
-        **norm_kwargs(config),
-    )
 
 
 loss_fn, eval_fn = classification_fns(pixels_to_unit_interval)
 
 
 def build_task(config: ml_collections.ConfigDict) -> Task:
-    data = load_mnist(config.data.dir, limit_train=config.data.limit_train)
+    data = load_mnist(
+        config.data.dir,
+        limit_train=config.data.limit_train,
+        source=config.data.get("source", "cache"),
+        url=config.data.get("url"),
+    )
     model = build_model(config, nnx.Rngs(config.seed))
-    if config.model.norm == "weight" and config.model.weight_norm_data_init:
+    if norms.method(config.model.norm).data_init and config.model.weight_norm_data_init:
         n = min(config.model.data_init_examples, len(data["train"]["label"]))
         model.data_dependent_init(pixels_to_unit_interval(data["train"]["image"][:n]))
     return Task(
@@ -66,3 +89,41 @@ def build_task(config: ml_collections.ConfigDict) -> Task:
         loss_fn=loss_fn,
         eval_fn=eval_fn,
     )
+
+
+# --------------------------------------------------------------------------------------------
+# The paper's curves (lnexp.experiments.reference_curve, the reports and the claims read them).
+
+REFERENCE_KEYS = ("batch_size", "model.norm")
+"""The config fields that name one of the paper's curves: ``(batch_size, norm)``."""
+
+# Method names in the paper's curves -> config.model.norm; panel names -> lnexp's metric names.
+PAPER_METHODS = {"Base": "none", "BN": "batch", "LN": "layer"}
+PAPER_PANELS = {"train_NLL": "train_nll", "test_err": "test_error"}
+
+
+@functools.cache
+def _read_fig6() -> dict[tuple[int, str], dict[str, np.ndarray]]:
+    text = resources.files("lnexp").joinpath("reference/paper_fig6_pimnist.csv").read_text()
+    rows = csv.DictReader(line for line in text.splitlines() if not line.startswith("#"))
+    curves: dict[tuple[int, str], dict[str, list[float]]] = {}
+    for row in rows:
+        key = (int(row["batch_size"]), PAPER_METHODS[row["method"]])
+        metric = PAPER_PANELS[row["panel"]]
+        curve = curves.setdefault(key, {})
+        curve.setdefault(f"{metric}_epoch", []).append(float(row["epoch"]))
+        curve.setdefault(metric, []).append(float(row["value"]))
+        curve.setdefault(f"{metric}_lo", []).append(float(row["band_lo"]))
+        curve.setdefault(f"{metric}_hi", []).append(float(row["band_hi"]))
+    return {k: {m: np.asarray(v) for m, v in c.items()} for k, c in curves.items()}
+
+
+def reference_curves() -> dict[tuple[int, str], dict[str, np.ndarray]]:
+    """The paper's Fig. 6 curves, ``(batch_size, norm) -> {'<metric>_epoch', metric,
+    '<metric>_lo', '<metric>_hi'}`` for ``train_nll`` and ``test_error`` (a fresh copy).
+
+    The numbers ship in ``lnexp/reference/paper_fig6_pimnist.csv``, recovered from the vector
+    paths of Fig. 6 in arXiv:1607.06450v1 (about ±0.01 % test error; ``*_lo``/``*_hi`` are the
+    edges of the figure's shaded regions, whose meaning the paper does not state).
+    """
+    return {k: {m: a.copy() for m, a in c.items()} for k, c in _read_fig6().items()}

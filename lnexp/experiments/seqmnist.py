@@ -7,7 +7,7 @@ import ml_collections
 from flax import nnx
 
 from lnexp.data.mnist import load_mnist, pixels_to_unit_interval
-from lnexp.errors import UserError
+from lnexp.errors import UserError, config_key
 from lnexp.experiments import Task
 from lnexp.experiments.classification import classification_fns
 from lnexp.models.initializers import get_initializer
@@ -40,27 +40,28 @@ def build_model(config: ml_collections.ConfigDict, rngs: nnx.Rngs) -> RecurrentC
         raise UserError(
             f"Unknown cell {model.cell!r} in config.model.cell: expected one of {sorted(CELLS)}."
         )
-    if model.norm not in CELLS[model.cell].NORMS:
-        raise UserError(
-            f"config.model.norm={model.norm!r} is not available for the {model.cell} cell: "
-            f"expected one of {list(CELLS[model.cell].NORMS)}."
+    with config_key("config.model.norm"):  # The cell says which norms it takes.
+        return RecurrentClassifier(
+            28,
+            model.hidden_size,
+            10,
+            cell=model.cell,
+            norm=model.norm,
+            unroll=model.unroll,
+            precompute_inputs=model.precompute_inputs,
+            kernel_init=get_initializer(model.kernel_init),
+            recurrent_kernel_init=get_initializer(model.recurrent_kernel_init),
+            rngs=rngs,
         )
-    return RecurrentClassifier(
-        28,
-        model.hidden_size,
-        10,
-        cell=model.cell,
-        norm=model.norm,
-        unroll=model.unroll,
-        precompute_inputs=model.precompute_inputs,
-        kernel_init=get_initializer(model.kernel_init),
-        recurrent_kernel_init=get_initializer(model.recurrent_kernel_init),
-        rngs=rngs,
-    )
 
 
 def build_task(config: ml_collections.ConfigDict) -> Task:
-    data = load_mnist(config.data.dir, limit_train=config.data.limit_train)
+    data = load_mnist(
+        config.data.dir,
+        limit_train=config.data.limit_train,
+        source=config.data.get("source", "cache"),
+        url=config.data.get("url"),
+    )
     return Task(
         model=build_model(config, nnx.Rngs(config.seed)),
         train_data=data["train"],

@@ -1,23 +1,17 @@
-"""Weight initializers by name, so configs can choose them with a string."""
+"""Weight initializers by name, so configs can choose them with a string.
+
+The initializers themselves belong to the layers (:func:`lnexp.cells.symmetric_uniform`, Flax's
+own); this table and its :class:`~lnexp.errors.UserError` are the application's.
+"""
 
 from __future__ import annotations
 
-import jax
-import jax.numpy as jnp
 from flax import nnx
 
+from lnexp.cells import symmetric_uniform
 from lnexp.errors import UserError
 
 Initializer = nnx.initializers.Initializer
-
-
-def symmetric_uniform(limit: float) -> Initializer:
-    """Uniform in ``[-limit, limit]`` (the paper's recurrent code uses ``limit = 0.1``)."""
-
-    def init(key: jax.Array, shape, dtype=jnp.float32) -> jax.Array:
-        return jax.random.uniform(key, shape, dtype, -limit, limit)
-
-    return init
 
 
 INITIALIZERS = {

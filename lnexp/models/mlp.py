@@ -8,12 +8,7 @@ from typing import Any
 import jax
 from flax import nnx
 
-from lnexp.norms import NORMS, NormalizedLinear, WeightNormLinear
-
-# Where each method goes when ``normalize_logits`` is not given: the paper applies layer norm to
-# the hidden layers only and batch norm to all layers, the logits included (Section 6.1).
-# Weight norm re-parameterizes every layer (Salimans & Kingma); RMS norm follows layer norm.
-NORMALIZES_LOGITS = {"none": False, "layer": False, "rms": False, "batch": True, "weight": True}
+from lnexp.norms import NormalizedLinear, method
 
 
 class MLP(nnx.Module):
@@ -23,9 +18,12 @@ class MLP(nnx.Module):
 
     Args:
         sizes: Layer widths, input first, logits last.
-        norm: The normalization of every hidden layer, one of :data:`lnexp.norms.NORMS`.
-        normalize_logits: Normalize the logit layer too; ``None`` follows the paper
-            (:data:`NORMALIZES_LOGITS`).
+        norm: The normalization of every hidden layer, a key of :data:`lnexp.norms.REGISTRY`.
+        normalize_logits: Normalize the logit layer too; ``None`` takes the method's
+            :attr:`~lnexp.norms.NormMethod.normalizes_logits`, which follows the paper: layer
+            norm on the hidden layers only, batch norm on all layers, the logits included
+            (Section 6.1); weight norm re-parameterizes every layer (Salimans & Kingma), RMS
+            norm follows layer norm.
         kernel_init: Initializer of every weight matrix.
         rngs: Random streams.
         **norm_kwargs: Passed to every normalizer (e.g. ``epsilon``, ``unbiased``).
@@ -49,10 +47,8 @@ class MLP(nnx.Module):
         rngs: nnx.Rngs,
         **norm_kwargs: Any,
     ):
-        if norm not in NORMS:
-            raise ValueError(f"Unknown normalization {norm!r}: expected one of {list(NORMS)}.")
         if normalize_logits is None:
-            normalize_logits = NORMALIZES_LOGITS[norm]
+            normalize_logits = method(norm).normalizes_logits
         norms = [norm] * (len(sizes) - 2) + [norm if normalize_logits else "none"]
         self.layers = nnx.List(
             [
@@ -76,14 +72,16 @@ class MLP(nnx.Module):
     def data_dependent_init(self, x: jax.Array) -> jax.Array:
         """Salimans & Kingma's initialization of every weight-normalized layer, in order.
 
-        Each :class:`~lnexp.norms.WeightNormLinear` gets its ``g`` and ``b`` from the batch that
-        reaches it, so every layer's pre-activations start standardized on ``x``.
+        Each layer with a data-dependent initialization (a method with
+        :attr:`~lnexp.norms.NormMethod.data_init`: :class:`~lnexp.norms.WeightNormLinear`) gets
+        its ``g`` and ``b`` from the batch that reaches it, so every layer's pre-activations
+        start standardized on ``x``; the other layers are applied as they are.
 
         Returns:
             The logits of ``x`` after the initialization.
         """
         for i, layer in enumerate(self.layers):
-            if isinstance(layer.linear, WeightNormLinear):
+            if method(layer.norm_name).data_init:
                 x = layer.norm(layer.linear.data_init(x))
             else:
                 x = layer(x)

@@ -21,8 +21,8 @@ class RecurrentClassifier(nnx.Module):
         hidden_features: Units of the recurrent cell.
         num_classes: Number of logits.
         cell: ``'simple'``, ``'gru'`` or ``'lstm'`` (:mod:`lnexp.cells`).
-        norm: The cell's normalization (``'layer'`` or ``'none'``; ``'cell'`` for the LSTM's
-            DRAW variant).
+        norm: The cell's normalization (``'layer'``, ``'none'``, any method the cell's
+            ``accepted_norms()`` lists; ``'cell'`` for the LSTM's DRAW variant).
         unroll: Time steps unrolled per iteration of the scan.
         precompute_inputs: Compute the input projections of all steps before the scan
             (see :func:`lnexp.cells.scan`).

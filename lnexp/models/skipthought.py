@@ -25,8 +25,7 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
-from lnexp.cells import GRUCell, scan
-from lnexp.models.initializers import symmetric_uniform
+from lnexp.cells import GRUCell, scan, symmetric_uniform
 
 Array = jax.Array
 
@@ -38,7 +37,8 @@ class SkipThought(nnx.Module):
         vocab_size: Words, special tokens included (id 0 is padding).
         embed_dim: Word-embedding size (620 in the paper).
         hidden_size: Units of the encoder and of each decoder (2400 in the paper).
-        norm: ``'layer'`` or ``'none'``, for every GRU.
+        norm: The normalization of every GRU: ``'layer'``, ``'none'``, or another method
+            :class:`lnexp.cells.GRUCell` accepts.
         condition_every_step: Also feed the encoding to every decoder step.
         tie_embeddings: Output logits ``E @ (W d)`` instead of a separate output matrix.
         unroll: ``lax.scan`` unroll of the GRUs.

@@ -162,8 +162,10 @@ def barrier(name: str) -> None:
         multihost_utils.sync_global_devices(name)
 
 
-def all_processes(value: int) -> list[int]:
-    """``value`` as every process has it, in process order (``[value]`` for one process)."""
+def all_processes(values: Sequence[int]) -> list[tuple[int, ...]]:
+    """``values`` as every process has them, one tuple per process in process order (``[values]``
+    for one process). Every process must pass as many values."""
     if jax.process_count() == 1:
-        return [value]
-    return [int(v) for v in multihost_utils.process_allgather(np.int32(value))]
+        return [tuple(int(v) for v in values)]
+    rows = multihost_utils.process_allgather(np.asarray(values, np.int32))
+    return [tuple(int(v) for v in row) for row in np.asarray(rows).reshape(len(rows), -1)]

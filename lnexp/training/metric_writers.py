@@ -1,8 +1,8 @@
 """Where a run's numbers go: ``metrics.jsonl``, TensorBoard, and a console progress line.
 
 ``WORKDIR/metrics.jsonl`` holds one JSON object per evaluation (the file the comparison tooling
-reads); TensorBoard event files go to ``WORKDIR/tensorboard/``. Only process 0 of a multi-host
-run writes.
+reads; :class:`lnexp.training.run_dir.RunDir` reads and truncates it); TensorBoard event files go
+to ``WORKDIR/tensorboard/``. Only process 0 of a multi-host run writes.
 """
 
 from __future__ import annotations
@@ -57,26 +57,6 @@ class MetricWriter:
                 str(workdir / "tensorboard"), purge_step=purge_after + 1, flush_secs=30
             )
 
-    def records(self) -> list[dict[str, Any]]:
-        """The records written so far (empty when there is no file)."""
-        return read_records(self.path)
-
-    def truncate_after(self, step: int) -> list[dict[str, Any]]:
-        """Drops records past ``step`` (written after the checkpoint a resumed run starts from).
-
-        Every process may call it: the file is replaced atomically, so a process that reads it
-        while process 0 truncates it reads either version, and keeps the same records.
-
-        Returns:
-            The records kept.
-        """
-        kept = [r for r in self.records() if r["step"] <= step]
-        if self.enabled and self.path.exists():
-            tmp = self.path.with_suffix(".jsonl.tmp")
-            tmp.write_text("".join(json.dumps(r) + "\n" for r in kept))
-            tmp.replace(self.path)  # Atomic, also against a kill mid-write.
-        return kept
-
     def write(self, record: dict[str, Any]) -> None:
         """Appends one record (must hold ``step``) to the JSONL file and TensorBoard."""
         if not self.enabled:
@@ -90,6 +70,12 @@ class MetricWriter:
     def close(self) -> None:
         if self._tb is not None:
             self._tb.close()
+
+    def __enter__(self) -> MetricWriter:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
 
 def format_duration(seconds: float) -> str:
@@ -144,7 +130,7 @@ class ProgressLine:
             sys.stderr.flush()
 
 
-_PACKAGE_DIR = str(Path(__file__).resolve().parent)
+_PACKAGE_DIR = str(Path(__file__).resolve().parents[1])  # lnexp/
 
 
 class _OnlyLnexpInfo(std_logging.Filter):

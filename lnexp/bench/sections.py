@@ -1,0 +1,36 @@
+"""The registered benchmark sections and the settings of all of them (:class:`BenchConfig`,
+whose fields are ``scripts/bench.py``'s flags).
+
+Each section is a module that fulfils :class:`lnexp.bench.section.Section`. A new section is
+its module, its entry in :data:`SECTIONS` and its ``Settings`` among :class:`BenchConfig`'s bases.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from lnexp.bench import fig6, pimnist, recurrent, seeds, skipthought
+from lnexp.bench.section import Section
+
+SECTIONS: dict[str, Section] = {
+    "pimnist": pimnist,
+    "recurrent": recurrent,
+    "skipthought": skipthought,
+    "seeds": seeds,
+    "fig6": fig6,
+}
+"""Section name -> module, in the order ``--sections=all`` runs them."""
+
+
+@dataclasses.dataclass(frozen=True)
+class BenchConfig(
+    # Fields come in the reverse order of the bases (the shared settings first); a section's
+    # Settings before the Settings it extends (seeds' extends pimnist's).
+    fig6.Settings,
+    skipthought.Settings,
+    seeds.Settings,
+    pimnist.Settings,
+    recurrent.Settings,
+):
+    """Every section's settings in one frozen dataclass (each section reads its own); the fields,
+    their defaults and their help are the sections' (``scripts/bench.py`` makes each a flag)."""

@@ -1,0 +1,276 @@
+"""The one training loop: :func:`train_and_evaluate` (one run) and :func:`train_seeds` (several
+seeds of one configuration in one program, one run directory each).
+
+It knows nothing about any experiment: :func:`lnexp.experiments.build_task` gives it a model, the
+data and the loss. Its shape:
+
+* One ``jax.sharding.Mesh`` with a ``'data'`` axis over all devices (even when there is one);
+  the jitted compute is :class:`~lnexp.training.trainer.Trainer`'s, whose seed axis has size 1
+  for one run (nothing vmapped) and ``S`` for ``S`` seeds trained together.
+* The training set (and the task's ``constants``, e.g. a corpus) stays on the devices. The
+  batch schedule (:mod:`lnexp.training.batches`) is drawn on the host from ``(seed, pass)``, so
+  every host and every resumed run draws the same one; a jitted ``lax.scan`` runs up to
+  ``steps_per_call`` steps per host call, gathering its batches on the device (for sequence
+  tasks, batches of similar length cut to the chunk's padded width: one compiled program per
+  width). The training state is donated, so it is updated in place.
+* After each epoch (one pass over the data, or ``steps_per_epoch`` steps when the config sets
+  it) every evaluation split is evaluated in one jitted pass, each seed's record goes to its
+  ``metrics.jsonl`` and TensorBoard, and an orbax checkpoint of each seed's own state is written
+  (the last ``checkpoint.keep`` are kept; :mod:`lnexp.training.run_dir`). Re-running on the same
+  run directories resumes from the last one, and since batches depend only on ``(seed, epoch)``
+  a resumed run is bitwise identical on CPU.
+* A non-finite loss (or evaluation) stops the run with an error naming the epoch, step (and
+  seed); the bad state is never recorded or checkpointed, so the last good checkpoint survives.
+* Over several processes (hosts; :mod:`lnexp.training.distributed` connects them) every process
+  runs this same loop on the same config. Process 0 alone writes ``config.json``,
+  ``metrics.jsonl`` and TensorBoard; all of them write and restore the checkpoints, so the
+  workdir must be on a filesystem they share (checked at the start, with the resume step, which
+  all must agree on).
+
+Seeds trained together (:func:`train_seeds`) leave each run directory as a separate run of that
+seed would (up to float rounding: see :mod:`lnexp.training.trainer`), so reports, figures and
+resuming (by either function) work unchanged. The timing fields of a record (``examples_per_sec``,
+``wall_s``, ``compile_s``) are those of the program that trains all the seeds;
+``examples_per_sec`` counts the seed's own examples. The seeds must resume from the same step
+(:func:`lnexp.compare.run_grid` groups them so); tasks with sequence lengths (skip-thoughts) are
+refused, since each seed's schedule cuts its chunks to other widths; a non-finite loss or
+evaluation in one seed stops every seed, naming it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import jax
+import ml_collections
+import numpy as np
+from absl import logging
+
+from lnexp.experiments import build_task
+from lnexp.training import checks, records
+from lnexp.training.batches import Schedule
+from lnexp.training.metric_writers import MetricWriter, ProgressLine
+from lnexp.training.run_dir import RunDir, resume_step
+from lnexp.training.trainer import Trainer, TrainState, make_mesh, make_optimizer, put
+from lnexp.tuning import resolve_learning_rate
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -> dict[str, Any]:
+    """Trains ``config``'s experiment, evaluating and checkpointing after every epoch.
+
+    Resumes from the last checkpoint in ``workdir`` when there is one.
+
+    Args:
+        config: The experiment's config (see ``configs/``).
+        workdir: Run directory: ``config.json``, ``metrics.jsonl``, ``tensorboard/``,
+            ``checkpoints/``.
+
+    Returns:
+        The last evaluation record (the last line of ``metrics.jsonl``).
+
+    Raises:
+        UserError: For a config, data or divergence problem the user can fix.
+    """
+    return _train([config], [workdir])[0]
+
+
+def with_seed(config: ml_collections.ConfigDict, seed: int) -> ml_collections.ConfigDict:
+    """A copy of ``config`` with ``seed``."""
+    config = config.copy_and_resolve_references()
+    config.seed = seed
+    return config
+
+
+def train_seeds(
+    config: ml_collections.ConfigDict, seeds: Sequence[int], workdirs: Sequence[str | Path]
+) -> list[dict[str, Any]]:
+    """Trains ``config`` once per seed, every seed in one program; one run directory per seed.
+
+    Each seed's run directory ends up as :func:`train_and_evaluate` with ``config.seed`` set to
+    it would leave it (up to float rounding; see the module docstring), and resumes the same way.
+
+    Args:
+        config: The experiment's config (see ``configs/``); its ``seed`` is replaced by each seed.
+        seeds: Distinct seeds.
+        workdirs: One run directory per seed, in the order of ``seeds``.
+
+    Returns:
+        The last evaluation record of each seed, in the order of ``seeds``.
+
+    Raises:
+        UserError: For a config, data or divergence problem the user can fix, a task with
+            sequence lengths, or seeds whose run directories resume from different steps.
+
+    Example:
+        >>> records = train_seeds(config, [0, 1, 2], [f"runs/ln/seed={s}" for s in range(3)])
+        ... # doctest: +SKIP
+    """
+    seeds = [int(s) for s in seeds]
+    checks.check_seeds(seeds, [Path(w).resolve() for w in workdirs])
+    return _train([with_seed(config, seed) for seed in seeds], workdirs)
+
+
+def _train(
+    configs: Sequence[ml_collections.ConfigDict], workdirs: Sequence[str | Path]
+) -> list[dict[str, Any]]:
+    """The loop: ``configs`` differ only in their seed; one run directory each."""
+    run_dirs = [RunDir(w) for w in workdirs]
+    seeds = [int(c.seed) for c in configs]
+    is_main = jax.process_index() == 0
+    mesh = make_mesh()
+    configs = [resolve_learning_rate(c) for c in configs]
+    config = configs[0]
+    checks.check_config(config, mesh)
+    for seed_config, run_dir in zip(configs, run_dirs, strict=True):
+        run_dir.path.mkdir(parents=True, exist_ok=True)
+        run_dir.check_compatible(seed_config)  # Refuses another run's workdir before any work.
+
+    task = build_task(config)
+    checks.check_seeds_can_share(task, config, len(seeds))
+    checks.check_enough_data(task, config)
+    models = [task.model] + [build_task(c).model for c in configs[1:]]
+    trainer = Trainer(task, make_optimizer(config), mesh, seeds, models=models)
+    # Written only once the config is known to be valid: a run refused for a bad value must not
+    # leave a config.json behind that then refuses the corrected run as "a different config".
+    for seed_config, run_dir in zip(configs, run_dirs, strict=True):
+        run_dir.write_config(seed_config)
+    schedules = [
+        Schedule(
+            num_examples=task.num_train,
+            batch_size=config.batch_size,
+            steps_per_call=config.steps_per_call,
+            seed=seed,
+            steps_per_epoch=config.get("steps_per_epoch"),
+            lengths=task.lengths,
+        )
+        for seed in seeds
+    ]
+    total_steps = schedules[0].epoch_steps * config.num_epochs
+    eval_batch = -(-config.eval_batch_size // mesh.size) * mesh.size
+
+    if is_main:
+        for run_dir in run_dirs:
+            run_dir.write_files(task.files)
+    constants, train_data, eval_data = trainer.put_data(eval_batch)
+
+    with contextlib.ExitStack() as cleanup:
+        keep = config.checkpoint.keep
+        checkpoints = [cleanup.enter_context(r.checkpoints(keep)) for r in run_dirs]
+        latest = resume_step(run_dirs, checkpoints, seeds)
+        writers = [
+            cleanup.enter_context(MetricWriter(r.path, enabled=is_main, purge_after=latest or 0))
+            for r in run_dirs
+        ]
+        # Records past the checkpoint (all of them without one: a run killed before its first
+        # checkpoint was finalized starts over).
+        kept = [r.truncate_records(latest or 0, write=is_main) for r in run_dirs]
+        last_records: list[dict[str, Any]] = [k[-1] if k else {} for k in kept]
+        walls_before = [k[-1]["wall_s"] if k else 0.0 for k in kept]
+        if latest is None:
+            state = put(trainer.initial_state, trainer.replicated)
+        else:
+            target = trainer.seed_target()
+            state = trainer.stack([c.restore(latest, target) for c in checkpoints])
+            for run_dir in run_dirs if is_main else []:
+                logging.info("Resumed from the checkpoint at step %d in %s.", latest, run_dir.path)
+
+        progress = ProgressLine(
+            total_steps,
+            start_step=trainer.counter(state, "step"),
+            every_s=config.log_every_s,
+            enabled=is_main,
+        )
+        t_start = time.perf_counter()
+        for epoch in range(trainer.counter(state, "epoch") + 1, config.num_epochs + 1):
+            state, train_metrics, train_seconds = _train_epoch(
+                trainer, state, train_data, schedules, config, epoch, progress, run_dirs
+            )
+            step = trainer.counter(state, "step")
+            evals = {
+                name: trainer.evaluate(state, constants, split) for name, split in eval_data.items()
+            }
+            examples_per_sec = len(train_metrics["loss"]) * config.batch_size / train_seconds
+            wall = time.perf_counter() - t_start
+            epoch_records = [
+                records.epoch_record(
+                    epoch,
+                    step,
+                    {name: evals[name][i] for name in eval_data},
+                    {key: values[:, i] for key, values in train_metrics.items()},
+                    examples_per_sec=examples_per_sec,
+                    unit=task.unit,
+                    compile_s=trainer.compile_seconds,
+                    wall_s=walls_before[i] + wall,
+                )
+                for i in range(len(seeds))
+            ]
+            progress.done()
+            for i, record in enumerate(epoch_records):
+                seed = f"Seed {seeds[i]} ({run_dirs[i].path}): " if trainer.vectorized else ""
+                records.check_finite(record, seed)
+            for i, (writer, record) in enumerate(zip(writers, epoch_records, strict=True)):
+                if is_main:  # The other processes have the same numbers.
+                    seed = f"seed {seeds[i]}: " if trainer.vectorized else ""
+                    logging.info(seed + records.summary(record, config.num_epochs))
+                writer.write(record)
+            last_records = epoch_records
+            state = trainer.with_epoch(state, epoch)
+            if epoch % config.checkpoint.every_epochs == 0 or epoch == config.num_epochs:
+                for checkpoint, seed_state in zip(checkpoints, trainer.unstack(state), strict=True):
+                    checkpoint.save(step, seed_state)
+    return last_records
+
+
+def _train_epoch(
+    trainer: Trainer,
+    state: TrainState,
+    train_data,
+    schedules: Sequence[Schedule],
+    config: ml_collections.ConfigDict,
+    epoch: int,
+    progress: ProgressLine,
+    run_dirs: Sequence[RunDir],
+):
+    """Runs one epoch of every seed in calls of ``steps_per_call`` fused steps; stops on a
+    non-finite loss in any seed. Returns the state, the per-step metrics ``(steps, seeds)`` and
+    the seconds spent training (compilation left out)."""
+    per_step = []
+    seconds = 0.0
+    epoch_start_step = trainer.counter(state, "step")  # The host tracks the step from here on.
+    done = 0
+    # Without sequence lengths every seed's chunks have the same number of steps.
+    for chunks in zip(*[s.epoch_chunks(epoch) for s in schedules], strict=True):
+        chunk = trainer.stack_chunks(chunks)
+        first_step = epoch_start_step + done
+        t0, compile_before = time.perf_counter(), trainer.compile_seconds
+        state, metrics = trainer.train_chunk(state, train_data, chunk)
+        metrics = jax.device_get(metrics)  # One transfer per chunk; waits for it.
+        if not trainer.vectorized:
+            metrics = {k: v[:, None] for k, v in metrics.items()}  # A seed axis of size 1.
+        loss = metrics["loss"]
+        seconds += time.perf_counter() - t0 - (trainer.compile_seconds - compile_before)
+        if not np.all(np.isfinite(loss)):
+            bad, i = np.argwhere(~np.isfinite(loss))[0]
+            raise records.loss_diverged(
+                loss[bad, i],
+                epoch,
+                first_step + int(bad) + 1,
+                seed=trainer.seeds[i],
+                workdir=run_dirs[i].path,
+                num_seeds=trainer.num_seeds,
+            )
+        per_step.append(metrics)
+        done += len(chunk.indices)
+        rate = done * config.batch_size * trainer.num_seeds / seconds
+        seeds = f" (mean of {trainer.num_seeds} seeds)" if trainer.vectorized else ""
+        in_all = " in all" if trainer.vectorized else ""
+        progress.update(
+            f"epoch {epoch}/{config.num_epochs} | loss {loss.mean():.4f}{seeds} | "
+            f"{rate:,.0f} {trainer.task.unit}/s{in_all}",
+            epoch_start_step + done,
+        )
+    return state, {k: np.concatenate([m[k] for m in per_step]) for k in per_step[0]}, seconds

@@ -1,0 +1,93 @@
+"""What the loop writes and says: an epoch's record, its log line, and the divergence errors."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from lnexp.errors import UserError
+from lnexp.training.metric_writers import format_duration
+
+_ADVICE = (
+    "lower --config.optimizer.learning_rate or set --config.optimizer.grad_clip_norm, in a new "
+    "--workdir"
+)
+
+
+def epoch_record(
+    epoch: int,
+    step: int,
+    evals: Mapping[str, Mapping[str, float]],
+    train_metrics: Mapping[str, np.ndarray],
+    *,
+    examples_per_sec: float,
+    unit: str,
+    compile_s: float,
+    wall_s: float,
+) -> dict[str, Any]:
+    """The ``metrics.jsonl`` record of an epoch: ``<split>_<name>`` evaluations, the training-mode
+    loss (``train_loss``) and the task's other metrics (``train_batch_<name>``) averaged over the
+    epoch's steps, throughput (also as ``<unit>_per_sec``, e.g. sentences), compile and wall
+    time."""
+    record: dict[str, Any] = {"epoch": epoch, "step": step}
+    for split, values in evals.items():
+        for key, value in values.items():
+            record[f"{split}_{key}"] = value
+    for key, values in train_metrics.items():
+        record["train_loss" if key == "loss" else f"train_batch_{key}"] = float(np.mean(values))
+    record["examples_per_sec"] = examples_per_sec
+    if unit != "examples":
+        record[f"{unit}_per_sec"] = examples_per_sec
+    record["compile_s"] = compile_s
+    record["wall_s"] = wall_s
+    return record
+
+
+def summary(record: Mapping[str, Any], num_epochs: int) -> str:
+    """The log line of an epoch's record."""
+    metrics = ", ".join(
+        f"{k} {v:.4g}"
+        for k, v in record.items()
+        if k not in ("epoch", "step", "wall_s", "compile_s") and not k.endswith("_per_sec")
+    )
+    return (
+        f"epoch {record['epoch']}/{num_epochs} (step {record['step']}): {metrics} | "
+        f"{record['examples_per_sec']:,.0f} examples/s | {format_duration(record['wall_s'])}"
+    )
+
+
+def check_finite(record: Mapping[str, Any], seed_label: str = "") -> None:
+    """Stops before a non-finite evaluation (e.g. from the epoch's last update) is recorded or
+    checkpointed. ``seed_label`` (``'Seed 1 (WORKDIR): '``) names the seed of several."""
+    bad = [k for k, v in record.items() if isinstance(v, float) and not np.isfinite(v)]
+    if bad:
+        raise UserError(
+            f"{seed_label}Training diverged: {', '.join(bad)} became non-finite after epoch "
+            f"{record['epoch']} (step {record['step']}). Nothing was written for this epoch; "
+            f"checkpoints of earlier epochs are kept. {_ADVICE[0].upper()}{_ADVICE[1:]}."
+        )
+
+
+def loss_diverged(
+    value: float, epoch: int, step: int, *, seed: int, workdir: Path, num_seeds: int
+) -> UserError:
+    """The error of a non-finite training loss at ``step`` of ``epoch`` (of ``seed``'s run in
+    ``workdir`` when ``num_seeds`` seeds train together)."""
+    if num_seeds == 1:
+        whose, stopped, who, retry = "the loss", "The run", "The same command", ""
+    else:
+        whose = f"the loss of seed {seed} ({workdir})"
+        stopped, who = f"The run of all {num_seeds} seeds", "This seed"
+        retry = (
+            "Train the other seeds one after the other (scripts/compare.py does so by itself "
+            "after this error). "
+        )
+    return UserError(
+        f"Training diverged: {whose} became {value} at epoch {epoch}, step {step}. {stopped} "
+        f"stopped and wrote nothing for epoch {epoch}; checkpoints of earlier epochs are kept. "
+        f"{retry}{who} would diverge the same way: {_ADVICE} (or in this one if no "
+        "checkpoint was written yet)."
+    )
