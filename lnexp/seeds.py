@@ -72,6 +72,7 @@ from lnexp.train import (
     make_optimizer,
     make_train_state,
 )
+from lnexp.tuning import resolve_learning_rate
 
 
 class SeedTrainer(Trainer):
@@ -179,6 +180,7 @@ def train_seeds(
         )
     is_main = jax.process_index() == 0
     mesh = make_mesh()
+    config = resolve_learning_rate(config)
     _check_config(config, mesh)
     configs = [with_seed(config, seed) for seed in seeds]
     for seed_config, workdir in zip(configs, workdirs, strict=True):

@@ -51,12 +51,15 @@ from lnexp.batches import Chunk, Schedule
 from lnexp.errors import UserError
 from lnexp.experiments import Task, build_task
 from lnexp.metric_writers import MetricWriter, ProgressLine, format_duration
+from lnexp.tuning import resolve_learning_rate
 
 # Config keys that may change between a run and its resumption (more epochs, moved data, ...).
 RESUMABLE_CHANGES = (
     "num_epochs",
     "data.dir",
     "data.cache_dir",
+    # How the rate was found (the resolved optimizer.learning_rate must still match).
+    "optimizer.tuned_rates",
     "steps_per_call",
     "eval_batch_size",
     "log_every_s",
@@ -375,6 +378,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
     workdir.mkdir(parents=True, exist_ok=True)
     is_main = jax.process_index() == 0
     mesh = make_mesh()
+    config = resolve_learning_rate(config)
     _check_config(config, mesh)
     _save_config(config, workdir, write=False)  # Refuses another run's workdir before any work.
 

@@ -67,3 +67,57 @@ def test_command_line_writes_the_choice_and_refuses_test_metrics(sweep):
     assert json.loads((sweep / "choice.json").read_text())[0]["chosen"] == 1e-3
     bad = subprocess.run([*cmd, "--metric", "test_error"], capture_output=True, text=True, cwd=REPO)
     assert bad.returncode == 2 and bad.stderr.startswith("error:") and "Traceback" not in bad.stderr
+
+
+def tuned_config(rate=None):
+    import ml_collections
+
+    config = ml_collections.ConfigDict(
+        {
+            "batch_size": 4,
+            "model": {"norm": "layer"},
+            "optimizer": {
+                "learning_rate": rate,
+                "tuned_rates": (
+                    ("model.norm=layer,batch_size=128", 3e-3),
+                    ("model.norm=layer,batch_size=4", 1e-4),
+                    ("model.norm=batch,batch_size=4", 3e-5),
+                ),
+            },
+        }
+    )
+    config.optimizer.learning_rate = rate
+    config.lock()
+    return config
+
+
+def test_resolve_learning_rate_from_the_table():
+    config = tuned_config()
+    resolved = tuning.resolve_learning_rate(config)
+    assert resolved.optimizer.learning_rate == 1e-4 and config.optimizer.learning_rate is None
+    # A rate given explicitly wins over the table.
+    assert tuning.resolve_learning_rate(tuned_config(0.5)).optimizer.learning_rate == 0.5
+    with config.unlocked():
+        config.model.norm = "weight"
+    from lnexp.errors import UserError
+
+    with pytest.raises(UserError, match="0 entries of config.optimizer.tuned_rates match"):
+        tuning.resolve_learning_rate(config)
+
+
+def test_tuned_pimnist_config_names_a_rate_per_method_and_batch_size():
+    from lnexp.compare import load_config
+
+    config_path = REPO / "configs" / "pimnist.py"
+    assert load_config(config_path).optimizer.learning_rate == 3e-4  # The default: one rate.
+    rates = {}
+    for norm in ("none", "batch", "layer", "weight"):
+        for batch_size in (128,):
+            overrides = [("model.norm", norm), ("batch_size", str(batch_size))]
+            config = load_config(f"{config_path}:tuned", overrides)
+            assert config.optimizer.learning_rate is None
+            rates[norm, batch_size] = tuning.resolve_learning_rate(config).optimizer.learning_rate
+    assert all(isinstance(r, float) and 1e-6 < r < 1e-1 for r in rates.values()), rates
+    # A rate given on the command line wins over the table.
+    config = load_config(f"{config_path}:tuned", [("optimizer.learning_rate", "0.5")])
+    assert tuning.resolve_learning_rate(config).optimizer.learning_rate == 0.5
