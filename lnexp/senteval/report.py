@@ -1,8 +1,8 @@
 """Skip-thought runs -> downstream scores along training, the paper's Fig. 3 and Table 3 at our
 scale (the library behind ``scripts/compare_senteval.py``).
 
-Each checkpoint of each run is evaluated once with :func:`lnexp.evaluate.evaluate_run` (results
-cached in ``RUN/eval/<step>.json``, so re-running only evaluates new checkpoints); then
+Each checkpoint of each run is evaluated once with :func:`lnexp.senteval.evaluate.evaluate_run`
+(results cached in ``RUN/eval/<step>.json``, so re-running only evaluates new checkpoints); then
 
 * ``figure.png``: one panel per score (SICK r, MR, SUBJ, TREC, ...), the score against training
   steps, one line per run;
@@ -44,9 +44,9 @@ def evaluate_checkpoints(
     """Step -> results for every (or the given) checkpoint, evaluating those not cached yet.
 
     A cached ``eval/<step>.json`` counts only if it covers ``tasks`` under the same protocol
-    (folds, raw or standardized features; see :func:`lnexp.evaluate.protocol`).
+    (folds, raw or standardized features; see :func:`lnexp.senteval.evaluate.protocol`).
     """
-    from lnexp.evaluate import evaluate_run, protocol
+    from lnexp.senteval.evaluate import evaluate_run, protocol
     from lnexp.training.run_dir import RunDir
 
     available = RunDir(workdir).checkpoint_steps()
@@ -150,7 +150,7 @@ def report(
     Below the table, ``table.md`` states the protocol and notes every task of a run's last
     checkpoint whose choice of ``C`` sat at an edge of the grid in most folds.
     """
-    from lnexp.evaluate import protocol
+    from lnexp.senteval.evaluate import protocol
 
     evaluated = {
         label: evaluate_checkpoints(

@@ -13,7 +13,7 @@ The chosen values go into the config as a table (``optimizer.tuned_rates`` of
 
 Command line (writes ``WORKDIR/choice.md`` and ``WORKDIR/choice.json``)::
 
-    python -m lnexp.tuning --workdir runs/sweep128 --key optimizer.learning_rate \\
+    python -m lnexp.reporting.tuning --workdir runs/sweep128 --key optimizer.learning_rate \\
         --by model.norm,batch_size
 """
 
@@ -30,8 +30,8 @@ from typing import Any
 import ml_collections
 import numpy as np
 
-from lnexp.compare import Run, find_runs
 from lnexp.errors import UserError, command_line
+from lnexp.reporting.runs import Run, find_runs
 
 
 def score(run: Run, metric: str = "valid_error", fraction: float = 0.5) -> float:

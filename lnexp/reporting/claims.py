@@ -1,8 +1,8 @@
 """The paper's Figure 6 claims, tested on a grid of PI-MNIST runs: evidence and a verdict per claim.
 
-:func:`fig6_claims` reads a grid of run directories (:func:`lnexp.compare.find_runs`) with one
-cell per method (``model.norm`` in ``none``, ``batch``, ``layer``, ``weight``) and batch size
-(128 and 4), and tests what the paper says about its Figure 6 (Section 6.1):
+:func:`fig6_claims` reads a grid of run directories (:func:`lnexp.reporting.runs.find_runs`)
+with one cell per method (``model.norm`` in ``none``, ``batch``, ``layer``, ``weight``) and batch
+size (128 and 4), and tests what the paper says about its Figure 6 (Section 6.1):
 
 1. **Final test error** per method and batch size against the paper's curve at the same epoch.
 2. **"LN is robust to the batch size"** (and BN is not): each method's test error at batch size
@@ -41,10 +41,10 @@ from typing import Any
 
 import numpy as np
 
-from lnexp import compare
 from lnexp.errors import UserError
 from lnexp.experiments import pimnist
 from lnexp.norms import REGISTRY
+from lnexp.reporting.runs import Run, find_runs
 
 EXPERIMENT = "pimnist"  # The claims are Figure 6's: PI-MNIST runs (lnexp.experiments.pimnist).
 TEST_SET_SIZE = 10_000  # MNIST's test images: the binomial noise of every test error.
@@ -198,7 +198,7 @@ def spread(values: Sequence[float], spike: float = SPIKE) -> tuple[float, int]:
 class _Grid:
     """The runs by ``(batch_size, norm)``, the last common epoch per batch size, the paper."""
 
-    cells: dict[tuple[int, str], list[compare.Run]]
+    cells: dict[tuple[int, str], list[Run]]
     epochs: dict[int, int]
     paper: dict[tuple[int, str], dict[str, np.ndarray]]
 
@@ -225,16 +225,16 @@ def _ordered(norms: Sequence[str] | set[str]) -> list[str]:
     return known + sorted(set(norms) - set(known))
 
 
-def _run_name(run: compare.Run) -> str:
+def _run_name(run: Run) -> str:
     return f"{run.cell}/seed={run.seed}"
 
 
-def _last_epoch(run: compare.Run) -> int:
+def _last_epoch(run: Run) -> int:
     epochs, _ = run.curve("test_error")
     return int(epochs.max())
 
 
-def _grid(runs: Sequence[compare.Run]) -> _Grid:
+def _grid(runs: Sequence[Run]) -> _Grid:
     if not runs:
         raise UserError("No runs to test the Figure 6 claims on.")
     others = [r for r in runs if r.config.get("experiment") != EXPERIMENT]
@@ -244,7 +244,7 @@ def _grid(runs: Sequence[compare.Run]) -> _Grid:
             f"{_run_name(others[0])} has experiment {others[0].config.get('experiment')!r}; "
             "report a directory of PI-MNIST runs (configs/pimnist.py)."
         )
-    cells: dict[tuple[int, str], list[compare.Run]] = {}
+    cells: dict[tuple[int, str], list[Run]] = {}
     for run in runs:
         batch_size, norm = run.config.get("batch_size"), run.config.get("model.norm")
         if batch_size not in BATCH_SIZES:
@@ -277,7 +277,7 @@ def _grid(runs: Sequence[compare.Run]) -> _Grid:
     return _Grid(cells, epochs, pimnist.reference_curves())
 
 
-def _value_at(run: compare.Run, metric: str, epoch: int) -> float:
+def _value_at(run: Run, metric: str, epoch: int) -> float:
     """The run's ``metric`` at ``epoch`` (its last record at or before it)."""
     epochs, values = run.curve(metric)
     return float(values[epochs <= epoch][-1])
@@ -572,7 +572,7 @@ def _convergence_claim(
     return Claim("convergence", claim, rule, evidence, rows, verdict, reason)
 
 
-def _normalizes_logits(run: compare.Run) -> bool:
+def _normalizes_logits(run: Run) -> bool:
     value = run.config.get("model.normalize_logits")
     norm = run.config.get("model.norm")
     if value is None:
@@ -660,7 +660,7 @@ def _instability_claim(grid: _Grid) -> Claim:
 
 
 def fig6_claims(
-    runs: Sequence[compare.Run],
+    runs: Sequence[Run],
     *,
     nll_threshold: float = DEFAULT_NLL_THRESHOLD,
     error_threshold: float = DEFAULT_ERROR_THRESHOLD,
@@ -677,7 +677,7 @@ def fig6_claims(
     batch size 4 and would leave nothing to compare.
 
     Args:
-        runs: Runs of ``configs/pimnist.py`` (:func:`lnexp.compare.find_runs`), one cell per
+        runs: Runs of ``configs/pimnist.py`` (:func:`lnexp.reporting.runs.find_runs`), one cell per
             ``model.norm`` and ``batch_size``; runs at batch sizes other than 128 and 4 are left
             out.
         nll_threshold: The training NLL of the convergence test.
@@ -889,7 +889,7 @@ def write_claims(
     Raises:
         UserError: As :func:`fig6_claims`.
     """
-    runs = compare.find_runs(workdir)
+    runs = find_runs(workdir)
     if not runs:
         raise UserError(
             f"No run directories with metrics under {workdir} (expected "

@@ -1,0 +1,105 @@
+"""Grids of runs: the product of ``--grid KEY=V1,V2,...`` axes and seeds, and training them.
+
+Every cell is an ordinary run directory ``WORKDIR/<k1=v1,k2=v2>/seed=<s>/`` trained by
+:func:`lnexp.training.train_and_evaluate`, or with the other seeds of its configuration by
+:func:`lnexp.training.train_seeds` (so it resumes, and finished cells are skipped).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import ml_collections
+
+from lnexp.config import load_config, parse_assignment
+from lnexp.errors import UserError
+from lnexp.reporting.runs import read_metrics
+from lnexp.training.run_dir import RunDir
+
+
+@dataclasses.dataclass(frozen=True)
+class Cell:
+    """One run of a grid: the grid values it sets and its seed."""
+
+    values: tuple[tuple[str, str], ...]
+    seed: int
+
+    @property
+    def name(self) -> str:
+        return ",".join(f"{k}={v}" for k, v in self.values) or "base"
+
+    def run_dir(self, workdir: Path) -> Path:
+        return workdir / self.name / f"seed={self.seed}"
+
+
+def expand_grid(grid: Sequence[str], seeds: int) -> list[Cell]:
+    """``['model.norm=none,layer', 'batch_size=128,4']`` x seeds -> every cell."""
+    axes = []
+    for text in grid:
+        key, values = parse_assignment(text)
+        axes.append([(key, v.strip()) for v in values.split(",") if v.strip()])
+    return [
+        Cell(tuple(values), seed) for values in itertools.product(*axes) for seed in range(seeds)
+    ]
+
+
+def _finished(run_dir: Path, num_epochs: int) -> bool:
+    records = read_metrics(run_dir)
+    return bool(records) and records[-1]["epoch"] >= num_epochs
+
+
+def run_grid(
+    config_path: str,
+    workdir: Path,
+    cells: Sequence[Cell],
+    shared: Sequence[tuple[str, str]] = (),
+    log=print,
+    *,
+    vectorize_seeds: bool = False,
+) -> list[tuple[Cell, str]]:
+    """Trains every unfinished cell, one after the other; returns the cells that failed.
+
+    With ``vectorize_seeds``, the unfinished seeds of a configuration that resume from the same
+    step are trained together in one program (:func:`lnexp.training.train_seeds`). If that fails
+    (e.g. one seed diverges), they are trained one after the other, so that the other seeds
+    still finish and each failure is reported for its own seed.
+    """
+    from lnexp.training import loop
+
+    pending = []
+    for i, cell in enumerate(cells, 1):
+        config = load_config(config_path, [*shared, *cell.values, ("seed", str(cell.seed))])
+        run_dir = cell.run_dir(workdir)
+        if _finished(run_dir, config.num_epochs):
+            log(f"[{i}/{len(cells)}] {run_dir} is finished; skipped.")
+            continue
+        pending.append((i, cell, config, run_dir))
+    groups: dict[Any, list[tuple[int, Cell, ml_collections.ConfigDict, Path]]] = {}
+    for i, cell, config, run_dir in pending:
+        resume_step = max(RunDir(run_dir).checkpoint_steps(), default=0)
+        key = (cell.values, resume_step) if vectorize_seeds else i
+        groups.setdefault(key, []).append((i, cell, config, run_dir))
+
+    failures = []
+    for group in groups.values():
+        if len(group) > 1:
+            seeds = [cell.seed for _, cell, _, _ in group]
+            where = f"[{group[0][0]}-{group[-1][0]}/{len(cells)}] {group[0][1].name}"
+            log(f"{where}: training seeds {', '.join(map(str, seeds))} together")
+            try:
+                loop.train_seeds(group[0][2], seeds, [run_dir for *_, run_dir in group])
+                continue
+            except UserError as e:
+                log(f"{where}: training the seeds together failed: {e} Training them one by one.")
+        for i, cell, config, run_dir in group:
+            log(f"[{i}/{len(cells)}] training {run_dir}")
+            try:
+                loop.train_and_evaluate(config, run_dir)
+            except UserError as e:
+                log(f"[{i}/{len(cells)}] {run_dir} failed: {e}")
+                failures.append((cell, str(e)))
+    return failures

@@ -1,0 +1,165 @@
+"""Sentence vectors from a trained skip-thought run: ``lnexp.encode(workdir, sentences)``.
+
+Command line (one sentence per line in, a ``(lines, hidden)`` float32 ``.npy`` out)::
+
+    python -m lnexp.encoding --workdir=runs/st-ln --input=sentences.txt --output=vectors.npy
+
+(``python -m lnexp.senteval.encode`` is the same command.) A run directory holds everything
+needed: ``config.json``, ``vocab.txt`` and the checkpoints, of which only the model's variables
+are read (no optimizer is built); the training corpus is not read.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from absl import app, flags, logging
+from flax import nnx
+
+from lnexp.data.text import Vocabulary, sentence_ids_from_text
+from lnexp.errors import UserError, command_line
+from lnexp.experiments.skipthought import build_model
+from lnexp.training.run_dir import RunDir, quiet_restore_stragglers
+
+# Sentences per device call; the last call is padded, so results do not depend on the count.
+ENCODE_BATCH = 128
+
+
+class SentenceEncoder:
+    """The encoder of a trained skip-thought run.
+
+    Args:
+        path: A run directory (its latest checkpoint) or one checkpoint directory inside it
+            (``RUN/checkpoints/<step>``).
+        step: A checkpoint step of the run directory instead of the latest.
+
+    Example:
+        ``SentenceEncoder("runs/st-ln")(["A sentence.", "Another one."]).shape == (2, hidden)``
+    """
+
+    def __init__(self, path: str | Path, step: int | None = None, *, newest: bool = False):
+        path = Path(path).resolve()  # orbax needs absolute paths.
+        if path.parent.name == "checkpoints" and path.name.isdigit():
+            workdir, step, newest = path.parent.parent, int(path.name), False
+        else:
+            workdir = path
+        config_file, vocab_file = workdir / "config.json", workdir / "vocab.txt"
+        for f in (config_file, vocab_file):
+            if not f.exists():
+                raise UserError(
+                    f"{f} is missing: {workdir} is not a skip-thought run directory. Pass the "
+                    "--workdir of a training run of configs/skipthought.py (or a checkpoint in it)."
+                )
+        self.config = ml_collections.ConfigDict(json.loads(config_file.read_text()))
+        if self.config.experiment != "skipthought":
+            raise UserError(f"{workdir} is a {self.config.experiment!r} run, not skip-thought.")
+        self.vocab = Vocabulary.load(vocab_file)
+        model = build_model(self.config, len(self.vocab), nnx.Rngs(0))
+        model.eval()
+        graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+        run = RunDir(workdir)
+        newest = newest or step is None  # The newest that reads back (damaged ones set aside).
+        sharding = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+        target = jax.tree.map(
+            lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=sharding),
+            {"params": params, "rest": rest},
+        )
+        with run.checkpoints() as checkpoints:
+            if newest:
+                self.step, variables = checkpoints.restore_newest_model(target)
+            else:
+                self.step, variables = step, restore_model_or_explain(checkpoints, step, target)
+        self.model = nnx.merge(graphdef, variables["params"], variables["rest"])
+        self._encode = nnx.jit(lambda m, ids: m.encode(ids))
+
+    @property
+    def dim(self) -> int:
+        return self.model.encoder.hidden_features
+
+    def __call__(self, sentences: Sequence[str]) -> np.ndarray:
+        """``(len(sentences), hidden)`` float32 vectors; unknown words read as ``<unk>``."""
+        ids, _ = sentence_ids_from_text(self.vocab, list(sentences), self.config.data.max_tokens)
+        out = []
+        for start in range(0, len(ids), ENCODE_BATCH):
+            batch = ids[start : start + ENCODE_BATCH]
+            padded = np.zeros((ENCODE_BATCH, ids.shape[1]), np.int32)
+            padded[: len(batch)] = batch
+            out.append(np.asarray(self._encode(self.model, jnp.asarray(padded)))[: len(batch)])
+        return np.concatenate(out) if out else np.zeros((0, self.dim), np.float32)
+
+
+def restore_model_or_explain(checkpoints, step: int, target) -> dict:
+    """The model of the checkpoint ``step``, or a :class:`UserError` when it does not read
+    back (one the user asked for by its step is never set aside)."""
+    try:
+        return checkpoints.restore_model(step, target)
+    except UserError:
+        raise
+    except Exception as e:  # orbax and tensorstore raise many types.
+        quiet_restore_stragglers()
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
+        raise UserError(
+            f"The checkpoint of step {step} in {checkpoints.directory} does not read back "
+            f"({first}). Choose another --checkpoint, or leave it out to use the newest one "
+            "that reads back."
+        ) from None
+
+
+@functools.lru_cache(maxsize=4)
+def _cached_encoder(path: str, step: int | None, newest: bool = False) -> SentenceEncoder:
+    return SentenceEncoder(path, step, newest=newest)
+
+
+def encode(
+    workdir_or_checkpoint: str | Path, sentences: Sequence[str], *, step: int | None = None
+) -> np.ndarray:
+    """Encodes ``sentences`` with a trained skip-thought run.
+
+    The encoder of each (run, checkpoint) is loaded once and kept for later calls; without
+    ``step`` the run's latest checkpoint is looked up on every call, so a run that trained on
+    since is encoded with its new checkpoint.
+
+    Args:
+        workdir_or_checkpoint: A run directory or a checkpoint directory inside it.
+        sentences: Any number of raw sentences.
+        step: A checkpoint step instead of the latest.
+
+    Returns:
+        ``(len(sentences), hidden)`` float32.
+    """
+    path = Path(workdir_or_checkpoint).resolve()
+    newest = step is None
+    if step is None and (path / "checkpoints").is_dir():
+        step = RunDir(path).latest_step()  # The cache's key (a damaged one is set aside).
+    return _cached_encoder(str(path), step, newest)(sentences)
+
+
+@command_line
+def main(argv: list[str]) -> None:
+    del argv
+    FLAGS = flags.FLAGS
+    if not FLAGS.workdir or not FLAGS.input or not FLAGS.output:
+        raise UserError("--workdir, --input and --output are required.")
+    try:
+        lines = Path(FLAGS.input).read_text(encoding="utf-8", errors="replace").splitlines()
+        vectors = encode(FLAGS.workdir, lines, step=FLAGS.checkpoint)
+        np.save(FLAGS.output, vectors)
+    except OSError as e:
+        raise UserError(str(e)) from None
+    logging.info("Encoded %d sentences to %s %s.", len(lines), FLAGS.output, vectors.shape)
+
+
+if __name__ == "__main__":
+    # Flags are defined only for the command line, so importing this module defines none.
+    flags.DEFINE_string("workdir", None, "Run directory (or a checkpoint in it).")
+    flags.DEFINE_string("input", None, "Text file, one sentence per line.")
+    flags.DEFINE_string("output", None, "Where the .npy of vectors goes.")
+    flags.DEFINE_integer("checkpoint", None, "Checkpoint step (default: the latest).")
+    app.run(main)
