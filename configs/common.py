@@ -1,5 +1,5 @@
 """The blocks every config in configs/ shares: the loop's top-level fields, the optimizer (with
-the table of tuned rates :mod:`lnexp.tuning` reads), the checkpoints and the MNIST data.
+the table of tuned rates :mod:`lnexp.reporting.tuning` reads), the checkpoints and the MNIST data.
 
 Not a config itself. A config file is loaded by path (``configs/`` is not a package), so it
 imports this file by path too::
@@ -51,7 +51,7 @@ def use_tuned_rates(
     """The learning rate looked up per configuration in ``table`` when a run starts.
 
     ``table`` holds ``(condition, rate)`` pairs such as ``('model.norm=layer,batch_size=4',
-    1e-4)``; :func:`lnexp.tuning.resolve_learning_rate` reads it while ``learning_rate`` is
+    1e-4)``; :func:`lnexp.config.resolve_learning_rate` reads it while ``learning_rate`` is
     ``None`` (a rate given on the command line wins).
     """
     opt.learning_rate = config_dict.placeholder(float)

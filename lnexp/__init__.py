@@ -3,7 +3,7 @@
 The modules to import into your own Flax projects: the normalization layers of
 :mod:`lnexp.norms` and the layer-normalized recurrent cells of :mod:`lnexp.cells`.
 ``lnexp.encode(workdir, sentences)`` encodes sentences with a trained skip-thought run
-(:mod:`lnexp.encoding`, imported on first use).
+(:mod:`lnexp.senteval.encode`, imported on first use).
 """
 
 from lnexp import cells, norms
@@ -37,7 +37,7 @@ __all__ = [
 
 def __getattr__(name: str):
     if name == "encode":  # Lazy: the training stack (orbax, optax) loads only when used.
-        from lnexp.encoding import encode
+        from lnexp.senteval.encode import encode
 
         return encode
     raise AttributeError(f"module 'lnexp' has no attribute {name!r}")

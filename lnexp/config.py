@@ -99,3 +99,49 @@ def load_config(path: str | Path, overrides: Overrides = ()) -> ml_collections.C
     spec.loader.exec_module(module)  # Afresh each time: get_config may read the environment.
     config = module.get_config(arg or None)
     return apply_overrides(config, overrides)
+
+
+def resolve_learning_rate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """The config with ``optimizer.learning_rate`` looked up in ``optimizer.tuned_rates``.
+
+    ``tuned_rates`` (optional) is a table of ``(condition, rate)`` pairs; a condition is the
+    name of a grid cell, ``'model.norm=layer,batch_size=4'``, and matches a config whose fields
+    have those values. It is read only when ``learning_rate`` is ``None`` (a rate given on the
+    command line always wins), so that ``configs/pimnist.py:tuned`` gives every method and
+    batch size the rate chosen for it on the validation split. The returned config (a copy)
+    holds the rate, so ``config.json`` records the rate a run trained with.
+    """
+    opt = config.optimizer
+    table = opt.get("tuned_rates")
+    if opt.learning_rate is not None or not table:
+        return config
+
+    def value(key: str):
+        node = config
+        for name in key.split("."):
+            node = node.get(name) if isinstance(node, ml_collections.ConfigDict) else None
+        return node
+
+    def matches(condition: str) -> bool:
+        for assignment in condition.split(","):
+            key, _, text = assignment.partition("=")
+            try:
+                wanted = ast.literal_eval(text)
+            except (ValueError, SyntaxError):
+                wanted = text
+            if value(key) != wanted:
+                return False
+        return True
+
+    found = [rate for condition, rate in table if matches(condition)]
+    if len(found) != 1:
+        raise UserError(
+            f"config.optimizer.learning_rate is None and {len(found)} entries of "
+            "config.optimizer.tuned_rates match this config (need exactly one); the table has "
+            f"{', '.join(c for c, _ in table)}. Set --config.optimizer.learning_rate=RATE, or "
+            "choose a configuration the table covers."
+        )
+    resolved = ml_collections.ConfigDict(config.to_dict())
+    resolved.optimizer.learning_rate = float(found[0])
+    resolved.lock()
+    return resolved

@@ -4,7 +4,10 @@ Anything that goes wrong because of what the user gave us (a config value, a dat
 batch size that does not fit the devices, a diverged run) raises :class:`UserError` with a
 one-paragraph message naming the problem and the fix. Every command line's ``main`` is wrapped in
 :func:`command_line`, which prints that message and exits with status 2 without a traceback;
-library callers can catch it like any ``ValueError``.
+library callers can catch it like any ``ValueError``. A run stopped on purpose (SIGTERM from a
+cluster about to preempt it, or Ctrl-C) raises :class:`Interrupted` once its checkpoint is
+written; :func:`command_line` prints its paragraph and exits 143 (SIGTERM) or 130 (SIGINT), the
+statuses a shell reports for a process those signals ended.
 The reusable layers raise their own ``ValueError`` subclasses; :func:`config_key` turns those
 about a config value into a :class:`UserError`.
 """
@@ -20,10 +23,27 @@ from typing import NoReturn, ParamSpec
 P = ParamSpec("P")
 EXIT_USER_ERROR = 2  # The status of a command line stopped by a UserError.
 EXIT_INTERRUPTED = 130  # Ctrl-C, as the shell reports a process killed by SIGINT.
+EXIT_TERMINATED = 143  # SIGTERM (preemption), as the shell reports a process killed by it.
 
 
 class UserError(ValueError):
     """A problem with the user's input, with a message that says how to fix it."""
+
+
+class Interrupted(Exception):
+    """A run stopped by a signal (SIGTERM, SIGINT) after checkpointing where it stopped; its
+    message says where and how to resume. Not a :class:`UserError`: nothing is wrong with the
+    input, and whoever runs several runs (a grid) must stop too rather than start the next.
+
+    Attributes:
+        signal_name: ``'SIGTERM'`` or ``'SIGINT'``.
+        exit_status: 143 for SIGTERM, 130 for SIGINT.
+    """
+
+    def __init__(self, message: str, signal_name: str):
+        super().__init__(message)
+        self.signal_name = signal_name
+        self.exit_status = EXIT_TERMINATED if signal_name == "SIGTERM" else EXIT_INTERRUPTED
 
 
 def print_error(message: object) -> None:
@@ -42,7 +62,9 @@ def exit_with_error(message: object) -> NoReturn:
 
 def command_line(main: Callable[P, int | None]) -> Callable[P, int | None]:
     """Wraps a command line's ``main``: a :class:`UserError` prints its one paragraph as
-    ``error: ...`` and makes ``main`` return 2, Ctrl-C returns 130, instead of a traceback.
+    ``error: ...`` and makes ``main`` return 2, an :class:`Interrupted` run prints its paragraph
+    as ``stopped: ...`` and returns its status (143 or 130), an unhandled Ctrl-C returns 130, all
+    without a traceback.
 
     ``main``'s own return value passes through; ``absl.app.run(main)`` and
     ``sys.exit(main())`` turn it into the exit status::
@@ -59,6 +81,11 @@ def command_line(main: Callable[P, int | None]) -> Callable[P, int | None]:
         except UserError as e:
             print_error(e)
             return EXIT_USER_ERROR
+        except Interrupted as e:
+            sys.stdout.flush()
+            start = "\n" if sys.stderr.isatty() else ""
+            print(f"{start}stopped: {e}", file=sys.stderr)
+            return e.exit_status
         except KeyboardInterrupt:
             print("\nInterrupted.", file=sys.stderr)
             return EXIT_INTERRUPTED

@@ -12,6 +12,7 @@ import ml_collections
 from absl import app, flags
 from ml_collections import config_flags
 
+from lnexp.config_ranges import check_ranges
 from lnexp.errors import UserError, command_line, exit_with_error
 from lnexp.training import distributed
 from lnexp.training.loop import train_and_evaluate
@@ -86,6 +87,7 @@ def main(argv: list[str]) -> None:
             config.to_dict()
         except OSError as e:
             raise UserError(_unloadable(e)) from None
+    check_ranges(config)  # Before any work: no process starts on a value out of range.
     distributed.initialize(
         _COORDINATOR_ADDRESS.value,
         _NUM_PROCESSES.value,

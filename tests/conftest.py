@@ -2,6 +2,7 @@
 ../shared/data), else ~/.cache/lnexp/data, where the first training run downloads MNIST."""
 
 import gzip
+import subprocess
 from pathlib import Path
 
 import ml_collections
@@ -150,3 +151,15 @@ def scale_only_norm(monkeypatch) -> str:
     )
     monkeypatch.setitem(norms.REGISTRY, entry.name, entry)
     return entry.name
+
+
+def wait_all(processes: list[subprocess.Popen], timeout_s: float) -> None:
+    """Waits for every process; kills (and reaps) those still running when a wait fails."""
+    try:
+        for process in processes:
+            process.wait(timeout=timeout_s)
+    finally:
+        for process in processes:
+            if process.poll() is None:
+                process.kill()
+                process.wait()

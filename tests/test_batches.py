@@ -58,3 +58,29 @@ def test_epochs_of_fixed_steps_stream_through_passes():
     passes = np.concatenate([s.pass_batches(p)[0] for p in (1, 2, 3)])
     np.testing.assert_array_equal(stream, passes[:15])
     assert all(sum(len(c.indices) for c in s.epoch_chunks(e)) == 5 for e in range(1, 6))
+
+
+@pytest.mark.parametrize(
+    "schedule",
+    [
+        Schedule(num_examples=103, batch_size=10, steps_per_call=4, seed=3),
+        Schedule(30, 4, 5, seed=0, steps_per_epoch=5),
+        Schedule(400, 10, 3, seed=0, lengths=np.repeat([8, 16, 24, 32], 100), steps_per_epoch=17),
+    ],
+)
+@pytest.mark.parametrize("epoch", [1, 3])
+def test_skipping_steps_resumes_the_same_schedule(schedule, epoch):
+    """A run resumed mid-epoch does the rest of that epoch's steps, with the same batches and
+    widths, and cut at the same chunk boundaries after a chunk boundary."""
+    full = schedule.epoch_chunks(epoch)
+    steps = [(tuple(b), c.width) for c in full for b in c.indices]
+    boundaries = np.cumsum([0] + [len(c.indices) for c in full])
+    for skip in range(schedule.epoch_steps + 1):
+        rest = schedule.epoch_chunks(epoch, skip=skip)
+        assert [(tuple(b), c.width) for c in rest for b in c.indices] == steps[skip:]
+        if skip in boundaries:
+            assert [len(c.indices) for c in rest] == [len(c.indices) for c in full][
+                list(boundaries).index(skip) :
+            ]
+    with pytest.raises(ValueError, match="outside an epoch"):
+        schedule.epoch_chunks(epoch, skip=schedule.epoch_steps + 1)

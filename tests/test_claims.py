@@ -1,4 +1,5 @@
-"""Tests for lnexp.claims and ``scripts/compare.py --claims`` on synthetic run directories.
+"""Tests for lnexp.reporting.claims and ``scripts/compare.py --claims`` on synthetic run
+directories.
 
 Every grid here is written by hand (config.json + metrics.jsonl, no training) with curves whose
 answers are known: the epoch a curve first falls below a threshold, the error at the last epoch,
@@ -17,9 +18,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lnexp import claims, compare
 from lnexp.errors import UserError
 from lnexp.experiments import pimnist
+from lnexp.reporting import claims
+from lnexp.reporting.runs import find_runs
 
 REPO = Path(__file__).resolve().parents[1]
 N = 10_000  # test images
@@ -134,7 +136,7 @@ def test_test_error_claims_and_missing_batch_size(tmp_path):
     write_run(tmp_path, "batch", 128, 0, ending_at(0.02, 64))
     write_run(tmp_path, "weight", 128, 0, ending_at(0.014, 64))
     write_run(tmp_path, "weight", 128, 1, ending_at(0.014, 64) + [0.03])  # common epoch: 64
-    result = claims.fig6_claims(compare.find_runs(tmp_path))
+    result = claims.fig6_claims(find_runs(tmp_path))
     keyed = by_claim(result)
     assert [c.group for c in result] == ["test_error"] * 7 + [
         "robustness",
@@ -226,7 +228,7 @@ def test_test_error_claims_and_missing_batch_size(tmp_path):
 
 def test_a_run_longer_than_the_papers_curves_is_inconclusive(tmp_path):
     write_run(tmp_path, "layer", 128, 0, ending_at(0.013, 70))
-    keyed = by_claim(claims.fig6_claims(compare.find_runs(tmp_path)))
+    keyed = by_claim(claims.fig6_claims(find_runs(tmp_path)))
     assert keyed["test_error/layer/128"].verdict == "inconclusive"
     assert "no epoch 70" in keyed["test_error/layer/128"].reason
 
@@ -259,7 +261,7 @@ def test_robustness_to_the_batch_size(tmp_path, ln_4, baseline, verdict, reason)
         for seed, final in enumerate(finals):
             write_run(tmp_path, norm, batch_size, seed, ending_at(final, 10))
     write_run(tmp_path, "weight", 128, 0, ending_at(0.014, 12))  # no batch 4: no Δ
-    claim = by_claim(claims.fig6_claims(compare.find_runs(tmp_path)))["robustness"]
+    claim = by_claim(claims.fig6_claims(find_runs(tmp_path)))["robustness"]
 
     rows = {r["method"]: r for r in claim.rows}
     assert list(rows) == (["none", "batch", "layer"] if baseline else ["batch", "layer"])
@@ -313,7 +315,7 @@ def test_convergence_holds_at_one_batch_size_and_not_at_the_other(tmp_path):
             nll = crossing(nll_epoch, epochs, 0.05, 0.005)
             error = crossing(error_epoch, epochs, 0.03, 0.015)
             write_run(tmp_path, norm, batch_size, seed, error, nll)
-    keyed = by_claim(claims.fig6_claims(compare.find_runs(tmp_path)))
+    keyed = by_claim(claims.fig6_claims(find_runs(tmp_path)))
 
     fast = keyed["convergence/128"]
     rows = {r["method"]: r for r in fast.rows}
@@ -356,7 +358,7 @@ def test_convergence_holds_at_one_batch_size_and_not_at_the_other(tmp_path):
     assert "| BN | 128 | 10 | 6, 7 | 6.5 | 5, never | ≥ 8.0 (1 of 2 never) | 4, 0 |" in markdown
 
     # Other thresholds, other epochs: an NLL threshold nothing reaches.
-    keyed = by_claim(claims.fig6_claims(compare.find_runs(tmp_path), nll_threshold=1e-3))
+    keyed = by_claim(claims.fig6_claims(find_runs(tmp_path), nll_threshold=1e-3))
     rows = {r["method"]: r for r in keyed["convergence/128"].rows}
     assert rows["layer"]["train_nll"]["per_seed"] == [None, None]
     assert keyed["convergence/128"].verdict == "inconclusive"
@@ -379,7 +381,7 @@ def test_convergence_within_an_epoch_is_inconclusive(tmp_path):
         crossing(6, epochs, 1, 0),
         normalize_logits=False,
     )
-    keyed = by_claim(claims.fig6_claims(compare.find_runs(tmp_path)))
+    keyed = by_claim(claims.fig6_claims(find_runs(tmp_path)))
     claim = keyed["convergence/128"]
     assert claim.verdict == "inconclusive"
     assert claim.reason == (
@@ -394,14 +396,14 @@ def test_convergence_within_an_epoch_is_inconclusive(tmp_path):
     for norm, nll_epoch, error_epoch in (("layer", 3, 8), ("batch", 6, 2)):
         error, nll = crossing(error_epoch, 10, 0.03, 0.015), crossing(nll_epoch, 10, 1, 0)
         write_run(mixed, norm, 128, 0, error, nll)
-    claim = by_claim(claims.fig6_claims(compare.find_runs(mixed)))["convergence/128"]
+    claim = by_claim(claims.fig6_claims(find_runs(mixed)))["convergence/128"]
     assert claim.verdict == "inconclusive"
     assert claim.reason == (
         "LN is earlier on one threshold and later on the other: train NLL < 0.01: LN 3.0, BN 6.0 "
         "(LN earlier by 3.0 epochs); test error < 2.00 %: LN 8.0, BN 2.0 (LN later by 6.0 epochs)"
     )
     # LN without BN: nothing to compare with.
-    only_ln = [r for r in compare.find_runs(tmp_path) if r.config["model.norm"] == "layer"]
+    only_ln = [r for r in find_runs(tmp_path) if r.config["model.norm"] == "layer"]
     claim = by_claim(claims.fig6_claims(only_ln))["convergence/128"]
     assert (claim.verdict, claim.reason) == ("inconclusive", "no runs of BN at batch size 128")
     assert [r["method"] for r in claim.rows] == ["layer"]
@@ -430,7 +432,7 @@ def write_instability_grid(workdir: Path, bn_windows=BN_WINDOWS, weight_window=N
 
 def test_instability_holds_with_exact_spreads(tmp_path):
     write_instability_grid(tmp_path)
-    claim = by_claim(claims.fig6_claims(compare.find_runs(tmp_path)))["instability"]
+    claim = by_claim(claims.fig6_claims(find_runs(tmp_path)))["instability"]
     rows = {(r["method"], r["batch_size"]): r for r in claim.rows}
     assert list(rows) == [("none", 4), ("batch", 4), ("layer", 4), ("batch", 128), ("layer", 128)]
 
@@ -474,7 +476,7 @@ def test_instability_inconclusive_and_does_not_hold(tmp_path):
     # WN varies more than BN: inconclusive.
     weight = [0.01, 0.03] * 10
     write_instability_grid(tmp_path / "a", weight_window=weight)
-    claim = by_claim(claims.fig6_claims(compare.find_runs(tmp_path / "a")))["instability"]
+    claim = by_claim(claims.fig6_claims(find_runs(tmp_path / "a")))["instability"]
     wn = next(r for r in claim.rows if r["method"] == "weight")
     assert wn["spikes"] == 10.0 and wn["std"] == pytest.approx(statistics.stdev(weight))
     assert wn["paper_std"] is None
@@ -483,13 +485,13 @@ def test_instability_inconclusive_and_does_not_hold(tmp_path):
 
     # BN above LN but less than twice: inconclusive.
     write_instability_grid(tmp_path / "b", bn_windows=([0.014, 0.0155] * 10,))
-    claim = by_claim(claims.fig6_claims(compare.find_runs(tmp_path / "b")))["instability"]
+    claim = by_claim(claims.fig6_claims(find_runs(tmp_path / "b")))["instability"]
     assert claim.verdict == "inconclusive"
     assert claim.reason.startswith("BN varies more than LN, but less than twice as much")
 
     # BN flat: does not hold.
     write_instability_grid(tmp_path / "c", bn_windows=([0.02] * 20,))
-    claim = by_claim(claims.fig6_claims(compare.find_runs(tmp_path / "c")))["instability"]
+    claim = by_claim(claims.fig6_claims(find_runs(tmp_path / "c")))["instability"]
     assert claim.verdict == "does not hold"
     assert claim.reason.startswith("BN's test error varies no more than LN's (std BN 0.000")
 
@@ -498,7 +500,7 @@ def test_instability_needs_20_epochs(tmp_path):
     for norm in ("batch", "layer"):
         write_run(tmp_path, norm, 4, 0, [0.02] * 10)
         write_run(tmp_path, norm, 128, 0, [0.02] * 25)
-    claim = by_claim(claims.fig6_claims(compare.find_runs(tmp_path)))["instability"]
+    claim = by_claim(claims.fig6_claims(find_runs(tmp_path)))["instability"]
     assert claim.verdict == "inconclusive"
     assert (
         claim.reason == "the runs at batch size 4 have only 10 epochs; the test needs the last 20"
@@ -519,14 +521,14 @@ def test_fig6_claims_rejects_other_grids(tmp_path):
         claims.fig6_claims([])
     write_run(tmp_path / "other", "layer", 128, 0, [0.1] * 3, experiment="seqmnist")
     with pytest.raises(UserError, match="Figure 6 claims .*'seqmnist'"):
-        claims.fig6_claims(compare.find_runs(tmp_path / "other"))
+        claims.fig6_claims(find_runs(tmp_path / "other"))
     write_run(tmp_path / "bs", "layer", 32, 0, [0.1] * 3)
     with pytest.raises(UserError, match="batch size 128 or 4"):
-        claims.fig6_claims(compare.find_runs(tmp_path / "bs"))
+        claims.fig6_claims(find_runs(tmp_path / "bs"))
     write_run(tmp_path / "two", "layer", 128, 0, [0.1] * 3)
     write_run(tmp_path / "two", "layer", 128, 0, [0.1] * 3, cell="lr=1e-3,model.norm=layer")
     with pytest.raises(UserError, match="Several cells have model.norm=layer and batch_size=128"):
-        claims.fig6_claims(compare.find_runs(tmp_path / "two"))
+        claims.fig6_claims(find_runs(tmp_path / "two"))
     with pytest.raises(UserError, match="No run directories"):
         claims.write_claims(tmp_path / "empty")
 
@@ -557,9 +559,7 @@ def test_cli_report_writes_and_exports_the_claims(tmp_path):
     )
     assert result.returncode == 0, result.stdout + result.stderr
     written = json.loads((workdir / "claims.json").read_text())
-    expected = claims.claims_json(
-        claims.fig6_claims(compare.find_runs(workdir), error_threshold=0.016)
-    )
+    expected = claims.claims_json(claims.fig6_claims(find_runs(workdir), error_threshold=0.016))
     assert written == json.loads(json.dumps(expected))
     markdown = (workdir / "claims.md").read_text()
     assert markdown.startswith("# The paper's Figure 6 claims, tested on these runs\n")

@@ -1,4 +1,5 @@
-"""Tests for lnexp.compare and scripts/compare.py: the grid, overrides, aggregation, the figure."""
+"""Tests for lnexp.reporting (grid, runs, summary, figure) and scripts/compare.py: the grid,
+overrides, aggregation, the figure."""
 
 from __future__ import annotations
 
@@ -13,10 +14,12 @@ import numpy as np
 import pytest
 from flax.traverse_util import flatten_dict
 
-from lnexp import compare
 from lnexp import config as config_files
 from lnexp.errors import UserError
 from lnexp.experiments import pimnist
+from lnexp.reporting.grid import expand_grid, run_grid
+from lnexp.reporting.runs import Run, export, find_runs, read_metrics
+from lnexp.reporting.summary import report, summarize
 
 REPO = Path(__file__).resolve().parents[1]
 PAPER_CSV = REPO / "lnexp" / "reference" / "paper_fig6_pimnist.csv"
@@ -24,7 +27,7 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
 def paper_csv_rows() -> list[dict[str, str]]:
-    """The reference CSV read independently of lnexp.compare (comment lines dropped)."""
+    """The reference CSV read independently of lnexp.reporting (comment lines dropped)."""
     lines = [line for line in PAPER_CSV.read_text().splitlines() if not line.startswith("#")]
     return list(csv.DictReader(lines))
 
@@ -106,7 +109,7 @@ def test_paper_fig6_has_one_point_per_epoch_0_to_64():
 
 
 def test_expand_grid_is_the_product_times_seeds_with_cell_names(tmp_path):
-    cells = compare.expand_grid(["model.norm=none,layer", "batch_size=128, 4"], seeds=2)
+    cells = expand_grid(["model.norm=none,layer", "batch_size=128, 4"], seeds=2)
     assert [(c.name, c.seed) for c in cells] == [
         ("model.norm=none,batch_size=128", 0),
         ("model.norm=none,batch_size=128", 1),
@@ -121,14 +124,14 @@ def test_expand_grid_is_the_product_times_seeds_with_cell_names(tmp_path):
     assert cells[3].run_dir(tmp_path) == tmp_path / "model.norm=none,batch_size=4" / "seed=1"
 
     # No axes: one cell per seed, named "base".
-    assert [(c.name, c.seed) for c in compare.expand_grid([], seeds=3)] == [
+    assert [(c.name, c.seed) for c in expand_grid([], seeds=3)] == [
         ("base", 0),
         ("base", 1),
         ("base", 2),
     ]
-    assert compare.expand_grid(["model.norm=layer"], seeds=0) == []
+    assert expand_grid(["model.norm=layer"], seeds=0) == []
     with pytest.raises(UserError, match="KEY=VALUE"):
-        compare.expand_grid(["model.norm"], seeds=1)
+        expand_grid(["model.norm"], seeds=1)
     with pytest.raises(UserError):
         config_files.parse_assignment("=layer")
     assert config_files.parse_assignment(" data.dir = /a=b ") == ("data.dir", "/a=b")
@@ -218,7 +221,7 @@ def test_run_grid_skips_finished_cells_and_collects_failures(tmp_path, monkeypat
         return {}
 
     monkeypatch.setattr(lnexp.training.loop, "train_and_evaluate", fake_train)
-    cells = compare.expand_grid(["model.norm=none,rms,layer"], seeds=2)
+    cells = expand_grid(["model.norm=none,rms,layer"], seeds=2)
     finished = cells[0].run_dir(tmp_path)  # none, seed 0: all 2 epochs done
     finished.mkdir(parents=True)
     (finished / "metrics.jsonl").write_text('{"epoch": 1}\n{"epoch": 2}\n')
@@ -227,7 +230,7 @@ def test_run_grid_skips_finished_cells_and_collects_failures(tmp_path, monkeypat
     (partial / "metrics.jsonl").write_text('{"epoch": 1}\n')
 
     log = []
-    failures = compare.run_grid(
+    failures = run_grid(
         str(REPO / "configs" / "pimnist.py"),
         tmp_path,
         cells,
@@ -249,7 +252,7 @@ def test_run_grid_skips_finished_cells_and_collects_failures(tmp_path, monkeypat
 
     # Everything that succeeded is now finished: a second pass only retries the failures.
     calls.clear()
-    compare.run_grid(
+    run_grid(
         str(REPO / "configs" / "pimnist.py"), tmp_path, cells, [("num_epochs", "2")], log.append
     )
     assert [(n, s) for n, s, *_ in calls] == [("rms", 0), ("rms", 1)]
@@ -371,7 +374,7 @@ def test_report_writes_figure_and_exact_summaries(synthetic_workdir, monkeypatch
         return savefig(fig, *args, **kwargs)
 
     monkeypatch.setattr(matplotlib.figure.Figure, "savefig", capture)
-    rows = compare.report(synthetic_workdir, line_key="model.norm", column_key="batch_size")
+    rows = report(synthetic_workdir, line_key="model.norm", column_key="batch_size")
 
     # summary.json: exactly the right numbers, and what report() returned.
     summary = json.loads((synthetic_workdir / "summary.json").read_text())
@@ -463,9 +466,9 @@ def test_summarize_single_seed_unfinished_runs_and_other_experiments():
             {"epoch": e, "test_error": v, "wall_s": 10.0 * e} for e, v in enumerate(errors, 1)
         ]
         config = flatten_dict(synthetic_config(norm, 128, seed, experiment), sep=".")
-        return compare.Run(cell, seed, config, records)
+        return Run(cell, seed, config, records)
 
-    rows = compare.summarize(
+    rows = summarize(
         [
             run("one", 0, [0.3, 0.1, 0.2]),
             run("short", 0, [0.5, 0.4, 0.3, 0.2, 0.1]),
@@ -484,7 +487,7 @@ def test_summarize_single_seed_unfinished_runs_and_other_experiments():
     assert "paper_at_64" not in other  # same batch size and norm, but not the paper's task
 
     with pytest.raises(UserError, match="No run directories"):
-        compare.report(Path("/nonexistent/lnexp-grid"))
+        report(Path("/nonexistent/lnexp-grid"))
 
 
 # --------------------------------------------------------------------------------------------
@@ -520,7 +523,7 @@ def test_cli_runs_a_grid_skips_finished_cells_and_reports(tmp_path, tiny_mnist_d
     assert result.returncode == 0, result.stdout + result.stderr
     run_dirs = [workdir / f"model.norm={norm}" / "seed=0" for norm in ("none", "layer")]
     for run_dir, norm in zip(run_dirs, ("none", "layer"), strict=True):
-        records = compare.read_metrics(run_dir)
+        records = read_metrics(run_dir)
         assert [r["epoch"] for r in records] == [1]
         assert records[0]["step"] == 64 // 32
         assert 0.0 <= records[0]["test_error"] <= 1.0
@@ -542,7 +545,7 @@ def test_cli_runs_a_grid_skips_finished_cells_and_reports(tmp_path, tiny_mnist_d
     assert result.stdout.count("skipped") == 2, result.stdout
     assert "training" not in result.stdout
     assert [(d / "metrics.jsonl").stat().st_mtime_ns for d in run_dirs] == mtimes
-    assert all(len(compare.read_metrics(d)) == 1 for d in run_dirs)
+    assert all(len(read_metrics(d)) == 1 for d in run_dirs)
 
     # --report alone only aggregates.
     for name in ("figure.png", "summary.md", "summary.json"):
@@ -561,9 +564,7 @@ def test_cli_runs_a_grid_skips_finished_cells_and_reports(tmp_path, tiny_mnist_d
 
 
 def test_summarize_at_an_earlier_epoch(synthetic_workdir):
-    rows = {
-        r["cell"]: r for r in compare.summarize(compare.find_runs(synthetic_workdir), at_epoch=3)
-    }
+    rows = {r["cell"]: r for r in summarize(find_runs(synthetic_workdir), at_epoch=3)}
     norm, batch_size = NORMS[0], BATCH_SIZES[0]
     row = rows[cell_name(norm, batch_size)]
     curves = [[synthetic_test_error(norm, batch_size, i, e) for e in range(1, 4)] for i in range(3)]
@@ -572,21 +573,19 @@ def test_summarize_at_an_earlier_epoch(synthetic_workdir):
     np.testing.assert_allclose(row["best"][0], statistics.mean(min(c) for c in curves))
     assert row["wall_s"] == statistics.mean(60.0 * 3 + 30.0 * i for i in range(3))
     # Runs that never reached the epoch are left out.
-    assert compare.summarize(compare.find_runs(synthetic_workdir), at_epoch=NUM_EPOCHS + 1) == []
+    assert summarize(find_runs(synthetic_workdir), at_epoch=NUM_EPOCHS + 1) == []
 
 
 def test_export_copies_configs_and_metrics_only(synthetic_workdir, tmp_path):
     run_dir = synthetic_workdir / cell_name(NORMS[0], BATCH_SIZES[0]) / f"seed={SEEDS[0]}"
     (run_dir / "checkpoints" / "5").mkdir(parents=True)
     dest = tmp_path / "exported"
-    assert compare.export(synthetic_workdir, dest) == len(NORMS) * len(BATCH_SIZES) * 3 + 1
+    assert export(synthetic_workdir, dest) == len(NORMS) * len(BATCH_SIZES) * 3 + 1
     copied = dest / run_dir.relative_to(synthetic_workdir)
     assert sorted(p.name for p in copied.iterdir()) == ["config.json", "metrics.jsonl"]
     assert (copied / "metrics.jsonl").read_text() == (run_dir / "metrics.jsonl").read_text()
     # The export reports exactly like the original.
-    assert compare.summarize(compare.find_runs(dest)) == compare.summarize(
-        compare.find_runs(synthetic_workdir)
-    )
+    assert summarize(find_runs(dest)) == summarize(find_runs(synthetic_workdir))
 
 
 def test_export_keeps_downstream_evaluations(synthetic_workdir, tmp_path):
@@ -594,6 +593,6 @@ def test_export_keeps_downstream_evaluations(synthetic_workdir, tmp_path):
     (run_dir / "eval").mkdir()
     (run_dir / "eval" / "3000.json").write_text('{"step": 3000}')
     dest = tmp_path / "exported"
-    compare.export(synthetic_workdir, dest)
+    export(synthetic_workdir, dest)
     copied = dest / run_dir.relative_to(synthetic_workdir) / "eval" / "3000.json"
     assert copied.read_text() == '{"step": 3000}'

@@ -1,4 +1,5 @@
-"""lnexp.evaluate and lnexp.data.senteval: the SentEval protocol on synthetic and real data."""
+"""lnexp.senteval (evaluate, report) and lnexp.data.senteval: the SentEval protocol on synthetic
+and real data, and the public path lnexp.evaluate."""
 
 from __future__ import annotations
 
@@ -12,9 +13,10 @@ import pytest
 from conftest import REPO, data_root, load_config, write_tiny_books
 from sklearn.model_selection import StratifiedKFold
 
-from lnexp import evaluate, training
+from lnexp import training
 from lnexp.data import senteval
 from lnexp.errors import UserError
+from lnexp.senteval import evaluate
 
 WORDS = ["good", "bad", "fine", "poor", "nice", "awful", "movie", "plot", "actor", "scene"]
 
@@ -260,6 +262,16 @@ def test_real_senteval_files_parse():
     assert all(1 <= s <= 5 for k in sick for s in sick[k][2])
 
 
+def test_public_paths_are_the_senteval_modules():
+    import lnexp.encoding
+    import lnexp.evaluate
+    from lnexp.senteval import encode
+
+    assert lnexp.evaluate.run is evaluate.run and lnexp.evaluate.PENALTIES is evaluate.PENALTIES
+    assert lnexp.encode is encode.encode and lnexp.encoding.encode is encode.encode
+    assert lnexp.encoding.SentenceEncoder is encode.SentenceEncoder
+
+
 def test_command_line_on_a_trained_run(tmp_path):
     books = write_tiny_books(tmp_path / "books")
     config = load_config("skipthought", "tiny", data__dir=str(books), num_epochs=1)
@@ -296,7 +308,7 @@ def test_paper_table3_is_shipped():
 
 
 def test_report_evaluates_each_checkpoint_once_and_writes_the_table(tmp_path, monkeypatch):
-    from lnexp import senteval_report
+    from lnexp.senteval import report as senteval_report
 
     calls = []
 

@@ -18,6 +18,7 @@ from types import SimpleNamespace
 import jax
 import numpy as np
 import pytest
+from conftest import wait_all
 from test_train import (
     REPO,
     assert_clean_cli_error,
@@ -72,13 +73,8 @@ def run_processes(
                         command, cwd=REPO, env=cli_env(1), stdout=log, stderr=subprocess.STDOUT
                     )
                 )
-        for process in processes:
-            process.wait(timeout=TIMEOUT_S)
     finally:
-        for process in processes:
-            if process.poll() is None:
-                process.kill()
-                process.wait()
+        wait_all(processes, TIMEOUT_S)
     return [
         SimpleNamespace(returncode=p.returncode, stderr=(logs / f"{i}.log").read_text())
         for i, p in enumerate(processes)
@@ -138,6 +134,7 @@ def test_two_processes_match_one_process_with_two_devices(
     assert "epoch 2/2 (step " in results[0].stderr
     assert "epoch 2/2 (step " not in results[1].stderr
     assert sorted(p.name for p in workdir.iterdir()) == [
+        ".lock",  # Held by process 0 while the run trained.
         "checkpoints",
         "config.json",
         "metrics.jsonl",

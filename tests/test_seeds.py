@@ -29,11 +29,12 @@ from test_train import (
     without_timing,
 )
 
-from lnexp import compare, training
+from lnexp import training
 from lnexp.bench import seeds as bench_seeds
 from lnexp.bench.sections import BenchConfig
 from lnexp.errors import UserError
 from lnexp.experiments import pimnist
+from lnexp.reporting.grid import expand_grid, run_grid
 
 REPO = Path(__file__).resolve().parents[1]
 SEEDS = (1, 0)  # Not sorted: seed i of the call goes to workdir i, whatever its value.
@@ -174,9 +175,9 @@ def test_run_grid_trains_seeds_together_and_falls_back_one_by_one(
         ("batch_size", "32"),
         ("eval_batch_size", "200"),
     ]
-    cells = compare.expand_grid(["model.norm=layer"], seeds=2)
+    cells = expand_grid(["model.norm=layer"], seeds=2)
     log = []
-    failures = compare.run_grid(
+    failures = run_grid(
         str(REPO / "configs" / "pimnist.py"),
         tmp_path,
         cells,
@@ -207,9 +208,9 @@ def test_run_grid_groups_seeds_by_configuration_and_resume_step(tmp_path, monkey
 
     monkeypatch.setattr(lnexp.training.loop, "train_and_evaluate", fake_train)
     monkeypatch.setattr(lnexp.training.loop, "train_seeds", fake_train_seeds)
-    cells = compare.expand_grid(["model.norm=none,rms"], seeds=3)
+    cells = expand_grid(["model.norm=none,rms"], seeds=3)
     (cells[1].run_dir(tmp_path) / "checkpoints" / "40").mkdir(parents=True)  # none, seed 1
-    compare.run_grid(
+    run_grid(
         str(REPO / "configs" / "pimnist.py"),
         tmp_path,
         cells,

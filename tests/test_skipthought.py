@@ -14,9 +14,9 @@ from flax import nnx
 
 import lnexp
 from lnexp import training
-from lnexp.encoding import SentenceEncoder
 from lnexp.errors import UserError
 from lnexp.models.skipthought import SkipThought, token_mean_loss
+from lnexp.senteval.encode import SentenceEncoder
 
 
 def tiny_config(books, cache, **overrides):

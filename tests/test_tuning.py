@@ -1,4 +1,5 @@
-"""lnexp.tuning: a hyperparameter chosen per configuration from a sweep's validation curves."""
+"""lnexp.reporting.tuning: a hyperparameter chosen per configuration from a sweep's validation
+curves."""
 
 from __future__ import annotations
 
@@ -10,8 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from lnexp import tuning
-from lnexp.compare import find_runs
+from lnexp import config as config_module
+from lnexp.reporting import tuning
+from lnexp.reporting.runs import find_runs
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -60,7 +62,8 @@ def test_choose_per_configuration_with_edges(sweep):
 
 
 def test_command_line_writes_the_choice_and_refuses_test_metrics(sweep):
-    cmd = [sys.executable, "-m", "lnexp.tuning", "--workdir", str(sweep), "--by", "model.norm"]
+    cmd = [sys.executable, "-m", "lnexp.reporting.tuning", "--workdir", str(sweep)]
+    cmd += ["--by", "model.norm"]
     out = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, check=True).stdout
     assert "| layer | 3.00 | **2.00** | diverged | 0.001 |" in out
     assert "0.001 (at the highest edge)" in out
@@ -93,16 +96,16 @@ def tuned_config(rate=None):
 
 def test_resolve_learning_rate_from_the_table():
     config = tuned_config()
-    resolved = tuning.resolve_learning_rate(config)
+    resolved = config_module.resolve_learning_rate(config)
     assert resolved.optimizer.learning_rate == 1e-4 and config.optimizer.learning_rate is None
     # A rate given explicitly wins over the table.
-    assert tuning.resolve_learning_rate(tuned_config(0.5)).optimizer.learning_rate == 0.5
+    assert config_module.resolve_learning_rate(tuned_config(0.5)).optimizer.learning_rate == 0.5
     with config.unlocked():
         config.model.norm = "weight"
     from lnexp.errors import UserError
 
     with pytest.raises(UserError, match="0 entries of config.optimizer.tuned_rates match"):
-        tuning.resolve_learning_rate(config)
+        config_module.resolve_learning_rate(config)
 
 
 def test_tuned_pimnist_config_names_a_rate_per_method_and_batch_size():
@@ -112,12 +115,14 @@ def test_tuned_pimnist_config_names_a_rate_per_method_and_batch_size():
     assert load_config(config_path).optimizer.learning_rate == 3e-4  # The default: one rate.
     rates = {}
     for norm in ("none", "batch", "layer", "weight"):
-        for batch_size in (128,):
+        for batch_size in (128, 4):
             overrides = [("model.norm", norm), ("batch_size", str(batch_size))]
             config = load_config(f"{config_path}:tuned", overrides)
             assert config.optimizer.learning_rate is None
-            rates[norm, batch_size] = tuning.resolve_learning_rate(config).optimizer.learning_rate
+            rates[norm, batch_size] = config_module.resolve_learning_rate(
+                config
+            ).optimizer.learning_rate
     assert all(isinstance(r, float) and 1e-6 < r < 1e-1 for r in rates.values()), rates
     # A rate given on the command line wins over the table.
     config = load_config(f"{config_path}:tuned", [("optimizer.learning_rate", "0.5")])
-    assert tuning.resolve_learning_rate(config).optimizer.learning_rate == 0.5
+    assert config_module.resolve_learning_rate(config).optimizer.learning_rate == 0.5

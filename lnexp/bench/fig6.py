@@ -1,6 +1,6 @@
 """The fig6 section: wall time of the paper's Figure 6 grid beside what the machine allows.
 
-Trains the real grid, ``scripts/compare.py``'s way (:func:`lnexp.compare.run_grid`): 4
+Trains the real grid, ``scripts/compare.py``'s way (:func:`lnexp.reporting.grid.run_grid`): 4
 methods (none, batch, layer, weight) x batch sizes 128 and 4, one seed, ``fig6_epochs`` epochs
 each (64 in the paper; fewer keep the benchmark short: every epoch costs the same), on the real
 MNIST files (``--data_dir``), each epoch evaluated on the training, validation and test splits
@@ -21,11 +21,12 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from lnexp import compare
 from lnexp.bench import pimnist
 from lnexp.bench.section import CommonSettings, check_at_least, setting
 from lnexp.bench.timing import Row, note_row
 from lnexp.errors import UserError
+from lnexp.reporting.grid import expand_grid, run_grid
+from lnexp.reporting.runs import read_metrics
 
 METHODS = ("none", "batch", "layer", "weight")
 BATCHES = (128, 4)
@@ -73,11 +74,11 @@ def run(
         raise UserError(f"The fig6 section reads {config_path}: run it from the repository root.")
     workdir = Path(config.fig6_workdir)
     shutil.rmtree(workdir, ignore_errors=True)  # Fresh runs: a resumed one would be faster.
-    cells = compare.expand_grid(
+    cells = expand_grid(
         [f"model.norm={','.join(METHODS)}", f"batch_size={','.join(map(str, BATCHES))}"], 1
     )
     shared = [("num_epochs", str(config.fig6_epochs)), ("data.dir", config.data_dir), *overrides]
-    failures = compare.run_grid(config_path, workdir, cells, shared)
+    failures = run_grid(config_path, workdir, cells, shared)
     if failures:
         raise UserError(f"The Figure 6 grid failed: {failures[0][1]}")
     lim = pimnist.limits(config)
@@ -85,7 +86,7 @@ def run(
     for cell in cells:
         values = dict(cell.values)
         norm, batch = values["model.norm"], int(values["batch_size"])
-        last = compare.read_metrics(cell.run_dir(workdir))[-1]
+        last = read_metrics(cell.run_dir(workdir))[-1]
         wall, compile_s = last["wall_s"], last["compile_s"]
         limit = limit_seconds(norm, batch, last["step"], config.fig6_epochs, lim)
         per_epoch = (wall - compile_s) / config.fig6_epochs

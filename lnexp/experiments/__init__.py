@@ -8,9 +8,9 @@ else about it. Experiments are looked up by ``config.experiment``.
 An experiment with curves in the paper also exposes ``REFERENCE_KEYS`` (the config fields that
 name a curve, e.g. ``('batch_size', 'model.norm')``) and ``reference_curves() -> {values of
 those fields: {metric: values, '<metric>_epoch': epochs, ...}}``; the reports
-(:mod:`lnexp.compare`) draw and tabulate them through :func:`reference_curve` without knowing
+(:mod:`lnexp.reporting`) draw and tabulate them through :func:`reference_curve` without knowing
 the experiment. One with a table in the paper exposes ``reference_table()`` (read by the report
-that prints it, e.g. :mod:`lnexp.senteval_report`).
+that prints it, e.g. :mod:`lnexp.senteval.report`).
 
 A new experiment is one module here (plus its name in :data:`EXPERIMENTS`) and one config file.
 """

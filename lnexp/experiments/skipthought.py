@@ -112,9 +112,9 @@ def build_task(config: ml_collections.ConfigDict) -> Task:
 
 
 # --------------------------------------------------------------------------------------------
-# The paper's table (lnexp.senteval_report prints it below our runs).
+# The paper's table (lnexp.senteval.report prints it below our runs).
 
-# Column names of the shipped CSV -> score names of lnexp.senteval_report.SCORES.
+# Column names of the shipped CSV -> score names of lnexp.senteval.report.SCORES.
 PAPER_COLUMNS = {"SICK_r": "SICK r", "SICK_rho": "SICK rho", "SICK_mse": "SICK MSE"}
 
 

@@ -9,7 +9,8 @@ epoch alone is noisy: the 5,000-image validation split's standard error is about
 extended past that edge.
 
 The chosen values go into the config as a table (``optimizer.tuned_rates`` of
-``configs/pimnist.py:tuned``) that :func:`resolve_learning_rate` reads when a run starts.
+``configs/pimnist.py:tuned``) that :func:`lnexp.config.resolve_learning_rate` reads when a run
+starts.
 
 Command line (writes ``WORKDIR/choice.md`` and ``WORKDIR/choice.json``)::
 
@@ -19,7 +20,6 @@ Command line (writes ``WORKDIR/choice.md`` and ``WORKDIR/choice.json``)::
 
 from __future__ import annotations
 
-import ast
 import json
 import math
 import sys
@@ -27,7 +27,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import ml_collections
 import numpy as np
 
 from lnexp.errors import UserError, command_line
@@ -111,52 +110,6 @@ def choice_markdown(rows: Sequence[dict[str, Any]], key: str, by: Sequence[str],
         "the lowest in bold.",
     ]
     return "\n".join(lines) + "\n"
-
-
-def resolve_learning_rate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
-    """The config with ``optimizer.learning_rate`` looked up in ``optimizer.tuned_rates``.
-
-    ``tuned_rates`` (optional) is a table of ``(condition, rate)`` pairs; a condition is the
-    name of a grid cell, ``'model.norm=layer,batch_size=4'``, and matches a config whose fields
-    have those values. It is read only when ``learning_rate`` is ``None`` (a rate given on the
-    command line always wins), so that ``configs/pimnist.py:tuned`` gives every method and
-    batch size the rate chosen for it on the validation split. The returned config (a copy)
-    holds the rate, so ``config.json`` records the rate a run trained with.
-    """
-    opt = config.optimizer
-    table = opt.get("tuned_rates")
-    if opt.learning_rate is not None or not table:
-        return config
-
-    def value(key: str):
-        node = config
-        for name in key.split("."):
-            node = node.get(name) if isinstance(node, ml_collections.ConfigDict) else None
-        return node
-
-    def matches(condition: str) -> bool:
-        for assignment in condition.split(","):
-            key, _, text = assignment.partition("=")
-            try:
-                wanted = ast.literal_eval(text)
-            except (ValueError, SyntaxError):
-                wanted = text
-            if value(key) != wanted:
-                return False
-        return True
-
-    found = [rate for condition, rate in table if matches(condition)]
-    if len(found) != 1:
-        raise UserError(
-            f"config.optimizer.learning_rate is None and {len(found)} entries of "
-            "config.optimizer.tuned_rates match this config (need exactly one); the table has "
-            f"{', '.join(c for c, _ in table)}. Set --config.optimizer.learning_rate=RATE, or "
-            "choose a configuration the table covers."
-        )
-    resolved = ml_collections.ConfigDict(config.to_dict())
-    resolved.optimizer.learning_rate = float(found[0])
-    resolved.lock()
-    return resolved
 
 
 @command_line

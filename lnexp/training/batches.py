@@ -95,8 +95,16 @@ class Schedule:
         step_order = np.argsort(rank, kind="stable")
         return batches[step_order].astype(np.int32), rank[step_order], widths[step_order]
 
-    def epoch_chunks(self, epoch: int) -> list[Chunk]:
-        """The chunks of epoch ``epoch`` (from 1), in order."""
+    def epoch_chunks(self, epoch: int, skip: int = 0) -> list[Chunk]:
+        """The chunks of epoch ``epoch`` (from 1), in order, without its first ``skip`` steps
+        (those a run stopped mid-epoch has done already).
+
+        Skipping leaves every later step's batch (and width) as it was: the steps of the same
+        chunks, the first of them cut short when ``skip`` falls inside it (a chunk's steps
+        compute the same bits whatever the chunk's length).
+        """
+        if not 0 <= skip <= self.epoch_steps:
+            raise ValueError(f"skip={skip} is outside an epoch of {self.epoch_steps} steps.")
         if self.steps_per_epoch is None:
             parts = [self.pass_batches(epoch)]
         else:
@@ -115,4 +123,11 @@ class Schedule:
             for a, b in zip(cut[:-1], cut[1:], strict=True):
                 width = None if self.lengths is None else int(widths[a])
                 chunks.append(Chunk(batches[a:b], width))
-        return chunks
+        kept = []
+        for chunk in chunks:
+            if skip >= len(chunk.indices):
+                skip -= len(chunk.indices)
+                continue
+            kept.append(dataclasses.replace(chunk, indices=chunk.indices[skip:]))
+            skip = 0
+        return kept

@@ -9,25 +9,16 @@ import jax
 import ml_collections
 from jax.sharding import Mesh
 
+from lnexp.config_ranges import check_ranges
 from lnexp.errors import UserError
 from lnexp.experiments import Task
 
 
 def check_config(config: ml_collections.ConfigDict, mesh: Mesh) -> None:
-    """Rejects settings the loop cannot run with, naming the field."""
-    positive = {
-        "steps_per_call": config.steps_per_call,
-        "eval_batch_size": config.eval_batch_size,
-        "checkpoint.keep": config.checkpoint.keep,
-        "checkpoint.every_epochs": config.checkpoint.every_epochs,
-    }
-    if config.get("steps_per_epoch") is not None:
-        positive["steps_per_epoch"] = config.steps_per_epoch
-    for key, value in positive.items():
-        if value <= 0:
-            raise UserError(f"config.{key}={value} must be positive (--config.{key}=N).")
-    if config.num_epochs < 0:
-        raise UserError(f"config.num_epochs={config.num_epochs} must not be negative.")
+    """Rejects settings the loop cannot run with, naming the field: every numeric field out of
+    its declared range (:data:`lnexp.config_ranges.RANGES`), and a batch that does not divide
+    over the mesh."""
+    check_ranges(config)
     check_batch_size(config, mesh)
 
 

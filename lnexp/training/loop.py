@@ -19,6 +19,11 @@ data and the loss. Its shape:
   (the last ``checkpoint.keep`` are kept; :mod:`lnexp.training.run_dir`). Re-running on the same
   run directories resumes from the last one, and since batches depend only on ``(seed, epoch)``
   a resumed run is bitwise identical on CPU.
+* SIGTERM (a cluster's preemption notice) or Ctrl-C stops the run after the chunk in flight,
+  on every process at the same step: it checkpoints that step (inside an epoch, with the
+  epoch's training metrics so far beside it) and raises :class:`~lnexp.errors.Interrupted`
+  (exit 143 or 130 from the command line). Rerunning resumes inside the epoch with the rest of
+  its schedule, so the run ends bitwise as an uninterrupted one (:mod:`lnexp.training.preemption`).
 * A non-finite loss (or evaluation) stops the run with an error naming the epoch, step (and
   seed); the bad state is never recorded or checkpointed, so the last good checkpoint survives.
 * Over several processes (hosts; :mod:`lnexp.training.distributed` connects them) every process
@@ -32,9 +37,9 @@ seed would (up to float rounding: see :mod:`lnexp.training.trainer`), so reports
 resuming (by either function) work unchanged. The timing fields of a record (``examples_per_sec``,
 ``wall_s``, ``compile_s``) are those of the program that trains all the seeds;
 ``examples_per_sec`` counts the seed's own examples. The seeds must resume from the same step
-(:func:`lnexp.compare.run_grid` groups them so); tasks with sequence lengths (skip-thoughts) are
-refused, since each seed's schedule cuts its chunks to other widths; a non-finite loss or
-evaluation in one seed stops every seed, naming it.
+(:func:`lnexp.reporting.grid.run_grid` groups them so); tasks with sequence lengths
+(skip-thoughts) are refused, since each seed's schedule cuts its chunks to other widths; a
+non-finite loss or evaluation in one seed stops every seed, naming it.
 """
 
 from __future__ import annotations
@@ -50,13 +55,15 @@ import ml_collections
 import numpy as np
 from absl import logging
 
+from lnexp.config import resolve_learning_rate
+from lnexp.errors import Interrupted
 from lnexp.experiments import build_task
-from lnexp.training import checks, records
+from lnexp.training import checks, preemption, records
 from lnexp.training.batches import Schedule
 from lnexp.training.metric_writers import MetricWriter, ProgressLine
-from lnexp.training.run_dir import RunDir, resume_step
+from lnexp.training.preemption import StopSignals
+from lnexp.training.run_dir import RunDir, held, restore_readable
 from lnexp.training.trainer import Trainer, TrainState, make_mesh, make_optimizer, put
-from lnexp.tuning import resolve_learning_rate
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -> dict[str, Any]:
@@ -117,7 +124,18 @@ def train_seeds(
 def _train(
     configs: Sequence[ml_collections.ConfigDict], workdirs: Sequence[str | Path]
 ) -> list[dict[str, Any]]:
-    """The loop: ``configs`` differ only in their seed; one run directory each."""
+    """The loop: ``configs`` differ only in their seed; one run directory each. SIGTERM and
+    SIGINT stop it at the next chunk boundary (:mod:`lnexp.training.preemption`)."""
+    # The run directories' locks, and disk-full/unwritable errors reported (run_dir.held).
+    with held([RunDir(w) for w in workdirs]), StopSignals() as stop_signals:
+        return _train_until_stopped(configs, workdirs, stop_signals)
+
+
+def _train_until_stopped(
+    configs: Sequence[ml_collections.ConfigDict],
+    workdirs: Sequence[str | Path],
+    stop_signals: StopSignals,
+) -> list[dict[str, Any]]:
     run_dirs = [RunDir(w) for w in workdirs]
     seeds = [int(c.seed) for c in configs]
     is_main = jax.process_index() == 0
@@ -160,7 +178,8 @@ def _train(
     with contextlib.ExitStack() as cleanup:
         keep = config.checkpoint.keep
         checkpoints = [cleanup.enter_context(r.checkpoints(keep)) for r in run_dirs]
-        latest = resume_step(run_dirs, checkpoints, seeds)
+        # The newest checkpoint that reads back (damaged ones moved aside, with a warning).
+        latest, restored = restore_readable(run_dirs, checkpoints, seeds, trainer.seed_target())
         writers = [
             cleanup.enter_context(MetricWriter(r.path, enabled=is_main, purge_after=latest or 0))
             for r in run_dirs
@@ -173,10 +192,19 @@ def _train(
         if latest is None:
             state = put(trainer.initial_state, trainer.replicated)
         else:
-            target = trainer.seed_target()
-            state = trainer.stack([c.restore(latest, target) for c in checkpoints])
+            state = trainer.stack(restored)
             for run_dir in run_dirs if is_main else []:
                 logging.info("Resumed from the checkpoint at step %d in %s.", latest, run_dir.path)
+        # A checkpoint inside an epoch (a run stopped by a signal): the rest of that epoch's
+        # schedule, with its metrics so far.
+        first_epoch = trainer.counter(state, "epoch") + 1
+        epoch_steps = schedules[0].epoch_steps
+        skip = trainer.counter(state, "step") - (first_epoch - 1) * epoch_steps
+        partials = [preemption.load_partial_epoch(r.path, latest) for r in run_dirs] if skip else []
+        if partials:
+            walls_before = [wall_s for *_, wall_s in partials]
+        for run_dir in run_dirs if is_main else []:
+            preemption.drop_stale_partial_epochs(run_dir.path, run_dir.checkpoint_steps())
 
         progress = ProgressLine(
             total_steps,
@@ -185,11 +213,32 @@ def _train(
             enabled=is_main,
         )
         t_start = time.perf_counter()
-        for epoch in range(trainer.counter(state, "epoch") + 1, config.num_epochs + 1):
-            state, train_metrics, train_seconds = _train_epoch(
-                trainer, state, train_data, schedules, config, epoch, progress, run_dirs
-            )
+        for epoch in range(first_epoch, config.num_epochs + 1):
+            state, train_metrics, train_seconds, stop = _train_epoch(
+                trainer, state, train_data, schedules, config, epoch, progress, run_dirs,
+                skip=skip, stop_signals=stop_signals,
+            )  # fmt: skip
+            if partials:  # The steps done before the run was stopped.
+                train_metrics = {
+                    k: np.concatenate([np.stack([p[0][k] for p in partials], axis=1), v])
+                    for k, v in train_metrics.items()
+                }
+                train_seconds += partials[0][1]
+            skip, partials = 0, []
             step = trainer.counter(state, "step")
+            if stop is not None and step < epoch * epoch_steps:  # Stopped inside the epoch.
+                progress.done()
+                wall = time.perf_counter() - t_start
+                for i, (run_dir, checkpoint, seed_state) in enumerate(
+                    zip(run_dirs, checkpoints, trainer.unstack(state), strict=True)
+                ):
+                    if is_main:  # Beside the checkpoint, before it: it is useless without.
+                        seed_metrics = {k: v[:, i] for k, v in train_metrics.items()}
+                        preemption.save_partial_epoch(
+                            run_dir.path, step, seed_metrics, train_seconds, walls_before[i] + wall
+                        )
+                    checkpoint.save(step, seed_state)
+                raise _interrupted(stop, step, epoch, epoch_steps, config.num_epochs, run_dirs)
             evals = {
                 name: trainer.evaluate(state, constants, split) for name, split in eval_data.items()
             }
@@ -222,7 +271,45 @@ def _train(
             if epoch % config.checkpoint.every_epochs == 0 or epoch == config.num_epochs:
                 for checkpoint, seed_state in zip(checkpoints, trainer.unstack(state), strict=True):
                     checkpoint.save(step, seed_state)
+            if epoch < config.num_epochs:
+                stop = stop or stop_signals.poll()  # Also a signal during the evaluation.
+                if stop is not None:
+                    if epoch % config.checkpoint.every_epochs != 0:  # No checkpoint yet.
+                        for checkpoint, seed_state in zip(
+                            checkpoints, trainer.unstack(state), strict=True
+                        ):
+                            checkpoint.save(step, seed_state)
+                    raise _interrupted(stop, step, epoch, epoch_steps, config.num_epochs, run_dirs)
+    for run_dir in run_dirs if is_main else []:  # The checkpoints saved are all finalized now.
+        preemption.drop_stale_partial_epochs(run_dir.path, run_dir.checkpoint_steps())
     return last_records
+
+
+def _interrupted(
+    stop: tuple[str, int],
+    step: int,
+    epoch: int,
+    epoch_steps: int,
+    num_epochs: int,
+    run_dirs: Sequence[RunDir],
+) -> Interrupted:
+    """The error of a run stopped by signal ``stop`` (its name, the process that got it) once
+    the checkpoint at ``step`` is written (the loop's exit waits for it)."""
+    name, process = stop
+    done = step - (epoch - 1) * epoch_steps
+    where = (
+        f"the end of epoch {epoch} of {num_epochs}"
+        if done == epoch_steps
+        else f"epoch {epoch} of {num_epochs}, {done} of its {epoch_steps} steps"
+    )
+    by = f" (received by process {process})" if jax.process_count() > 1 else ""
+    paths = ", ".join(str(r.checkpoint_dir / str(step)) for r in run_dirs)
+    return Interrupted(
+        f"training stopped at step {step} ({where}) on {name}{by}; the checkpoint of that step "
+        f"is written to {paths}. Resume with the same command: it continues from that step with "
+        "the same batches, as if it had not stopped.",
+        name,
+    )
 
 
 def _train_epoch(
@@ -234,16 +321,22 @@ def _train_epoch(
     epoch: int,
     progress: ProgressLine,
     run_dirs: Sequence[RunDir],
+    *,
+    skip: int = 0,
+    stop_signals: StopSignals | None = None,
 ):
-    """Runs one epoch of every seed in calls of ``steps_per_call`` fused steps; stops on a
-    non-finite loss in any seed. Returns the state, the per-step metrics ``(steps, seeds)`` and
-    the seconds spent training (compilation left out)."""
+    """Runs one epoch of every seed (its steps after the first ``skip``) in calls of
+    ``steps_per_call`` fused steps; stops on a non-finite loss in any seed, and after the chunk
+    in flight once any process received SIGTERM or SIGINT. Returns the state, the per-step
+    metrics ``(steps, seeds)``, the seconds spent training (compilation left out) and the stop
+    request (``(signal name, process)``, or ``None``)."""
     per_step = []
     seconds = 0.0
     epoch_start_step = trainer.counter(state, "step")  # The host tracks the step from here on.
     done = 0
     # Without sequence lengths every seed's chunks have the same number of steps.
-    for chunks in zip(*[s.epoch_chunks(epoch) for s in schedules], strict=True):
+    stop = None
+    for chunks in zip(*[s.epoch_chunks(epoch, skip) for s in schedules], strict=True):
         chunk = trainer.stack_chunks(chunks)
         first_step = epoch_start_step + done
         t0, compile_before = time.perf_counter(), trainer.compile_seconds
@@ -273,4 +366,7 @@ def _train_epoch(
             f"{rate:,.0f} {trainer.task.unit}/s{in_all}",
             epoch_start_step + done,
         )
-    return state, {k: np.concatenate([m[k] for m in per_step]) for k in per_step[0]}, seconds
+        if stop_signals is not None and (stop := stop_signals.poll()) is not None:
+            break
+    metrics = {k: np.concatenate([m[k] for m in per_step]) for k in per_step[0]}
+    return state, metrics, seconds, stop

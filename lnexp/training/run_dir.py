@@ -11,7 +11,18 @@
   all that evaluating or encoding needs) and ``training/`` (the optimizer state, the step and
   the epoch: what only resuming needs), so that :meth:`Checkpoints.restore_model` restores a
   model without building its optimizer;
-* what the task adds (e.g. ``vocab.txt``).
+* what the task adds (e.g. ``vocab.txt``);
+* ``.lock``: held (``flock``) by the process that trains the run, and naming it, so that a
+  second launch on the same workdir is refused (:meth:`RunDir.lock`); the OS drops the lock of a
+  killed process, so a lock never outlives its run;
+* ``checkpoints/<step>.damaged/``: a checkpoint that did not read back, moved aside (never
+  deleted) when a run resumed from the one before it (:func:`restore_readable`).
+
+Faults of the disk are the user's to fix and are reported as such: a checkpoint, config or
+record that cannot be written (a full or read-only filesystem) is a :class:`UserError` naming the
+workdir, what failed and the space a checkpoint takes (:func:`disk_errors_reported`); earlier
+checkpoints stay intact, and orbax's temporary directories of a save cut short are removed when
+the checkpoints are next opened for saving.
 
 Checkpoints written before the two items existed (one ``default/`` item holding everything)
 are refused with a message: such a run cannot be resumed or encoded, but its ``config.json``
@@ -24,16 +35,26 @@ see the same ``config.json`` and the same last checkpoint before any of them tra
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import enum
+import errno
+import fcntl
 import json
-from collections.abc import Mapping, Sequence
+import logging as pylogging
+import os
+import re
+import shutil
+import socket
+import sys
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import jax
 import ml_collections
 import orbax.checkpoint as ocp
+from absl import logging
 from flax.traverse_util import flatten_dict
 
 from lnexp.errors import UserError
@@ -54,6 +75,8 @@ RESUMABLE_CHANGES = (
 )
 # ... except data.dir between a path and None, which switches between a user's own files and
 # config.data.source (TFDS's validation split holds other images).
+
+DAMAGED = ".damaged"  # The suffix of a checkpoint moved aside: checkpoints/<step>.damaged.
 
 # A checkpoint's items: what a model needs, and what only resuming its training needs.
 MODEL_ITEM, TRAINING_ITEM = "model", "training"
@@ -82,6 +105,7 @@ class RunDir:
         self.config_path = self.path / "config.json"
         self.metrics_path = self.path / "metrics.jsonl"
         self.checkpoint_dir = self.path / "checkpoints"
+        self.lock_path = self.path / ".lock"
 
     def __repr__(self) -> str:
         return f"RunDir({str(self.path)!r})"
@@ -187,8 +211,63 @@ class RunDir:
     # The checkpoints.
 
     def checkpoint_steps(self) -> list[int]:
-        """The steps of the checkpoints, ascending (empty without any)."""
-        return sorted(int(p.name) for p in self.checkpoint_dir.glob("*") if p.name.isdigit())
+        """The steps of the checkpoints, ascending (empty without any; damaged ones moved aside
+        and orbax's temporary directories are not checkpoints)."""
+        return sorted(
+            int(p.name) for p in self.checkpoint_dir.glob("*") if p.name.isdigit() and p.is_dir()
+        )
+
+    def damaged_checkpoints(self) -> list[Path]:
+        """The checkpoints moved aside as damaged (``checkpoints/<step>.damaged*``)."""
+        return sorted(self.checkpoint_dir.glob(f"*{DAMAGED}*"))
+
+    # ----------------------------------------------------------------------------------------
+    # The lock.
+
+    @contextlib.contextmanager
+    def lock(self) -> Iterator[None]:
+        """Holds ``.lock`` while the block runs: one run at a time in a run directory.
+
+        An OS-level lock (``flock``), taken by process 0 of a run over several processes (the
+        others agree on its outcome): the OS releases it when the holder exits, however it dies,
+        so no stale lock ever blocks a later run.
+
+        Raises:
+            UserError: when another process holds it (named by its pid, host and command).
+        """
+        handle, holder = None, ""
+        if jax.process_index() == 0:
+            with disk_errors_reported([self], "the lock file .lock"):
+                self.path.mkdir(parents=True, exist_ok=True)
+                handle = open(self.lock_path, "a+")  # noqa: SIM115 (held past this block)
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                handle.seek(0)
+                holder = handle.read().strip() or "another process"
+                handle.close()
+                handle = None
+            else:
+                handle.seek(0)
+                handle.truncate()
+                command = " ".join(sys.argv) or sys.executable
+                handle.write(f"pid {os.getpid()} on host {socket.gethostname()}: {command}\n")
+                handle.flush()
+        mine = int(handle is not None or jax.process_index() != 0)  # Only process 0 locks.
+        free = all(ok for (ok,) in distributed.all_processes([mine]))
+        try:
+            if not free:
+                raise UserError(
+                    f"{self.path} is in use by another run ({holder or 'held, says process 0'}"
+                    "): two runs in one workdir would write over each other's checkpoints and "
+                    "records. Wait for it to finish (or stop it), or choose another --workdir."
+                )
+            yield
+        finally:
+            if handle is not None:
+                handle.truncate(0)
+                fcntl.flock(handle, fcntl.LOCK_UN)
+                handle.close()
 
     def latest_step(self) -> int:
         """The step of the last checkpoint; a :class:`UserError` without any."""
@@ -214,7 +293,17 @@ class Checkpoints:
 
     def __init__(self, directory: Path, keep: int | None = None):
         self.directory = directory
-        options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=keep is not None)
+        self.keep = keep
+        self.saved_nbytes: int | None = None  # The size of the last state saved.
+        _quiet_orbax_disk_errors()
+        quiet_restore_stragglers()
+        options = ocp.CheckpointManagerOptions(
+            max_to_keep=keep,
+            create=keep is not None,
+            # A save cut short (a kill, a full disk) leaves <step>.orbax-checkpoint-tmp*: removed
+            # when a run opens the checkpoints again.
+            cleanup_tmp_directories=keep is not None,
+        )
         handlers = {name: ocp.StandardCheckpointHandler() for name in ITEMS}
         self._manager = ocp.CheckpointManager(directory, item_handlers=handlers, options=options)
 
@@ -225,8 +314,12 @@ class Checkpoints:
         self.close()
 
     def close(self) -> None:
-        self._manager.wait_until_finished()
-        self._manager.close()
+        try:
+            self._manager.wait_until_finished()  # A save in flight may fail here.
+        except Exception as e:
+            raise self._save_failed(e) from None
+        finally:
+            self._manager.close()
 
     def latest_step(self) -> int | None:
         return self._manager.latest_step()
@@ -234,9 +327,73 @@ class Checkpoints:
     def save(self, step: int, state: Mapping[str, Any]) -> None:
         """Saves a training state (asynchronously; every process of a run takes part)."""
         items = _split(state)
-        self._manager.save(
-            step, args=ocp.args.Composite(**{k: ocp.args.StandardSave(v) for k, v in items.items()})
+        self.saved_nbytes = sum(int(getattr(a, "nbytes", 0)) for a in jax.tree.leaves(items))
+        args = ocp.args.Composite(**{k: ocp.args.StandardSave(v) for k, v in items.items()})
+        try:  # Also reports the failure of the previous save, still in flight.
+            self._manager.save(step, args=args)
+        except Exception as e:
+            raise self._save_failed(e, step) from None
+
+    def _save_failed(self, error: Exception, step: int | None = None) -> Exception:
+        """A :class:`UserError` for a save that failed for lack of space or permission (the
+        temporary directory removed), else ``error`` itself."""
+        if not _is_disk_error(error):
+            return error
+        if jax.process_index() == 0:
+            for tmp in self.directory.glob("*.orbax-checkpoint-tmp*"):
+                shutil.rmtree(tmp, ignore_errors=True)
+        failed = re.search(r"/(\d+)\.orbax-checkpoint-tmp", str(error))  # An earlier save's.
+        step = int(failed.group(1)) if failed else step
+        what = f"the checkpoint of step {step}" if step is not None else "a checkpoint"
+        return UserError(
+            _disk_message(self.directory.parent, what, error, self.saved_nbytes, self.keep)
         )
+
+    def move_aside(self, step: int, reason: str) -> Path:
+        """Moves the damaged checkpoint ``step`` to ``<step>.damaged`` (never deletes it; process
+        0 moves it, every process then sees it gone) with one warning line."""
+        path = self.directory / str(step)
+        target = self.directory / f"{step}{DAMAGED}"
+        n = 1
+        while target.exists():
+            target, n = self.directory / f"{step}{DAMAGED}.{n}", n + 1
+        if jax.process_index() == 0:
+            os.replace(path, target)
+            logging.warning(
+                "The checkpoint of step %d in %s does not read back (%s); moved it aside to %s "
+                "and resuming from the checkpoint before it.",
+                step,
+                self.directory,
+                reason,
+                target.name,
+            )
+        distributed.barrier(f"lnexp: checkpoint {step} moved aside")
+        self._manager.reload()
+        return target
+
+    def restore_newest_model(
+        self, target: Mapping[str, Any] | None = None
+    ) -> tuple[int, dict[str, Any]]:
+        """The model's variables of the newest checkpoint that reads back (damaged newer ones
+        moved aside, see :meth:`move_aside`): ``(step, {params, rest})``.
+
+        Raises:
+            UserError: when no checkpoint reads back (or there is none).
+        """
+        while (step := self._manager.latest_step()) is not None:
+            try:
+                return step, self.restore_model(step, target)
+            except UserError:
+                raise
+            except Exception as e:
+                quiet_restore_stragglers()
+                self.move_aside(step, _first_line(e))
+        if not list(self.directory.glob(f"*{DAMAGED}*")):
+            raise UserError(
+                f"{self.directory.parent} has no checkpoint yet: train it first "
+                "(python -m lnexp.main)."
+            )
+        raise UserError(_no_readable_message(self.directory))
 
     def restore(self, step: int, target: Mapping[str, Any] | None = None) -> dict[str, Any]:
         """The training state at ``step``, shaped and placed like ``target`` (arrays or
@@ -343,6 +500,215 @@ def resume_step(
             "(lnexp.training.train_and_evaluate; scripts/compare.py does so by itself)."
         )
     return mine.steps[0]
+
+
+def restore_readable(
+    run_dirs: Sequence[RunDir],
+    checkpoints: Sequence[Checkpoints],
+    seeds: Sequence[int],
+    target: Mapping[str, Any],
+) -> tuple[int | None, list[dict[str, Any]]]:
+    """The step every run directory resumes from and each one's training state there
+    (``(None, [])``: they start afresh), restoring the newest checkpoint that reads back.
+
+    A checkpoint that fails to restore on any process (damaged files, a missing item) is moved
+    aside with a warning (:meth:`Checkpoints.move_aside`) and the one before it tried; the
+    processes agree on each outcome, so they all resume from the same step (:func:`resume_step`).
+
+    Raises:
+        UserError: when checkpoints were there but none reads back, or for :func:`resume_step`'s
+            reasons.
+    """
+    while True:
+        step = resume_step(run_dirs, checkpoints, seeds)
+        if step is None:
+            if damaged := [r for r in run_dirs if r.damaged_checkpoints()]:
+                raise UserError(_no_readable_message(damaged[0].checkpoint_dir))
+            return None, []
+        states, failures = [], []
+        for checkpoint in checkpoints:
+            try:
+                states.append(checkpoint.restore(step, target))
+                failures.append("")
+            except UserError:
+                raise
+            except Exception as e:  # orbax and tensorstore raise many types.
+                quiet_restore_stragglers()
+                states.append({})
+                failures.append(_first_line(e))
+        views = distributed.all_processes([int(not f) for f in failures])
+        bad = [i for i in range(len(checkpoints)) if not all(view[i] for view in views)]
+        if not bad:
+            return step, states
+        for i in bad:
+            checkpoints[i].move_aside(step, failures[i] or "another process could not read it")
+
+
+@contextlib.contextmanager
+def disk_errors_reported(run_dirs: Sequence[RunDir], what: str = "") -> Iterator[None]:
+    """Turns a write that failed for lack of space or permission (``ENOSPC``, ``EROFS``,
+    ``EACCES``, ..., raw or wrapped by orbax/tensorstore) into one :class:`UserError` naming the
+    workdir, what could not be written and the size of a checkpoint."""
+    try:
+        yield
+    except UserError:
+        raise
+    except Exception as e:
+        # Only writes into a run directory (not, say, unreadable data elsewhere).
+        inside = [r for r in run_dirs if _mentions(e, r.path)]
+        if not _is_disk_error(e) or not inside:
+            raise
+        run = inside[0]
+        steps = run.checkpoint_steps()
+        size = _disk_size(run.checkpoint_dir / str(steps[-1])) if steps else None
+        name = what or (f"{e.filename}" if getattr(e, "filename", None) else "a file")
+        raise UserError(_disk_message(run.path, name, e, size, None)) from None
+
+
+@contextlib.contextmanager
+def held(run_dirs: Sequence[RunDir]) -> Iterator[None]:
+    """A run's hold on its run directories: each one's lock (:meth:`RunDir.lock`) for the
+    block, and its writes that fail for lack of space or permission reported
+    (:func:`disk_errors_reported`)."""
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(disk_errors_reported(run_dirs))
+        for run_dir in run_dirs:
+            stack.enter_context(run_dir.lock())
+        yield
+
+
+_DISK_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EFBIG}
+_CAUSES = (
+    "No space left on device",
+    "Disk quota exceeded",
+    "Read-only file system",
+    "Permission denied",
+    "File too large",
+)
+_DISK_WORDS = (
+    "RESOURCE_EXHAUSTED",
+    "No space left",
+    "Read-only file system",
+    "Permission denied",
+    "PERMISSION_DENIED",
+    "Disk quota",
+    "File too large",
+)
+
+
+def _mentions(error: BaseException | None, path: Path) -> bool:
+    """Whether ``error`` (or what it wraps) names a file under ``path``."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        names = [getattr(error, "filename", None), getattr(error, "filename2", None), str(error)]
+        if any(name is not None and str(path) in str(name) for name in names):
+            return True
+        error = error.__cause__ or error.__context__
+    return False
+
+
+def _is_disk_error(error: BaseException | None) -> bool:
+    """Whether ``error`` (or what it wraps) is a write refused by the filesystem."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        if isinstance(error, OSError) and error.errno in _DISK_ERRNOS:
+            return True
+        if any(word in str(error) for word in _DISK_WORDS):
+            return True
+        error = error.__cause__ or error.__context__
+    return False
+
+
+def _disk_message(
+    workdir: Path, what: str, error: BaseException, nbytes: int | None, keep: int | None
+) -> str:
+    text = str(error)
+    known = [w for w in _CAUSES if w in text]
+    cause = getattr(error, "strerror", None) or (known[0] if known else _first_line(error))
+    if nbytes:
+        kept = f", {keep} of them kept plus the one being written" if keep else ""
+        need = nbytes * ((keep or 0) + 1)
+        size = (
+            f" A checkpoint of this run takes about {nbytes / 1e6:.2f} MB{kept}: leave at least "
+            f"{need / 1e6:.2f} MB free for the checkpoints (and some for the records)."
+        )
+    else:
+        size = ""
+    return (
+        f"Cannot write to the workdir {workdir}: {what} could not be written ({cause}).{size} "
+        "The earlier checkpoints are intact: free some space (or make the workdir writable, or "
+        "choose a --workdir elsewhere) and rerun the same command to resume from the last one."
+    )
+
+
+def _disk_size(path: Path) -> int:
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+
+class _DiskErrorsOfOrbax(pylogging.Filter):
+    """Drops orbax's own reports (with tracebacks, from its background threads) of a write
+    refused by the filesystem: the run reports it as one error paragraph."""
+
+    def filter(self, record: pylogging.LogRecord) -> bool:
+        if "orbax" not in record.pathname or not record.exc_info:
+            return True
+        return not _is_disk_error(record.exc_info[1])
+
+
+def _quiet_orbax_disk_errors() -> None:
+    logger = pylogging.getLogger("absl")
+    if not any(isinstance(f, _DiskErrorsOfOrbax) for f in logger.filters):
+        logger.addFilter(_DiskErrorsOfOrbax())
+
+
+class _StragglersOfAFault(pylogging.Filter):
+    """Drops the tracebacks that orbax's background threads and asyncio log after a save or
+    restore has failed (the failure itself is reported once, as a warning or an error)."""
+
+    def filter(self, record: pylogging.LogRecord) -> bool:
+        from_async = "orbax" in record.pathname or record.name == "asyncio"
+        return not (from_async and (record.exc_info or "never retrieved" in record.getMessage()))
+
+
+def quiet_restore_stragglers() -> None:
+    """After a failed restore or save, tensorstore's other reads or writes of it still complete,
+    into the event loop that orbax has closed by then: Python reports each as an unraisable
+    'Event loop is closed' traceback, and orbax's threads and asyncio log theirs. Those (only
+    those: records with a traceback from orbax or asyncio) are dropped from then on."""
+    handlers = [*pylogging.getLogger().handlers, logging.get_absl_handler()]
+    for handler in handlers:
+        if not any(isinstance(f, _StragglersOfAFault) for f in handler.filters):
+            handler.addFilter(_StragglersOfAFault())
+    previous = sys.unraisablehook
+    if getattr(previous, "lnexp_quiet", False):
+        return
+
+    def hook(unraisable) -> None:
+        value = unraisable.exc_value
+        if isinstance(value, RuntimeError) and str(value) == "Event loop is closed":
+            return
+        previous(unraisable)
+
+    hook.lnexp_quiet = True
+    sys.unraisablehook = hook
+
+
+def _first_line(error: BaseException) -> str:
+    """The first line of an error's message, cut to 300 characters (for one warning line)."""
+    text = str(error).strip().splitlines()
+    line = text[0] if text else type(error).__name__
+    return line if len(line) <= 300 else line[:297] + "..."
+
+
+def _no_readable_message(directory: Path) -> str:
+    return (
+        f"No checkpoint in {directory} reads back: every one is damaged (moved aside as "
+        f"<step>{DAMAGED}, never deleted). Choose one: restore the checkpoints from a copy "
+        f"(renamed back to <step>), or start the run afresh by removing {directory} (its "
+        "metrics.jsonl is then rewritten), or train in a new --workdir."
+    )
 
 
 def _as_json(config: ml_collections.ConfigDict) -> dict[str, Any]:

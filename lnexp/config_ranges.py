@@ -1,0 +1,171 @@
+"""The valid range of every numeric config field, declared once: :data:`RANGES`.
+
+:func:`check_ranges` checks a whole config against the table before any work (the training
+loop's :func:`lnexp.training.checks.check_config` and ``python -m lnexp.main`` call it), and
+refuses the first value out of range with one :class:`~lnexp.errors.UserError` naming the field
+and its range. A field is named by its dotted key (``optimizer.learning_rate``); the same key
+means the same thing in every config of ``configs/``. A tuple value (``model.hidden_sizes``,
+``optimizer.tuned_rates``) has each of its numbers checked; booleans and strings are not numbers
+here. tests/test_config_ranges.py fails for a numeric field of any config without an entry, so a
+new field gets its range when it is added.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Iterator
+from typing import Any
+
+import ml_collections
+
+from lnexp.errors import UserError
+
+INF = math.inf
+
+
+@dataclasses.dataclass(frozen=True)
+class Range:
+    """``low <= value <= high`` (``<`` where ``open_low``/``open_high``); ``integer``: whole
+    numbers only; ``optional``: ``None`` is allowed (a placeholder left unset)."""
+
+    low: float = -INF
+    high: float = INF
+    open_low: bool = False
+    open_high: bool = False
+    integer: bool = False
+    optional: bool = False
+    what: str = ""  # What the field is, for the message.
+
+    def contains(self, value: Any) -> bool:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            return False
+        if self.integer and not isinstance(value, int):
+            return False
+        if isinstance(value, float) and math.isnan(value):
+            return False
+        above = value > self.low if self.open_low else value >= self.low
+        below = value < self.high if self.open_high else value <= self.high
+        return above and below
+
+    def describe(self) -> str:
+        """``'an integer >= 1'``, ``'a number in [0, 1)'``, ``'a number > 0'``."""
+        kind = "an integer" if self.integer else "a number"
+        if self.low > -INF and self.high < INF:
+            text = (
+                f"{kind} in {'(' if self.open_low else '['}{_num(self.low)}, "
+                f"{_num(self.high)}{')' if self.open_high else ']'}"
+            )
+        elif self.low > -INF:
+            text = f"{kind} {'>' if self.open_low else '>='} {_num(self.low)}"
+        elif self.high < INF:
+            text = f"{kind} {'<' if self.open_high else '<='} {_num(self.high)}"
+        else:
+            text = kind
+        return text + (" (or None)" if self.optional else "")
+
+
+def _num(x: float) -> str:
+    return str(int(x)) if float(x).is_integer() else repr(x)
+
+
+def count(what: str, low: int = 1, optional: bool = False) -> Range:
+    return Range(low=low, integer=True, optional=optional, what=what)
+
+
+def positive(what: str, optional: bool = False) -> Range:
+    return Range(low=0.0, open_low=True, optional=optional, what=what)
+
+
+def fraction(what: str) -> Range:
+    """In ``[0, 1)``: decay rates, momenta, probabilities of dropping."""
+    return Range(low=0.0, high=1.0, open_high=True, what=what)
+
+
+# Every numeric field of every config in configs/, by dotted key.
+RANGES: dict[str, Range] = {
+    # The loop (configs/common.py: loop_fields, checkpoint).
+    "seed": count("the random seed", low=0),
+    "num_epochs": count("the number of epochs (evaluation periods)"),
+    "batch_size": count("the global batch size"),
+    "steps_per_call": count("training steps fused into one call"),
+    "steps_per_epoch": count("training steps per evaluation period", optional=True),
+    "eval_batch_size": count("examples per evaluation step"),
+    "log_every_s": Range(low=0.0, what="seconds between progress lines"),
+    "checkpoint.keep": count("checkpoints kept"),
+    "checkpoint.every_epochs": count("epochs between checkpoints"),
+    # The optimizer (configs/common.py: optimizer, use_tuned_rates).
+    "optimizer.learning_rate": positive("the learning rate", optional=True),
+    "optimizer.tuned_rates": positive("each tuned learning rate"),
+    "optimizer.b1": fraction("Adam's first-moment decay"),
+    "optimizer.b2": fraction("Adam's second-moment decay"),
+    "optimizer.eps": positive("Adam's epsilon"),
+    "optimizer.momentum": fraction("SGD's momentum"),
+    "optimizer.grad_clip_norm": Range(low=0.0, what="the gradient-norm clip (0: none)"),
+    # The data.
+    "data.limit_train": count("training examples used", optional=True),
+    "data.vocab_size": count("the vocabulary size"),
+    "data.max_tokens": count("words kept per sentence"),
+    "data.valid_books": count("books held out for validation"),
+    "data.valid_examples": count("validation examples evaluated"),
+    # The models.
+    "model.hidden_sizes": count("each hidden layer's size"),
+    "model.hidden_size": count("the hidden size"),
+    "model.embed_dim": count("the embedding size"),
+    "model.epsilon": positive("the normalization epsilon"),
+    "model.bn_momentum": fraction("batch norm's running-average momentum"),
+    "model.data_init_examples": count("examples of the data-dependent initialization"),
+    "model.unroll": count("time steps unrolled per scan iteration"),
+}
+
+
+def flat_items(config: ml_collections.ConfigDict | dict, prefix: str = "") -> Iterator[tuple]:
+    """``(dotted key, value)`` of every leaf of ``config``."""
+    for key, value in config.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, ml_collections.ConfigDict | dict):
+            yield from flat_items(value, name + ".")
+        else:
+            yield name, value
+
+
+def numbers(value: Any) -> list[Any]:
+    """The numbers in a leaf: itself, or those inside a (nested) tuple or list; booleans and
+    strings are not numbers here."""
+    if isinstance(value, tuple | list):
+        return [n for v in value for n in numbers(v)]
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return [value]
+    return []
+
+
+def is_numeric(value: Any) -> bool:
+    return bool(numbers(value))
+
+
+def check_ranges(config: ml_collections.ConfigDict) -> None:
+    """Refuses the first field of ``config`` out of its declared range (:data:`RANGES`).
+
+    Raises:
+        UserError: naming the field, its value and the valid range.
+    """
+    for key, value in flat_items(config):
+        allowed = RANGES.get(key)
+        if allowed is None or (value is None and allowed.optional):
+            continue  # Not a field of a config in configs/ (tests/test_config_ranges.py).
+        is_tuple = isinstance(value, tuple | list)
+        values = _elements(value) if is_tuple else [value]
+        bad = [v for v in values if not allowed.contains(v)]
+        if bad:
+            raise UserError(
+                f"config.{key}={value!r} is out of range: {allowed.what} must be "
+                f"{allowed.describe()}{f' (not {bad[0]!r})' if is_tuple else ''}. "
+                f"Set a valid value with --config.{key}=VALUE."
+            )
+
+
+def _elements(value: Any) -> list[Any]:
+    """The elements of a (nested) tuple, strings left out (``tuned_rates``' conditions)."""
+    if isinstance(value, tuple | list):
+        return [e for v in value for e in _elements(v)]
+    return [] if isinstance(value, str) else [value]
