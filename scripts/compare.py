@@ -21,8 +21,8 @@ Only aggregate the run directories that exist::
 Writes WORKDIR/figure.png, WORKDIR/summary.md and WORKDIR/summary.json.
 
 Also test the paper's Figure 6 claims (final errors, robustness to the batch size, convergence
-speed, BN's instability at batch size 4; see lnexp/claims.py) and write WORKDIR/claims.md and
-WORKDIR/claims.json::
+speed, BN's instability at batch size 4; see lnexp/reporting/claims.py) and write
+WORKDIR/claims.md and WORKDIR/claims.json::
 
     python scripts/compare.py --workdir runs/fig6 --report --claims \\
         --nll_threshold=1e-2 --error_threshold=0.02
@@ -34,9 +34,9 @@ from pathlib import Path
 
 from absl import app, flags
 
-from lnexp import claims, compare
 from lnexp import config as config_files
 from lnexp.errors import UserError, command_line
+from lnexp.reporting import claims, grid, runs, summary
 from lnexp.training.metric_writers import quiet_library_logs
 
 _CONFIG = flags.DEFINE_string("config", None, "Config file, e.g. configs/pimnist.py[:arg].")
@@ -99,14 +99,14 @@ def main(argv):
             raise UserError("--config is required to run a grid (or pass --report).")
         if _CLAIMS.value:
             _check_claims_config()
-        cells = compare.expand_grid(_GRID.value, _SEEDS.value)
+        cells = grid.expand_grid(_GRID.value, _SEEDS.value)
         shared = [config_files.parse_assignment(s) for s in _SET.value]
-        failures = compare.run_grid(
+        failures = grid.run_grid(
             _CONFIG.value, workdir, cells, shared, vectorize_seeds=_VECTORIZE_SEEDS.value
         )
         for cell, message in failures:
             print(f"FAILED {cell.run_dir(workdir)}: {message}", file=sys.stderr)
-    rows = compare.report(
+    rows = summary.report(
         workdir,
         line_key=line_key,
         column_key=column_key,
@@ -122,13 +122,13 @@ def main(argv):
         )
     if _EXPORT.value:
         export_dir = Path(_EXPORT.value)
-        n = compare.export(workdir, export_dir)
+        n = runs.export(workdir, export_dir)
         names = ["figure.png", "summary.md", "summary.json"]
         names += [n for n in ("claims.md", "claims.json") if (workdir / n).exists()]
         for name in names:
             shutil.copyfile(workdir / name, export_dir / name)
         print(f"Exported {n} runs and the report to {export_dir}")
-    print(compare.summary_markdown(rows, _METRIC.value))
+    print(summary.summary_markdown(rows, _METRIC.value))
     print(f"Wrote {workdir / 'figure.png'}, {workdir / 'summary.md'}, {workdir / 'summary.json'}")
     if claimed is not None:
         print(claims.claims_markdown(claimed))

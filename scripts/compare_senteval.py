@@ -12,8 +12,8 @@ from pathlib import Path
 
 from absl import app, flags
 
-from lnexp import senteval_report
 from lnexp.errors import UserError, command_line
+from lnexp.senteval import report as senteval_report
 from lnexp.training.metric_writers import quiet_library_logs
 
 _RUNS = flags.DEFINE_multi_string("run", [], "LABEL=RUN_DIR, once per run.")
