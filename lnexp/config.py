@@ -125,11 +125,7 @@ def resolve_learning_rate(config: ml_collections.ConfigDict) -> ml_collections.C
     def matches(condition: str) -> bool:
         for assignment in condition.split(","):
             key, _, text = assignment.partition("=")
-            try:
-                wanted = ast.literal_eval(text)
-            except (ValueError, SyntaxError):
-                wanted = text
-            if value(key) != wanted:
+            if value(key) != _parse_value(text):
                 return False
         return True
 

@@ -122,12 +122,12 @@ def main(argv):
         )
     if _EXPORT.value:
         export_dir = Path(_EXPORT.value)
-        n = runs.export(workdir, export_dir)
+        exported = runs.export(workdir, export_dir)
         names = ["figure.png", "summary.md", "summary.json"]
-        names += [n for n in ("claims.md", "claims.json") if (workdir / n).exists()]
+        names += [f for f in ("claims.md", "claims.json") if (workdir / f).exists()]
         for name in names:
             shutil.copyfile(workdir / name, export_dir / name)
-        print(f"Exported {n} runs and the report to {export_dir}")
+        print(f"Exported {exported} runs and the report to {export_dir}")
     print(summary.summary_markdown(rows, _METRIC.value))
     print(f"Wrote {workdir / 'figure.png'}, {workdir / 'summary.md'}, {workdir / 'summary.json'}")
     if claimed is not None:

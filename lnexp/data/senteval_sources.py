@@ -46,9 +46,6 @@ from lnexp.data.fetch import STALE_PART_S, DownloadError, Report, download, join
 from lnexp.errors import UserError
 
 TASKS = ("MR", "CR", "SUBJ", "MPQA", "TREC", "SICK")
-SENTEVAL_SCRIPT = (
-    "https://github.com/facebookresearch/SentEval/blob/main/data/downstream/get_transfer_data.bash"
-)
 
 _BINARY_ZIP = "datasmall_NB_ACL12.zip"
 _TREC = ("http://cogcomp.cs.illinois.edu/Data/QA/QC/", "https://cogcomp.seas.upenn.edu/Data/QA/QC/")

@@ -127,16 +127,17 @@ def _train(
     """The loop: ``configs`` differ only in their seed; one run directory each. SIGTERM and
     SIGINT stop it at the next chunk boundary (:mod:`lnexp.training.preemption`)."""
     # The run directories' locks, and disk-full/unwritable errors reported (run_dir.held).
-    with held([RunDir(w) for w in workdirs]), StopSignals() as stop_signals:
-        return _train_until_stopped(configs, workdirs, stop_signals)
+    run_dirs = [RunDir(w) for w in workdirs]
+    with held(run_dirs), StopSignals() as stop_signals:
+        return _train_until_stopped(configs, workdirs, run_dirs, stop_signals)
 
 
 def _train_until_stopped(
     configs: Sequence[ml_collections.ConfigDict],
     workdirs: Sequence[str | Path],
+    run_dirs: Sequence[RunDir],
     stop_signals: StopSignals,
 ) -> list[dict[str, Any]]:
-    run_dirs = [RunDir(w) for w in workdirs]
     seeds = [int(c.seed) for c in configs]
     is_main = jax.process_index() == 0
     mesh = make_mesh()
