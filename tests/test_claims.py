@@ -11,12 +11,11 @@ from __future__ import annotations
 import json
 import math
 import statistics
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from test_compare import run_cli
 
 from lnexp.errors import UserError
 from lnexp.experiments import pimnist
@@ -535,16 +534,6 @@ def test_fig6_claims_rejects_other_grids(tmp_path):
 
 # --------------------------------------------------------------------------------------------
 # The command line.
-
-
-def run_cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "scripts/compare.py", *args],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
 
 
 def test_cli_report_writes_and_exports_the_claims(tmp_path):
