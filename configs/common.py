@@ -1,5 +1,6 @@
 """The blocks every config in configs/ shares: the loop's top-level fields, the optimizer (with
-the table of tuned rates :mod:`lnexp.reporting.tuning` reads), the checkpoints and the MNIST data.
+its learning-rate schedule, weight decay and the table of tuned rates
+:mod:`lnexp.reporting.tuning` reads), the checkpoints and the MNIST data.
 
 Not a config itself. A config file is loaded by path (``configs/`` is not a package), so it
 imports this file by path too::
@@ -33,15 +34,49 @@ def loop_fields(
 
 
 def optimizer(learning_rate: float, grad_clip_norm: float = 0.0) -> ml_collections.ConfigDict:
-    """Adam with its usual betas and epsilon (``name='sgd'`` for SGD with ``momentum``)."""
+    """Adam with its usual betas and epsilon at a constant ``learning_rate``.
+
+    :func:`lnexp.training.optimizer.make_optimizer` builds it. The defaults of the schedule and
+    weight-decay fields keep plain Adam at a constant rate (bitwise the optimizer of the runs
+    from before those fields existed, which still resume:
+    :data:`lnexp.training.run_dir.ADDED_FIELDS`).
+
+    Fields:
+        name: ``'adam'``, ``'adamw'`` (Adam with decoupled weight decay, optax's ``adamw``) or
+            ``'sgd'`` (with ``momentum``).
+        learning_rate: The peak learning rate (``None`` with ``tuned_rates``: looked up when a
+            run starts).
+        b1, b2, eps: Adam's moment decays and epsilon (adam and adamw).
+        momentum: SGD's momentum (0: none).
+        grad_clip_norm: Clip the global gradient norm to this before the update (0: no clip).
+        schedule: ``'constant'`` (the peak rate after the warmup) or ``'cosine'`` (a cosine
+            decay from the peak to ``end_learning_rate_factor * learning_rate`` over
+            ``decay_steps`` steps after the warmup, then that final rate).
+        warmup_steps: Steps of linear warmup from 0 (at step 0) to the peak rate (0: none).
+        decay_steps: Steps of the cosine decay after the warmup; ``None``: until the end of
+            training (the run's total steps minus ``warmup_steps``). Cosine only.
+        end_learning_rate_factor: The cosine's final rate as a fraction of the peak rate.
+        weight_decay: AdamW's decoupled weight decay (multiplied by the current learning rate,
+            as in PyTorch's ``AdamW``); only with ``name='adamw'``; 0: none.
+        decay_matrices_only: Decay only parameters with 2 or more dimensions (kernels,
+            embeddings), not 1-D ones (biases, normalization gains and biases), as is usual for
+            Transformers; ``False``: decay every parameter.
+    """
     opt = ml_collections.ConfigDict()
-    opt.name = "adam"  # adam | sgd
-    opt.learning_rate = learning_rate
+    opt.name = "adam"  # adam | adamw | sgd
+    opt.learning_rate = learning_rate  # The peak rate, reached after the warmup.
     opt.b1 = 0.9
     opt.b2 = 0.999
     opt.eps = 1e-8
     opt.momentum = 0.0  # sgd only
     opt.grad_clip_norm = grad_clip_norm  # Clip the global gradient norm; 0 = no clipping.
+    opt.schedule = "constant"  # constant | cosine: after the warmup.
+    opt.warmup_steps = 0  # Linear warmup from 0 to learning_rate; 0 = none.
+    # Steps of the cosine decay after the warmup; None = until the last step of training.
+    opt.decay_steps = config_dict.placeholder(int)
+    opt.end_learning_rate_factor = 0.0  # The cosine's final rate / learning_rate.
+    opt.weight_decay = 0.0  # adamw only; multiplied by the current learning rate. 0 = none.
+    opt.decay_matrices_only = True  # Decay >= 2-D parameters only (not biases, norm gains).
     return opt
 
 

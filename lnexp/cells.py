@@ -76,9 +76,11 @@ def _build_norm(m: NormMethod, num_features: int, epsilon: float, rngs: nnx.Rngs
 
 
 def _fusable(norms: tuple[nnx.Module, ...]) -> bool:
-    """Whether ``norms`` are default-form layer norms with one epsilon, a gain and a bias."""
+    """Whether ``norms`` are default-form layer norms (over the last axis) with one epsilon, a
+    gain and a bias."""
     return all(
         type(n) is LayerNorm
+        and n.reduction_axes == n.feature_axes == (-1,)
         and not (n.one_pass_variance or n.epsilon_outside_sqrt)
         and n.scale is not None
         and n.bias is not None

@@ -6,8 +6,12 @@ refuses the first value out of range with one :class:`~lnexp.errors.UserError` n
 and its range. A field is named by its dotted key (``optimizer.learning_rate``); the same key
 means the same thing in every config of ``configs/``. A tuple value (``model.hidden_sizes``,
 ``optimizer.tuned_rates``) has each of its numbers checked; booleans and strings are not numbers
-here. tests/test_config_ranges.py fails for a numeric field of any config without an entry, so a
-new field gets its range when it is added.
+here. tests/test_faults.py fails for a numeric field of any config without an entry, so a new
+field gets its range when it is added.
+
+The string fields that name the optimizer and its schedule have their valid names declared in
+:data:`CHOICES`, checked by the same :func:`check_ranges`, so a misspelt ``optimizer.schedule``
+is refused before any work too.
 """
 
 from __future__ import annotations
@@ -102,12 +106,20 @@ RANGES: dict[str, Range] = {
     "optimizer.eps": positive("Adam's epsilon"),
     "optimizer.momentum": fraction("SGD's momentum"),
     "optimizer.grad_clip_norm": Range(low=0.0, what="the gradient-norm clip (0: none)"),
+    "optimizer.warmup_steps": count("steps of learning-rate warmup (0: none)", low=0),
+    "optimizer.decay_steps": count("steps of the cosine decay after the warmup", optional=True),
+    "optimizer.end_learning_rate_factor": Range(
+        low=0.0, high=1.0, what="the cosine's final learning rate as a fraction of the peak"
+    ),
+    "optimizer.weight_decay": Range(low=0.0, what="AdamW's weight decay (0: none)"),
     # The data.
     "data.limit_train": count("training examples used", optional=True),
     "data.vocab_size": count("the vocabulary size"),
     "data.max_tokens": count("words kept per sentence"),
     "data.valid_books": count("books held out for validation"),
     "data.valid_examples": count("validation examples evaluated"),
+    "data.stride": count("characters between the starts of training windows"),
+    "data.valid_windows": count("validation windows evaluated"),
     # The models.
     "model.hidden_sizes": count("each hidden layer's size"),
     "model.hidden_size": count("the hidden size"),
@@ -116,7 +128,45 @@ RANGES: dict[str, Range] = {
     "model.bn_momentum": fraction("batch norm's running-average momentum"),
     "model.data_init_examples": count("examples of the data-dependent initialization"),
     "model.unroll": count("time steps unrolled per scan iteration"),
+    "model.context": count("the Transformer's context length"),
+    "model.width": count("the Transformer's width"),
+    "model.depth": count("the Transformer's number of blocks"),
+    "model.num_heads": count("attention heads per block"),
+    "model.mlp_ratio": count("the MLP's hidden width over the model width"),
+    "model.dropout": fraction("the dropout rate"),
+    "model.init_std": positive("the initial weights' standard deviation"),
 }
+
+
+@dataclasses.dataclass(frozen=True)
+class Choice:
+    """One of ``values``, the names a string field accepts."""
+
+    values: tuple[str, ...]
+    what: str = ""  # What the field is, for the message.
+
+
+# The string fields whose names the training machinery reads, by dotted key (the model's names,
+# such as model.norm, are checked by the layers that read them: lnexp.errors.config_key).
+CHOICES: dict[str, Choice] = {
+    "optimizer.name": Choice(("adam", "adamw", "sgd"), "the optimizer"),
+    "optimizer.schedule": Choice(("constant", "cosine"), "the learning-rate schedule"),
+}
+
+
+def check_choice(key: str, value: Any) -> None:
+    """Refuses ``value`` for the field ``key`` unless it is one of its :data:`CHOICES`.
+
+    Raises:
+        UserError: naming the field, its value, the valid values and the fix.
+    """
+    choice = CHOICES[key]
+    if value not in choice.values:
+        names = ", ".join(repr(v) for v in choice.values)
+        raise UserError(
+            f"config.{key}={value!r} is not a valid name for {choice.what}: expected one of "
+            f"{names}. Set one with --config.{key}={choice.values[0]}."
+        )
 
 
 def flat_items(config: ml_collections.ConfigDict | dict, prefix: str = "") -> Iterator[tuple]:
@@ -144,15 +194,19 @@ def is_numeric(value: Any) -> bool:
 
 
 def check_ranges(config: ml_collections.ConfigDict) -> None:
-    """Refuses the first field of ``config`` out of its declared range (:data:`RANGES`).
+    """Refuses the first field of ``config`` out of its declared range (:data:`RANGES`), or not
+    one of its declared names (:data:`CHOICES`).
 
     Raises:
-        UserError: naming the field, its value and the valid range.
+        UserError: naming the field, its value and the valid range or names.
     """
     for key, value in flat_items(config):
+        if key in CHOICES:
+            check_choice(key, value)
+            continue
         allowed = RANGES.get(key)
         if allowed is None or (value is None and allowed.optional):
-            continue  # Not a field of a config in configs/ (tests/test_config_ranges.py).
+            continue  # Not a field of a config in configs/ (tests/test_faults.py).
         is_tuple = isinstance(value, tuple | list)
         values = _elements(value) if is_tuple else [value]
         bad = [v for v in values if not allowed.contains(v)]

@@ -36,6 +36,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
+import operator
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
@@ -179,31 +180,134 @@ def _standardize_segments_jvp(sizes: tuple[int, ...], epsilon: float, primals, t
     return y.reshape(x.shape), dy.reshape(x.shape)
 
 
+Axes = int | Sequence[int]
+"""One axis or several, negative counting from the end, as Flax's ``reduction_axes``."""
+Features = int | Sequence[int]
+"""A normalizer's ``num_features``: one size (a flat parameter vector) or the parameters' shape."""
+
+
+def _ints(value: Any) -> tuple[int, ...] | None:
+    """``value`` (an int or a sequence of ints) as a tuple of ints; ``None`` if it is neither."""
+    items = value if isinstance(value, Sequence) and not isinstance(value, str) else (value,)
+    if any(isinstance(v, bool) or not hasattr(v, "__index__") for v in items):
+        return None
+    return tuple(operator.index(v) for v in items)
+
+
+def _as_axes(axes: Axes, name: str, owner: str) -> tuple[int, ...]:
+    """``axes`` as a tuple of ints, as given (not yet resolved against an input's rank)."""
+    resolved = _ints(axes)
+    if resolved is None:
+        raise ValueError(f"{owner}: {name} must be an int or a sequence of ints, got {axes!r}.")
+    return resolved
+
+
+def _param_shape(num_features: Features, feature_axes: tuple[int, ...], owner: str):
+    """The shape of ``scale`` and ``bias`` that ``num_features`` asks for, checked."""
+    shape = _ints(num_features)
+    if shape is None:
+        raise ValueError(
+            f"{owner}: num_features must be an int or a tuple of ints, got {num_features!r}."
+        )
+    if isinstance(num_features, Sequence) and len(shape) != len(feature_axes):
+        raise ValueError(
+            f"{owner}: num_features={shape} is the shape of {len(shape)} feature axes, but "
+            f"feature_axes={feature_axes} names {len(feature_axes)}; give one size per feature "
+            "axis, or one int for the flat parameter vector (Flax's layout)."
+        )
+    if any(n < 1 for n in shape):
+        raise ValueError(f"{owner}: num_features={num_features!r} must be positive.")
+    return shape
+
+
+def _resolve_axes(shape: tuple[int, ...], axes: tuple[int, ...], name: str, owner: str):
+    """``axes`` of an input of ``shape`` as sorted non-negative axes; out of range or repeated
+    axes raise a ``ValueError`` that names them."""
+    rank = len(shape)
+    bad = [a for a in axes if not -rank <= a < rank]
+    if bad:
+        raise ValueError(
+            f"{owner}: {name}={axes} has {bad} out of range for an input of rank {rank} "
+            f"(shape {shape}); axes must lie in [{-rank}, {rank - 1}]."
+        )
+    resolved = [a % rank for a in axes]
+    if len(set(resolved)) != len(resolved):
+        raise ValueError(
+            f"{owner}: {name}={axes} names the same axis twice for an input of rank {rank} "
+            f"(shape {shape}); name each axis once."
+        )
+    return tuple(sorted(resolved))
+
+
+class _AxesNorm(nnx.Module):
+    """Shared by :class:`LayerNorm` and :class:`RMSNorm`: Flax's ``reduction_axes`` and
+    ``feature_axes``, checked against each input."""
+
+    def _init_axes(self, num_features: Features, reduction_axes: Axes, feature_axes: Axes):
+        owner = type(self).__name__
+        self.reduction_axes = _as_axes(reduction_axes, "reduction_axes", owner)
+        if not self.reduction_axes:
+            raise ValueError(f"{owner}: reduction_axes must name at least one axis.")
+        self.feature_axes = _as_axes(feature_axes, "feature_axes", owner)
+        shape = _param_shape(num_features, self.feature_axes, owner)
+        self.num_features = shape if isinstance(num_features, Sequence) else shape[0]
+        return shape
+
+    def _axes(self, x: Array) -> tuple[tuple[int, ...], tuple[int, ...] | None]:
+        """The resolved reduction axes of ``x``, and the shape the parameters broadcast from
+        (``None`` when they broadcast as they are)."""
+        owner = type(self).__name__
+        reduce = _resolve_axes(x.shape, self.reduction_axes, "reduction_axes", owner)
+        features = _resolve_axes(x.shape, self.feature_axes, "feature_axes", owner)
+        sizes = tuple(x.shape[a] for a in features)
+        flat = isinstance(self.num_features, int)
+        if (math.prod(sizes) if flat else sizes) != self.num_features:
+            raise ValueError(
+                f"{owner}: num_features={self.num_features!r} does not match the input: "
+                f"feature_axes={self.feature_axes} of an input of shape {x.shape} have sizes "
+                f"{sizes}; build it with num_features={math.prod(sizes)} (flat, Flax's layout) "
+                f"or num_features={sizes}, or pick feature_axes with the sizes num_features gives."
+            )
+        broadcast = [1] * x.ndim
+        for a in features:
+            broadcast[a] = x.shape[a]
+        while broadcast and broadcast[0] == 1:
+            broadcast.pop(0)  # leading size-1 axes broadcast anyway
+        params = self.scale if self.scale is not None else self.bias
+        if params is None or tuple(params[...].shape) == tuple(broadcast):
+            return reduce, None
+        return reduce, tuple(broadcast)
+
+
 def _gain_and_bias(
     module: nnx.Module,
-    num_features: int,
+    num_features: int | tuple[int, ...],
     use_scale: bool,
     use_bias: bool,
     param_dtype: Any,
 ) -> None:
     """Gives ``module`` the paper's gain ``scale`` (starts at 1) and bias ``bias`` (at 0).
 
-    The names match Flax's normalization layers, so parameter trees are interchangeable.
+    The names match Flax's normalization layers, so parameter trees are interchangeable; the
+    shape is ``(num_features,)``, or ``num_features`` itself when that is a tuple.
     """
-    shape = (num_features,)
+    shape = num_features if isinstance(num_features, tuple) else (num_features,)
     module.scale = nnx.Param(jnp.ones(shape, param_dtype)) if use_scale else nnx.data(None)
     module.bias = nnx.Param(jnp.zeros(shape, param_dtype)) if use_bias else nnx.data(None)
 
 
-def _affine(module: nnx.Module, y: Array) -> Array:
+def _affine(module: nnx.Module, y: Array, shape: tuple[int, ...] | None = None) -> Array:
+    """``y * scale + bias``, the parameters reshaped to ``shape`` first when it is given."""
     if module.scale is not None:
-        y = y * module.scale[...].astype(y.dtype)
+        g = module.scale[...]
+        y = y * (g if shape is None else g.reshape(shape)).astype(y.dtype)
     if module.bias is not None:
-        y = y + module.bias[...].astype(y.dtype)
+        b = module.bias[...]
+        y = y + (b if shape is None else b.reshape(shape)).astype(y.dtype)
     return y
 
 
-class LayerNorm(nnx.Module):
+class LayerNorm(_AxesNorm):
     """Layer normalization, eq. 3 of Ba et al. (2016).
 
     For each example the ``H`` features on the last axis are standardized with their own mean and
@@ -213,12 +317,29 @@ class LayerNorm(nnx.Module):
         y  = g * (a - mu) / sqrt(var + epsilon) + b        # default
         y  = g * (a - mu) / (sqrt(var) + epsilon) + b      # epsilon_outside_sqrt=True (Torch code)
 
-    The computation is the same in training and evaluation and never looks at other examples,
-    so an example gives the same output alone or inside any batch. Statistics are computed in at
-    least float32; the output has the input's dtype (or ``dtype`` when given).
+    With Flax's ``reduction_axes`` and ``feature_axes`` (same meaning as in
+    ``flax.nnx.LayerNorm``) the mean ``mu`` and variance ``var`` are taken over every
+    ``reduction_axes`` position ``i`` of one example instead, and ``g``, ``b`` have one entry per
+    position on the ``feature_axes``, broadcast over the other axes: per head of
+    ``(batch, seq, heads, head_dim)`` with ``reduction_axes=-1, feature_axes=(-2, -1)``, over
+    channels and space of ``(batch, H, W, C)`` with ``reduction_axes=(1, 2, 3)`` (one gain per
+    channel, the default ``feature_axes=-1``).
+
+    The computation is the same in training and evaluation and never looks at other examples
+    (unless ``reduction_axes`` names the batch axis), so an example gives the same output alone
+    or inside any batch. Statistics are computed in at least float32; the output has the input's
+    dtype (or ``dtype`` when given). Reductions over trailing axes in the default form go
+    through the fused :func:`standardize_segments` and its hand-written derivative.
 
     Args:
-        num_features: Size ``H`` of the normalized (last) axis.
+        num_features: Size of the parameters ``g`` and ``b``. An int ``n`` gives them shape
+            ``(n,)``, Flax's layout: ``n`` is the size of the feature axis, or for several
+            feature axes the product of their sizes (the flat vector is reshaped to them, in
+            the input's axis order, as ``flax.nnx.LayerNorm`` does). A tuple gives them that
+            shape, which must be the input's sizes on ``feature_axes`` in axis order (e.g.
+            ``(heads, head_dim)``, Linen's layout).
+        reduction_axes: Axes the statistics are computed over (int or tuple, negative allowed).
+        feature_axes: Axes that get their own gain and bias (int or tuple, negative allowed).
         epsilon: Added to the variance (or to the standard deviation, see below).
         use_scale: Learn the gain ``g`` (initialized to 1).
         use_bias: Learn the bias ``b`` (initialized to 0).
@@ -229,20 +350,42 @@ class LayerNorm(nnx.Module):
         param_dtype: Dtype of ``g`` and ``b``.
         rngs: Random streams (unused: the initial values are constants).
 
+    Raises:
+        ValueError: At construction for malformed ``num_features`` or axes (a tuple
+            ``num_features`` needs one size per feature axis); at call for axes out of range
+            or repeated for the input's rank, or feature axes whose sizes do not match
+            ``num_features``. The message names the problem and the fix.
+
     Example:
-        >>> import jax.numpy as jnp
+        >>> import jax, jax.numpy as jnp
         >>> from flax import nnx
         >>> from lnexp.norms import LayerNorm
         >>> ln = LayerNorm(4, rngs=nnx.Rngs(0))
         >>> y = ln(jnp.array([[1.0, 2.0, 3.0, 4.0]]))
         >>> round(float(y.mean()), 6), round(float(y.std()), 4)
         (0.0, 1.0)
+
+        Per head, with a gain and bias for each head and unit (``(heads, head_dim)``):
+
+        >>> q = jax.random.normal(jax.random.key(0), (2, 5, 4, 8))  # (batch, seq, heads, dim)
+        >>> qk_norm = LayerNorm((4, 8), feature_axes=(-2, -1), rngs=nnx.Rngs(0))
+        >>> qk_norm.scale[...].shape, qk_norm(q).shape
+        ((4, 8), (2, 5, 4, 8))
+
+        Over channels and space of images, one gain and bias per channel:
+
+        >>> img = jax.random.normal(jax.random.key(1), (2, 6, 6, 3))  # (batch, H, W, C)
+        >>> y = LayerNorm(3, reduction_axes=(1, 2, 3), rngs=nnx.Rngs(0))(img)
+        >>> [round(float(s), 3) for s in y.std(axis=(1, 2, 3))]
+        [1.0, 1.0]
     """
 
     def __init__(
         self,
-        num_features: int,
+        num_features: Features,
         *,
+        reduction_axes: Axes = -1,
+        feature_axes: Axes = -1,
         epsilon: float = 1e-5,
         use_scale: bool = True,
         use_bias: bool = True,
@@ -252,38 +395,50 @@ class LayerNorm(nnx.Module):
         param_dtype: Any = jnp.float32,
         rngs: nnx.Rngs,
     ):
-        self.num_features = num_features
+        shape = self._init_axes(num_features, reduction_axes, feature_axes)
         self.epsilon = epsilon
         self.epsilon_outside_sqrt = epsilon_outside_sqrt
         self.one_pass_variance = one_pass_variance
         self.dtype = dtype
-        _gain_and_bias(self, num_features, use_scale, use_bias, param_dtype)
+        _gain_and_bias(self, shape, use_scale, use_bias, param_dtype)
 
     def __call__(self, x: Array) -> Array:
-        if not (self.one_pass_variance or self.epsilon_outside_sqrt):
+        reduce, shape = self._axes(x)
+        trailing = reduce == tuple(range(x.ndim - len(reduce), x.ndim))
+        if trailing and not (self.one_pass_variance or self.epsilon_outside_sqrt):
             # The default form through the fused standardization and its hand-written
             # derivative: the same values, fewer ops forward and backward than autodiff of the
-            # two-pass variance.
-            y = standardize_segments(x, (x.shape[-1],), epsilon=self.epsilon)
-            return _affine(self, y).astype(self.dtype or x.dtype)
-        mu, var = moments(x, -1, one_pass=self.one_pass_variance)
+            # two-pass variance. Several trailing axes are flattened into one.
+            lead = x.shape[: x.ndim - len(reduce)]
+            flat = x.reshape(*lead, -1)
+            y = standardize_segments(flat, (flat.shape[-1],), epsilon=self.epsilon)
+            return _affine(self, y.reshape(x.shape), shape).astype(self.dtype or x.dtype)
+        mu, var = moments(x, reduce, one_pass=self.one_pass_variance)
         xc = x.astype(mu.dtype) - mu
         if self.epsilon_outside_sqrt:
             y = xc / (jnp.sqrt(var) + self.epsilon)
         else:
             y = xc * jax.lax.rsqrt(var + self.epsilon)
-        return _affine(self, y).astype(self.dtype or x.dtype)
+        return _affine(self, y, shape).astype(self.dtype or x.dtype)
 
 
-class RMSNorm(nnx.Module):
+class RMSNorm(_AxesNorm):
     """Root-mean-square normalization (Zhang & Sennrich, 2019): layer norm without the mean.
 
     ::
 
         y = g * a / sqrt(mean_i(a_i^2) + epsilon) [+ b]
 
+    The mean is over the last axis, or over ``reduction_axes``; ``g`` and ``b`` have one entry
+    per position on ``feature_axes``, both with the meaning of ``flax.nnx.RMSNorm`` (see
+    :class:`LayerNorm`).
+
     Args:
-        num_features: Size of the normalized (last) axis.
+        num_features: Size of the parameters ``g`` and ``b``: an int ``n`` gives them shape
+            ``(n,)`` (Flax's layout; for several feature axes the product of their sizes), a
+            tuple gives them that shape, the input's sizes on ``feature_axes`` in axis order.
+        reduction_axes: Axes the mean square is computed over (int or tuple, negative allowed).
+        feature_axes: Axes that get their own gain and bias (int or tuple, negative allowed).
         epsilon: Added to the mean square.
         use_scale: Learn the gain ``g`` (initialized to 1).
         use_bias: Learn a bias ``b`` (initialized to 0); off by default as in the RMSNorm paper,
@@ -292,19 +447,31 @@ class RMSNorm(nnx.Module):
         param_dtype: Dtype of ``g`` and ``b``.
         rngs: Random streams (unused: the initial values are constants).
 
+    Raises:
+        ValueError: As for :class:`LayerNorm`, naming the problem and the fix.
+
     Example:
-        >>> import jax.numpy as jnp
+        >>> import jax, jax.numpy as jnp
         >>> from flax import nnx
         >>> from lnexp.norms import RMSNorm
         >>> y = RMSNorm(2, rngs=nnx.Rngs(0))(jnp.array([[3.0, 4.0]]))
         >>> [round(float(v), 3) for v in y[0]]
         [0.849, 1.131]
+
+        Per head of ``(batch, seq, heads, head_dim)``, Flax's flat ``heads * head_dim`` gain:
+
+        >>> k = jax.random.normal(jax.random.key(0), (2, 5, 4, 8))
+        >>> rms = RMSNorm(4 * 8, feature_axes=(-2, -1), rngs=nnx.Rngs(0))
+        >>> rms.scale[...].shape, rms(k).shape
+        ((32,), (2, 5, 4, 8))
     """
 
     def __init__(
         self,
-        num_features: int,
+        num_features: Features,
         *,
+        reduction_axes: Axes = -1,
+        feature_axes: Axes = -1,
         epsilon: float = 1e-6,
         use_scale: bool = True,
         use_bias: bool = False,
@@ -312,15 +479,17 @@ class RMSNorm(nnx.Module):
         param_dtype: Any = jnp.float32,
         rngs: nnx.Rngs,
     ):
-        self.num_features = num_features
+        shape = self._init_axes(num_features, reduction_axes, feature_axes)
         self.epsilon = epsilon
         self.dtype = dtype
-        _gain_and_bias(self, num_features, use_scale, use_bias, param_dtype)
+        _gain_and_bias(self, shape, use_scale, use_bias, param_dtype)
 
     def __call__(self, x: Array) -> Array:
+        reduce, shape = self._axes(x)
         xf = x.astype(jnp.promote_types(x.dtype, jnp.float32))
-        ms = jnp.mean(jnp.square(xf), axis=-1, keepdims=True)
-        return _affine(self, xf * jax.lax.rsqrt(ms + self.epsilon)).astype(self.dtype or x.dtype)
+        ms = jnp.mean(jnp.square(xf), axis=reduce, keepdims=True)
+        y = _affine(self, xf * jax.lax.rsqrt(ms + self.epsilon), shape)
+        return y.astype(self.dtype or x.dtype)
 
 
 class BatchNorm(nnx.Module):

@@ -16,7 +16,7 @@ import pytest
 from flax import nnx
 
 from lnexp import cells
-from lnexp.bench import fig6, machine, pimnist, recurrent, report
+from lnexp.bench import fig6, machine, pimnist, recurrent, report, transformer
 from lnexp.bench.sections import BenchConfig
 from lnexp.bench.timing import Prepared, time_interleaved
 from lnexp.errors import UserError
@@ -378,3 +378,154 @@ def test_every_registered_section_fulfils_the_section_contract():
         fields = dataclasses.fields(section.Settings)
         assert {f.name for f in fields} <= names and all(f.metadata["help"] for f in fields)
         assert all(len(column) == 3 for column in section.COLUMNS), name
+
+
+# --------------------------------------------------------------------------------------------
+# Transformer.
+
+# configs/transformer.py:tiny (context 16, width 32, 2 blocks, batch 8), two steps a call.
+TRANSFORMER_TINY = BenchConfig(
+    transformer_config=f"{REPO / 'configs' / 'transformer.py'}:tiny",
+    transformer_steps=2,
+    transformer_repeats=1,
+    torch_compile=False,
+    torch_threads=1,
+)
+
+
+def _tiny_transformer_config():
+    return transformer.load_model_config(TRANSFORMER_TINY)
+
+
+def _default_transformer_config():
+    return transformer.load_config(REPO / "configs" / "transformer.py")
+
+
+@pytest.mark.parametrize("without_torch", [False, True])
+def test_transformer_section_rows_rates_and_goal(monkeypatch, without_torch):
+    monkeypatch.setattr(transformer, "limits", lambda *args: LIMITS)
+    if without_torch:
+        monkeypatch.setattr(transformer, "import_torch", lambda: None)
+    results = transformer.run(TRANSFORMER_TINY)
+    rows = {row["name"]: row for row in results["rows"]}
+    assert list(rows) == list(transformer.FRAMEWORKS)
+    lnexp = rows[transformer.LNEXP]
+    flops = lnexp["flops_per_token"]
+    assert lnexp["compile_s"] > 0 and lnexp["optimizer"] == "adamw"
+    timed = [lnexp] if without_torch else [lnexp, rows[transformer.TORCH_EAGER]]
+    for row in timed:
+        rate = row["tokens_per_s"]
+        assert rate > 0 and math.isfinite(rate), row["name"]
+        # 2 steps of 8 windows of 16 tokens per call; median_ms is per step.
+        assert rate == pytest.approx(2 * 8 * 16 / (2 * row["median_ms"] / 1e3))
+        assert row["fraction_of_matmul_limit"] == pytest.approx(rate * flops / 1e11)
+        assert row["x_torch_compiled"] is None  # --notorch_compile
+    compiled = rows[transformer.TORCH_COMPILED]
+    if without_torch:
+        for name in transformer.FRAMEWORKS[1:]:
+            assert "pip install torch" in rows[name]["skipped"] and "median_ms" not in rows[name]
+    else:
+        assert "--notorch_compile" in compiled["skipped"]
+        assert rows[transformer.TORCH_EAGER]["torch_threads"] == 1
+    assert results["goals"][0].endswith(f"not measured ({compiled['skipped']}).")
+    assert results["limits"] is LIMITS
+    text = report.to_markdown(
+        {"machine": machine.machine_info(), "sections": {"transformer": results}}
+    )
+    assert "### transformer" in text and "| lnexp |" in text and "x torch.compile" in text
+
+
+def test_transformer_flops_per_token_of_the_default_model():
+    config = _default_transformer_config()
+    model = transformer.experiment.build_model(config, transformer.VOCAB, nnx.Rngs(0))
+    # Per block qkv, out, fc, proj: 3d^2 + d^2 + 4d^2 + 4d^2 = 12 d^2; the untied head d V.
+    n = 4 * 12 * 128**2 + 128 * 174
+    assert transformer.matmul_params(model) == n == 808_704
+    assert transformer.flops_per_token(model) == 6 * n + 12 * 4 * 64 * 128
+
+
+def test_transformer_goal_wording():
+    rows = [{"name": transformer.LNEXP, "x_torch_compiled": 1.25}]
+    goal = "Goal lnexp at least the compiled PyTorch model's tokens/s"
+    assert transformer.goals(rows) == [f"{goal}: met (1.25x)."]
+    rows[0]["x_torch_compiled"] = 0.8
+    assert transformer.goals(rows) == [f"{goal}: NOT met (0.80x)."]
+
+
+def test_transformer_without_a_pytorch_twin_is_skipped_with_a_note():
+    config = _tiny_transformer_config()
+    assert transformer.twin_mismatch(config) is None
+    config.model.norm = "rms"
+    assert transformer.twin_mismatch(config) == "no PyTorch twin of config.model.norm='rms'"
+
+
+def test_torch_transformer_has_the_lnexp_parameters_and_computes_the_same():
+    torch = pytest.importorskip("torch")
+    config = _default_transformer_config()  # The section's default model.
+    model = transformer.experiment.build_model(config, transformer.VOCAB, nnx.Rngs(0))
+    twin = transformer.torch_transformer(model)
+    assert transformer.parameter_count(twin) == transformer.parameter_count(model) == 846_254
+    config = _tiny_transformer_config()
+    model = transformer.experiment.build_model(config, transformer.VOCAB, nnx.Rngs(0))
+    # Non-trivial gains and biases, so that every parameter is copied and used.
+    layer_norms = [n for b in model.blocks for n in (b.attn_norm, b.mlp_norm)] + [model.final_norm]
+    for i, norm in enumerate(layer_norms):
+        n = norm.scale.shape[0]
+        norm.scale[...] = 1.0 + 0.1 * jnp.sin(jnp.arange(n, dtype=jnp.float32) + i)
+        norm.bias[...] = 0.05 * jnp.cos(jnp.arange(n, dtype=jnp.float32) + i)
+    ids = np.random.default_rng(0).integers(0, transformer.VOCAB, (3, 16))
+    expected = np.asarray(model(jnp.asarray(ids)))
+    with torch.no_grad():
+        actual = transformer.torch_transformer(model).eval()(torch.from_numpy(ids)).numpy()
+    np.testing.assert_allclose(actual, expected, rtol=1e-4, atol=1e-5)
+
+
+def test_torch_transformer_trains_as_the_lnexp_loop_does():
+    """The PyTorch rows do the lnexp row's work: the same windows, loss, clip, AdamW (decay on
+    the matrices) and learning-rate schedule give the same losses, step by step."""
+    torch = pytest.importorskip("torch")
+    from lnexp.training import Trainer, make_mesh, make_optimizer
+    from lnexp.training.batches import Chunk
+
+    torch.set_num_threads(1)
+    config, steps = _tiny_transformer_config(), 6  # Through the tiny config's 5 warmup steps.
+    text = transformer.synthetic_text(config, steps, 0)
+    task = transformer.lnexp_task(config, text)
+    indices = transformer.batch_indices(task, config.batch_size, steps, 0)
+    twin = transformer.torch_transformer(task.model).train()
+    optimizer, scheduler = transformer.torch_optimizer(twin.parameters(), config, fused=False)
+    ids = torch.from_numpy(text[task.train_data["start"][indices][..., None] + np.arange(17)])
+    losses = []
+    for batch in ids.long():
+        logits = twin(batch[:, :-1])
+        loss = torch.nn.functional.cross_entropy(logits.reshape(-1, 174), batch[:, 1:].reshape(-1))
+        optimizer.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(twin.parameters(), config.optimizer.grad_clip_norm)
+        optimizer.step()
+        scheduler.step()
+        losses.append(loss.item())
+    trainer = Trainer(task, make_optimizer(config), make_mesh(), 0)
+    _, data, _ = trainer.put_data(4)
+    _, metrics = trainer.train_chunk(trainer.initial_state, data, Chunk(indices))
+    np.testing.assert_allclose(losses, np.asarray(metrics["loss"]), rtol=1e-5)
+    assert losses[-1] != losses[0]  # The parameters moved.
+
+
+@pytest.mark.slow
+def test_transformer_torch_compiled_row():
+    torch = pytest.importorskip("torch")
+    torch.set_num_threads(1)
+    config = _tiny_transformer_config()
+    text = transformer.synthetic_text(config, 2, 0)
+    task = transformer.lnexp_task(config, text)
+    starts = task.train_data["start"][transformer.batch_indices(task, 8, 2, 0)]
+    method = transformer.TORCH_COMPILED
+    row = transformer.prepare_torch(method, config, task.model, text, starts, 2 * 8 * 16)
+    if isinstance(row, Prepared):
+        row = time_interleaved([row], 1)[0]
+    # Either timed, or the compile error reported in the row (no C++ compiler, say).
+    if row.get("error"):
+        assert row["error"].startswith("torch.compile failed:")
+    else:
+        assert row["compile_s"] > 0 and row["tokens_per_s"] > 0

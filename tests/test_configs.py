@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 from conftest import REPO
 
@@ -21,7 +22,18 @@ VARIANTS = [
     "skipthought.py:paper",
     "skipthought.py:tiny",
 ]
-ADAM = {"name": "adam", "b1": 0.9, "b2": 0.999, "eps": 1e-8, "momentum": 0.0}
+# The fields added with learning-rate schedules and weight decay, at the values every config
+# keeps (plain Adam at a constant rate; lnexp.training.run_dir.ADDED_FIELDS resumes old runs
+# whose config.json lacks them).
+OPTIMIZER_ADDED = {
+    "schedule": "constant",
+    "warmup_steps": 0,
+    "decay_steps": None,
+    "end_learning_rate_factor": 0.0,
+    "weight_decay": 0.0,
+    "decay_matrices_only": True,
+}
+ADAM = {"name": "adam", "b1": 0.9, "b2": 0.999, "eps": 1e-8, "momentum": 0.0} | OPTIMIZER_ADDED
 # The shared blocks as each config had them written out before configs/common.py.
 EXPECTED = {
     "pimnist.py": {
@@ -78,9 +90,38 @@ def test_shared_blocks(variant):
     if "mnist" in variant:
         assert config["data"] == MNIST_DATA
     # Every float field stays a float (an override like learning_rate=1 must not become an int).
-    for key in ("learning_rate", "b1", "b2", "eps", "momentum", "grad_clip_norm"):
+    floats = ("learning_rate", "b1", "b2", "eps", "momentum", "grad_clip_norm", "weight_decay")
+    for key in (*floats, "end_learning_rate_factor"):
         if optimizer[key] is not None:
             assert type(optimizer[key]) is float, key
+
+
+def every_variant() -> list[str]:
+    """Every config file of configs/ with every variant it declares (``VARIANTS``), and those
+    of this file's table."""
+    found = set(VARIANTS)
+    for path in sorted((REPO / "configs").glob("*.py")):
+        if path.name == "common.py":
+            continue
+        found.add(path.name)
+        module = config_files.import_file(path)
+        found.update(f"{path.name}:{v}" for v in getattr(module, "VARIANTS", ()))
+    return sorted(found)
+
+
+@pytest.mark.parametrize("variant", every_variant())
+def test_every_config_loads_and_builds_its_optimizer(variant):
+    from lnexp.config_ranges import check_ranges
+    from lnexp.training.optimizer import make_optimizer
+
+    config = config_files.resolve_learning_rate(
+        config_files.load_config(REPO / "configs" / variant)
+    )
+    check_ranges(config)
+    assert set(OPTIMIZER_ADDED) <= set(config.optimizer)
+    tx = make_optimizer(config, total_steps=10 * config.optimizer.warmup_steps + 10)
+    params = {"w": np.ones((2, 2), np.float32), "b": np.ones(2, np.float32)}
+    tx.update(params, tx.init(params), params)
 
 
 def test_configs_load_by_path_from_another_directory(tmp_path):

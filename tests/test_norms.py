@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import doctest
 import functools
 import os
 import subprocess
@@ -337,6 +338,259 @@ def test_batch_norm_equals_flax(shape):
     theirs.eval()
     x = jnp.asarray(rand(20, shape, 2.0, 3.0))
     np.testing.assert_allclose(ours(x), theirs(x), rtol=1e-6, atol=2e-6)
+
+
+# ------------------------------------------------------------------------------------------------
+# 2b. Several axes: Flax's reduction_axes and feature_axes
+# ------------------------------------------------------------------------------------------------
+
+# (input shape, reduction_axes, feature_axes): the default, per head of (batch, seq, heads,
+# head_dim), channels and space of (batch, H, W, C), and axes that are not trailing.
+AXES = {
+    "default": ((3, 5), -1, -1),
+    "per_head": ((2, 3, 4, 8), -1, (-2, -1)),
+    "channels_and_space": ((2, 5, 6, 3), (1, 2, 3), -1),
+    "heads_and_dim": ((2, 3, 4, 8), (-2, -1), (-2, -1)),
+    "space_only": ((2, 5, 6, 3), (1, 2), -1),  # not trailing: the unfused path
+    "middle_feature": ((3, 4, 5), -1, 1),  # parameters broadcast over the last axis
+    "mixed_signs": ((2, 3, 4, 8), (2, -1), (3, -2)),
+}
+
+
+def flax_pair(cls, axes, layout, **kwargs):
+    """Ours and Flax's ``cls`` over ``axes``, with the same random gain (and bias) in both.
+
+    ``layout='flat'`` gives ours Flax's ``(prod(feature sizes),)`` parameters, ``'shaped'`` the
+    feature sizes as the parameters' shape.
+    """
+    shape, reduction_axes, feature_axes = axes
+    features = sorted({a % len(shape) for a in np.atleast_1d(feature_axes)})
+    sizes = tuple(shape[a] for a in features)
+    n = int(np.prod(sizes))
+    flax_cls = {LayerNorm: nnx.LayerNorm, RMSNorm: nnx.RMSNorm}[cls]
+    flax_kwargs = dict(kwargs)
+    ours_kwargs = {k: v for k, v in kwargs.items() if k != "use_fast_variance"}
+    if cls is LayerNorm:
+        ours_kwargs["one_pass_variance"] = kwargs.get("use_fast_variance", False)
+    else:
+        ours_kwargs["use_bias"] = False  # Flax's RMSNorm has no bias
+        flax_kwargs.pop("use_fast_variance", None)
+    common = dict(reduction_axes=reduction_axes, feature_axes=feature_axes, rngs=nnx.Rngs(0))
+    theirs = flax_cls(n, epsilon=1e-4, **common, **flax_kwargs)
+    ours = cls(n if layout == "flat" else sizes, epsilon=1e-4, **common, **ours_kwargs)
+    rng = np.random.default_rng(7)
+    names = ["scale"] + (["bias"] if cls is LayerNorm else [])
+    for name in names:
+        value = jnp.asarray(rng.uniform(0.5, 2.0, n) * rng.choice([-1.0, 1.0], n), jnp.float32)
+        getattr(theirs, name)[...] = value
+        getattr(ours, name)[...] = value.reshape(getattr(ours, name)[...].shape)
+    return ours, theirs, names
+
+
+def value_and_grads(model, x, w):
+    """``sum(model(x) * w)``'s value, gradient w.r.t. ``x`` and w.r.t. each parameter (flat)."""
+    graphdef, params = nnx.split(model, nnx.Param)
+
+    def loss(params, x):
+        return jnp.sum(nnx.merge(graphdef, params)(x) * w)
+
+    y = model(x)
+    grad_params, grad_x = jax.grad(loss, argnums=(0, 1))(params, x)
+    return y, grad_x, {k: v[...].reshape(-1) for k, v in grad_params.items()}
+
+
+@pytest.mark.parametrize("layout", ["flat", "shaped"])
+@pytest.mark.parametrize("variance", ["two_pass", "one_pass"])
+@pytest.mark.parametrize("axes", list(AXES.values()), ids=list(AXES))
+def test_layer_norm_over_axes_equals_flax(axes, variance, layout):
+    ours, theirs, names = flax_pair(
+        LayerNorm, axes, layout, use_fast_variance=variance == "one_pass"
+    )
+    x = jnp.asarray(rand(2, axes[0], 3.0, 2.0))
+    w = jnp.asarray(rand(3, axes[0]))
+    y, gx, gp = value_and_grads(ours, x, w)
+    y_ref, gx_ref, gp_ref = value_and_grads(theirs, x, w)
+    assert y.shape == x.shape and y.dtype == x.dtype
+    np.testing.assert_allclose(y, y_ref, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(gx, gx_ref, rtol=1e-4, atol=1e-5)
+    assert set(gp) == set(gp_ref) == set(names)
+    for name in names:
+        np.testing.assert_allclose(gp[name], gp_ref[name], rtol=1e-5, atol=1e-4)
+
+
+@pytest.mark.parametrize("layout", ["flat", "shaped"])
+@pytest.mark.parametrize("axes", list(AXES.values()), ids=list(AXES))
+def test_rms_norm_over_axes_equals_flax(axes, layout):
+    ours, theirs, names = flax_pair(RMSNorm, axes, layout)
+    x = jnp.asarray(rand(2, axes[0], 1.0, 2.0))
+    w = jnp.asarray(rand(3, axes[0]))
+    y, gx, gp = value_and_grads(ours, x, w)
+    y_ref, gx_ref, gp_ref = value_and_grads(theirs, x, w)
+    assert y.shape == x.shape and y.dtype == x.dtype
+    np.testing.assert_allclose(y, y_ref, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(gx, gx_ref, rtol=1e-4, atol=1e-5)
+    assert set(gp) == set(gp_ref) == {"scale"}
+    np.testing.assert_allclose(gp["scale"], gp_ref["scale"], rtol=1e-5, atol=1e-4)
+
+
+def axes_ref(x, g, b, eps, reduction_axes, feature_axes, *, center=True, outside=False):
+    """float64 LN (or RMS, ``center=False``) over ``reduction_axes`` with ``g``, ``b`` of the
+    input's feature-axis sizes, broadcast over the other axes."""
+    x = f64(x)
+    axes = tuple(np.atleast_1d(reduction_axes))
+    mu = x.mean(axes, keepdims=True) if center else 0.0
+    var = ((x - mu) ** 2).mean(axes, keepdims=True)
+    y = (x - mu) / (np.sqrt(var) + eps) if outside else (x - mu) / np.sqrt(var + eps)
+    shape = [1] * x.ndim
+    for a in np.atleast_1d(feature_axes):
+        shape[a] = x.shape[a]
+    y = y * f64(g).reshape(shape)
+    return y if b is None else y + f64(b).reshape(shape)
+
+
+def random_affine(module, seed):
+    rng = np.random.default_rng(seed)
+    for name in ("scale", "bias"):
+        p = getattr(module, name)
+        if p is not None:
+            p[...] = jnp.asarray(rng.uniform(0.5, 2.0, p[...].shape), jnp.float32)
+    return module.scale[...], (None if module.bias is None else module.bias[...])
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=DT_IDS)
+@pytest.mark.parametrize(
+    "form", ["default", "eps_outside_sqrt", "one_pass"], ids=["default", "outside", "onepass"]
+)
+@pytest.mark.parametrize("axes", list(AXES.values()), ids=list(AXES))
+def test_layer_norm_over_axes_matches_formula(axes, form, dtype):
+    """Every form over every axes, against float64 NumPy; the output keeps the input's dtype."""
+    shape, reduction_axes, feature_axes = axes
+    sizes = tuple(shape[a] for a in sorted({a % len(shape) for a in np.atleast_1d(feature_axes)}))
+    eps = 1e-3
+    ln = LayerNorm(
+        sizes,
+        reduction_axes=reduction_axes,
+        feature_axes=feature_axes,
+        epsilon=eps,
+        epsilon_outside_sqrt=form == "eps_outside_sqrt",
+        one_pass_variance=form == "one_pass",
+        rngs=nnx.Rngs(0),
+    )
+    g, b = random_affine(ln, 1)
+    x = jnp.asarray(rand(2, shape, 0.5, 2.0), dtype)
+    y = ln(x)
+    assert y.dtype == dtype and y.shape == shape
+    expected = axes_ref(
+        x, g, b, eps, reduction_axes, feature_axes, outside=form == "eps_outside_sqrt"
+    )
+    assert_close(y, expected, dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=DT_IDS)
+@pytest.mark.parametrize("axes", list(AXES.values()), ids=list(AXES))
+def test_rms_norm_over_axes_with_bias_matches_formula(axes, dtype):
+    shape, reduction_axes, feature_axes = axes
+    sizes = tuple(shape[a] for a in sorted({a % len(shape) for a in np.atleast_1d(feature_axes)}))
+    rms = RMSNorm(
+        sizes,
+        reduction_axes=reduction_axes,
+        feature_axes=feature_axes,
+        epsilon=1e-3,
+        use_bias=True,
+        rngs=nnx.Rngs(0),
+    )
+    g, b = random_affine(rms, 1)
+    x = jnp.asarray(rand(2, shape, 0.5, 2.0), dtype)
+    y = rms(x)
+    assert y.dtype == dtype and y.shape == shape
+    assert_close(y, axes_ref(x, g, b, 1e-3, reduction_axes, feature_axes, center=False), dtype)
+
+
+@pytest.mark.parametrize("cls", [LayerNorm, RMSNorm])
+def test_parameter_trees_over_axes_are_flax_s(cls):
+    """An int ``num_features`` gives Flax's parameter tree: Flax's state loads into ours."""
+    shape, reduction_axes, feature_axes = AXES["per_head"]
+    kwargs = dict(reduction_axes=reduction_axes, feature_axes=feature_axes, epsilon=1e-4)
+    flax_cls = {LayerNorm: nnx.LayerNorm, RMSNorm: nnx.RMSNorm}[cls]
+    theirs = flax_cls(32, **kwargs, use_fast_variance=False, rngs=nnx.Rngs(0))
+    ours = cls(32, **kwargs, rngs=nnx.Rngs(0))
+    shapes = [
+        jax.tree.map(jnp.shape, nnx.to_pure_dict(nnx.state(m, nnx.Param))) for m in (ours, theirs)
+    ]
+    assert shapes[0] == shapes[1]
+    for seed, name in enumerate(shapes[1]):
+        getattr(theirs, name)[...] = jnp.asarray(rand(seed, (32,), 1.0, 0.5))
+    nnx.update(ours, nnx.state(theirs, nnx.Param))
+    x = jnp.asarray(rand(6, shape, 1.0, 2.0))
+    np.testing.assert_allclose(ours(x), theirs(x), rtol=1e-5, atol=1e-5)
+    assert cls((4, 8), **kwargs, rngs=nnx.Rngs(0)).scale[...].shape == (4, 8)
+
+
+def test_default_path_is_unchanged():
+    """The default (-1, -1) LayerNorm is the fused standardization times gain plus bias, bit for
+    bit, and RMSNorm its former formula; several trailing axes also take the fused path."""
+    x = jnp.asarray(rand(0, (4, 3, 16), 3.0, 2.0), jnp.bfloat16)
+    ln = LayerNorm(16, epsilon=1e-4, rngs=nnx.Rngs(0))
+    g, b = set_affine(ln, 1)
+    before = (standardize_segments(x, (16,), epsilon=1e-4) * g + b).astype(x.dtype)
+    np.testing.assert_array_equal(f64(ln(x)), f64(before))
+    assert "custom_jvp_call" in str(jax.make_jaxpr(ln)(x))
+    rms = RMSNorm(16, epsilon=1e-4, rngs=nnx.Rngs(0))
+    g, _ = set_affine(rms, 2)
+    xf = x.astype(jnp.float32)
+    before = (xf * jax.lax.rsqrt(jnp.mean(xf * xf, -1, keepdims=True) + 1e-4) * g).astype(x.dtype)
+    np.testing.assert_array_equal(f64(rms(x)), f64(before))
+    fused = LayerNorm(16, reduction_axes=(-2, -1), rngs=nnx.Rngs(0))
+    assert "custom_jvp_call" in str(jax.make_jaxpr(fused)(x))
+    unfused = LayerNorm(16, reduction_axes=(0, 1), rngs=nnx.Rngs(0))
+    assert "custom_jvp_call" not in str(jax.make_jaxpr(unfused)(x))
+
+
+def test_axes_under_jit():
+    shape, reduction_axes, feature_axes = AXES["per_head"]
+    ln = LayerNorm(
+        (4, 8), reduction_axes=reduction_axes, feature_axes=feature_axes, rngs=nnx.Rngs(0)
+    )
+    random_affine(ln, 0)
+    x = jnp.asarray(rand(1, shape))
+    np.testing.assert_allclose(nnx.jit(lambda m, x: m(x))(ln, x), ln(x), rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("cls", [LayerNorm, RMSNorm])
+@pytest.mark.parametrize(
+    "kwargs, shape, match",
+    [
+        (dict(num_features=4, reduction_axes=2), (3, 4), r"reduction_axes=\(2,\) has \[2\] out"),
+        (dict(num_features=4, feature_axes=-3), (3, 4), r"feature_axes=\(-3,\) has \[-3\] out"),
+        (dict(num_features=4, reduction_axes=(1, -1)), (3, 4), "names the same axis twice"),
+        (dict(num_features=8, feature_axes=(-2, -1)), (2, 4, 8), r"=32 .* or num_features=\(4, 8"),
+        (dict(num_features=(8, 4), feature_axes=(-2, -1)), (2, 4, 8), "does not match"),
+        (dict(num_features=5), (3, 4), r"num_features=5 does not match .* sizes \(4,\)"),
+    ],
+    ids=["reduction_range", "feature_range", "repeated", "flat_size", "shape_order", "size"],
+)
+def test_bad_axes_raise_at_call(cls, kwargs, shape, match):
+    module = cls(**kwargs, rngs=nnx.Rngs(0))
+    with pytest.raises(ValueError, match=match):
+        module(jnp.ones(shape))
+
+
+@pytest.mark.parametrize("cls", [LayerNorm, RMSNorm])
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(num_features=(4, 8)), "one size per feature axis"),
+        (dict(num_features=8, reduction_axes=()), "at least one axis"),
+        (dict(num_features=8, reduction_axes=1.5), "reduction_axes must be an int"),
+        (dict(num_features=8, feature_axes="last"), "feature_axes must be an int"),
+        (dict(num_features=0), "must be positive"),
+        (dict(num_features=True), "num_features must be an int"),
+    ],
+    ids=["shape_length", "empty", "float_axis", "str_axis", "zero", "bool"],
+)
+def test_bad_arguments_raise_at_construction(cls, kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        cls(**kwargs, rngs=nnx.Rngs(0))
 
 
 # ------------------------------------------------------------------------------------------------
@@ -884,3 +1138,8 @@ def test_the_layers_import_nothing_from_the_application():
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120
     )
     assert out.stdout.split() == ["lnexp", "lnexp.cells", "lnexp.norms"]
+
+
+def test_docstring_examples():
+    result = doctest.testmod(norms, optionflags=doctest.ELLIPSIS)
+    assert result.attempted > 0 and result.failed == 0

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import dataclasses
 
-from lnexp.bench import fig6, pimnist, recurrent, seeds, skipthought
+from lnexp.bench import fig6, pimnist, recurrent, seeds, skipthought, transformer
 from lnexp.bench.section import Section
 
 SECTIONS: dict[str, Section] = {
     "pimnist": pimnist,
     "recurrent": recurrent,
     "skipthought": skipthought,
+    "transformer": transformer,
     "seeds": seeds,
     "fig6": fig6,
 }
@@ -27,6 +28,7 @@ class BenchConfig(
     # Fields come in the reverse order of the bases (the shared settings first); a section's
     # Settings before the Settings it extends (seeds' extends pimnist's).
     fig6.Settings,
+    transformer.Settings,
     skipthought.Settings,
     seeds.Settings,
     pimnist.Settings,

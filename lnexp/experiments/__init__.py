@@ -31,7 +31,7 @@ from lnexp.errors import UserError
 
 Batch = Mapping[str, jax.Array]
 
-EXPERIMENTS = ("pimnist", "seqmnist", "skipthought")
+EXPERIMENTS = ("pimnist", "seqmnist", "skipthought", "transformer")
 """Names ``config.experiment`` accepts; each is a module of this package."""
 
 
@@ -61,6 +61,8 @@ class Task:
         files: Name -> text written into the workdir (e.g. a vocabulary), for later use of the
             trained model without the data.
         unit: What one example is, for the progress line (``'sentences'``).
+        tokens_per_example: Tokens a training example holds when that is fixed (a language
+            model's window): the records then also give ``tokens_per_sec``.
     """
 
     model: nnx.Module
@@ -74,6 +76,7 @@ class Task:
     summarize_eval: Callable[[dict[str, float]], dict[str, float]] | None = None
     files: Mapping[str, str] = dataclasses.field(default_factory=dict)
     unit: str = "examples"
+    tokens_per_example: int | None = None
 
     @property
     def num_train(self) -> int:

@@ -20,6 +20,10 @@ from lnexp.errors import UserError
 from lnexp.reporting.runs import read_metrics
 from lnexp.training.run_dir import RunDir
 
+FAILURE_FILE = "failed.txt"
+"""Written into a cell's run directory when its training stops with an error (a divergence, say);
+removed when the cell finishes."""
+
 
 @dataclasses.dataclass(frozen=True)
 class Cell:
@@ -97,9 +101,19 @@ def run_grid(
                 log(f"{where}: training the seeds together failed: {e} Training them one by one.")
         for i, cell, config, run_dir in group:
             log(f"[{i}/{len(cells)}] training {run_dir}")
+            failure = run_dir / FAILURE_FILE
             try:
                 loop.train_and_evaluate(config, run_dir)
+                failure.unlink(missing_ok=True)
             except UserError as e:
                 log(f"[{i}/{len(cells)}] {run_dir} failed: {e}")
                 failures.append((cell, str(e)))
+                if run_dir.is_dir():  # The reports say why the cell stopped (e.g. divergence).
+                    failure.write_text(str(e) + "\n")
     return failures
+
+
+def failure(run_dir: Path) -> str | None:
+    """Why the last training of a grid's cell stopped with an error, or ``None``."""
+    path = Path(run_dir) / FAILURE_FILE
+    return path.read_text().strip() if path.exists() else None

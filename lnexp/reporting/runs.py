@@ -50,16 +50,16 @@ def find_runs(workdir: Path) -> list[Run]:
 
 
 def export(workdir: Path, dest: Path) -> int:
-    """Copies every run's ``config.json``, ``metrics.jsonl`` and ``eval/*.json`` (downstream
-    evaluations; no checkpoints, no TensorBoard) from ``workdir`` to ``dest`` in the same layout,
-    so results can be committed and reported with ``--report``. Returns the number of runs
-    copied."""
+    """Copies every run's ``config.json``, ``metrics.jsonl``, ``failed.txt`` (why a cell stopped,
+    if it did) and ``eval/*.json`` (downstream evaluations; no checkpoints, no TensorBoard) from
+    ``workdir`` to ``dest`` in the same layout, so results can be committed and reported with
+    ``--report``. Returns the number of runs copied."""
     runs = 0
     for config_path in sorted(workdir.glob("*/seed=*/config.json")):
         run_dir = config_path.parent
         target = dest / run_dir.relative_to(workdir)
         target.mkdir(parents=True, exist_ok=True)
-        names = ["config.json", "metrics.jsonl"]
+        names = ["config.json", "metrics.jsonl", "failed.txt"]
         names += [str(p.relative_to(run_dir)) for p in sorted(run_dir.glob("eval/*.json"))]
         for name in names:
             if (run_dir / name).exists():

@@ -5,6 +5,8 @@
   checkpoints, divergence, multi-process agreement);
 * :mod:`~lnexp.training.trainer`: the jitted compute (state, fused chunk of steps, evaluation),
   with a seed axis of size 1 (one run) or ``S`` (vmapped);
+* :mod:`~lnexp.training.optimizer`: the optimizer of a config (Adam, AdamW, SGD; warmup and
+  a constant or cosine learning-rate schedule);
 * :mod:`~lnexp.training.run_dir`: a run directory (config compatibility, ``config.json``,
   checkpoints with the model apart from the optimizer state, ``metrics.jsonl``);
 * :mod:`~lnexp.training.checks`: settings refused before any work;
@@ -28,7 +30,8 @@ _EXPORTS = {
     "with_seed": "loop",
     "Trainer": "trainer",
     "make_mesh": "trainer",
-    "make_optimizer": "trainer",
+    "make_optimizer": "optimizer",
+    "learning_rate_schedule": "optimizer",
     "RunDir": "run_dir",
 }
 

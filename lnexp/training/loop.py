@@ -61,9 +61,10 @@ from lnexp.experiments import build_task
 from lnexp.training import checks, preemption, records
 from lnexp.training.batches import Schedule
 from lnexp.training.metric_writers import MetricWriter, ProgressLine
+from lnexp.training.optimizer import make_optimizer
 from lnexp.training.preemption import StopSignals
 from lnexp.training.run_dir import RunDir, held, restore_readable
-from lnexp.training.trainer import Trainer, TrainState, make_mesh, make_optimizer, put
+from lnexp.training.trainer import Trainer, TrainState, make_mesh, put
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -> dict[str, Any]:
@@ -152,11 +153,6 @@ def _train_until_stopped(
     checks.check_seeds_can_share(task, config, len(seeds))
     checks.check_enough_data(task, config)
     models = [task.model] + [build_task(c).model for c in configs[1:]]
-    trainer = Trainer(task, make_optimizer(config), mesh, seeds, models=models)
-    # Written only once the config is known to be valid: a run refused for a bad value must not
-    # leave a config.json behind that then refuses the corrected run as "a different config".
-    for seed_config, run_dir in zip(configs, run_dirs, strict=True):
-        run_dir.write_config(seed_config)
     schedules = [
         Schedule(
             num_examples=task.num_train,
@@ -169,6 +165,12 @@ def _train_until_stopped(
         for seed in seeds
     ]
     total_steps = schedules[0].epoch_steps * config.num_epochs
+    # The learning-rate schedule may run until the last step (a cosine with decay_steps=None).
+    trainer = Trainer(task, make_optimizer(config, total_steps), mesh, seeds, models=models)
+    # Written only once the config is known to be valid: a run refused for a bad value must not
+    # leave a config.json behind that then refuses the corrected run as "a different config".
+    for seed_config, run_dir in zip(configs, run_dirs, strict=True):
+        run_dir.write_config(seed_config)
     eval_batch = -(-config.eval_batch_size // mesh.size) * mesh.size
 
     if is_main:
@@ -253,6 +255,7 @@ def _train_until_stopped(
                     {key: values[:, i] for key, values in train_metrics.items()},
                     examples_per_sec=examples_per_sec,
                     unit=task.unit,
+                    tokens_per_example=task.tokens_per_example,
                     compile_s=trainer.compile_seconds,
                     wall_s=walls_before[i] + wall,
                 )

@@ -27,11 +27,13 @@ def epoch_record(
     unit: str,
     compile_s: float,
     wall_s: float,
+    tokens_per_example: int | None = None,
 ) -> dict[str, Any]:
     """The ``metrics.jsonl`` record of an epoch: ``<split>_<name>`` evaluations, the training-mode
     loss (``train_loss``) and the task's other metrics (``train_batch_<name>``) averaged over the
-    epoch's steps, throughput (also as ``<unit>_per_sec``, e.g. sentences), compile and wall
-    time."""
+    epoch's steps, throughput (also as ``<unit>_per_sec``, e.g. sentences, and as
+    ``tokens_per_sec`` for a task whose examples are ``tokens_per_example`` tokens each), compile
+    and wall time."""
     record: dict[str, Any] = {"epoch": epoch, "step": step}
     for split, values in evals.items():
         for key, value in values.items():
@@ -41,6 +43,8 @@ def epoch_record(
     record["examples_per_sec"] = examples_per_sec
     if unit != "examples":
         record[f"{unit}_per_sec"] = examples_per_sec
+    if tokens_per_example:
+        record["tokens_per_sec"] = examples_per_sec * tokens_per_example
     record["compile_s"] = compile_s
     record["wall_s"] = wall_s
     return record

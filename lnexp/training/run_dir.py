@@ -74,7 +74,22 @@ RESUMABLE_CHANGES = (
     "log_every_s",
 )
 # ... except data.dir between a path and None, which switches between a user's own files and
-# config.data.source (TFDS's validation split holds other images).
+# config.data.source (TFDS's validation split holds other images), and num_epochs when the
+# learning rate decays until the last step (a cosine schedule with decay_steps=None), whose
+# rate at every step after the resumption would change with it.
+
+# Fields added to the configs after runs were written, with the value that keeps the behaviour
+# from before they existed: a config.json without the field resumes when the new config holds
+# that value (tests/test_optimizer.py checks them against configs/common.py's defaults).
+ADDED_FIELDS: dict[str, Any] = {
+    # The learning-rate schedule and weight decay (lnexp.training.optimizer): plain Adam.
+    "optimizer.schedule": "constant",
+    "optimizer.warmup_steps": 0,
+    "optimizer.decay_steps": None,
+    "optimizer.end_learning_rate_factor": 0.0,
+    "optimizer.weight_decay": 0.0,
+    "optimizer.decay_matrices_only": True,
+}
 
 DAMAGED = ".damaged"  # The suffix of a checkpoint moved aside: checkpoints/<step>.damaged.
 
@@ -119,24 +134,32 @@ class RunDir:
 
     def check_compatible(self, config: ml_collections.ConfigDict) -> None:
         """Refuses to resume checkpoints written with another config (a change in
-        :data:`RESUMABLE_CHANGES` is fine). Without a checkpoint there is nothing to mix, so a run
-        that failed before its first checkpoint can be retried with corrected settings."""
+        :data:`RESUMABLE_CHANGES` is fine, and a field of :data:`ADDED_FIELDS` missing from an
+        older ``config.json`` reads as its value there). Without a checkpoint there is nothing to
+        mix, so a run that failed before its first checkpoint can be retried with corrected
+        settings."""
         previous = self.read_config()
         if previous is None or not self.checkpoint_steps():
             return
-        old = flatten_dict(previous, sep=".")
         new = flatten_dict(_as_json(config), sep=".")
+        old = flatten_dict(previous, sep=".")
+        old = {**{k: v for k, v in ADDED_FIELDS.items() if k in new}, **old}
         changed = sorted(
             k
             for k in old.keys() | new.keys()
-            if old.get(k) != new.get(k)
-            and (k not in RESUMABLE_CHANGES or None in (old.get(k), new.get(k)))
+            if old.get(k) != new.get(k) and not _resumable(k, old, new)
         )
         if changed:
+            why = (
+                " (num_epochs sets the length of its cosine learning-rate decay, "
+                "optimizer.decay_steps=None)"
+                if "num_epochs" in changed
+                else ""
+            )
             raise UserError(
                 f"{self.path} holds a run with a different config (changed: "
-                f"{', '.join(changed)}); resuming it would mix two experiments. Pass the same "
-                "overrides as before to resume, or choose a new --workdir."
+                f"{', '.join(changed)}){why}; resuming it would mix two experiments. Pass the "
+                "same overrides as before to resume, or choose a new --workdir."
             )
 
     def write_config(self, config: ml_collections.ConfigDict) -> None:
@@ -709,6 +732,21 @@ def _no_readable_message(directory: Path) -> str:
         f"(renamed back to <step>), or start the run afresh by removing {directory} (its "
         "metrics.jsonl is then rewritten), or train in a new --workdir."
     )
+
+
+def _resumable(key: str, old: Mapping[str, Any], new: Mapping[str, Any]) -> bool:
+    """Whether the change of ``key`` between two flattened configs may resume (the rules of
+    :data:`RESUMABLE_CHANGES`)."""
+    if key not in RESUMABLE_CHANGES or None in (old.get(key), new.get(key)):
+        return False
+    if key == "num_epochs":
+        return not any(_decays_until_the_end(c) for c in (old, new))
+    return True
+
+
+def _decays_until_the_end(flat: Mapping[str, Any]) -> bool:
+    """A learning rate that decays until the last step, so depends on ``num_epochs``."""
+    return flat.get("optimizer.schedule") == "cosine" and flat.get("optimizer.decay_steps") is None
 
 
 def _as_json(config: ml_collections.ConfigDict) -> dict[str, Any]:

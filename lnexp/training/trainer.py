@@ -29,16 +29,15 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 import optax
 from flax import nnx
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from lnexp.errors import UserError
 from lnexp.experiments import Task
 from lnexp.training.batches import Chunk
+from lnexp.training.optimizer import make_optimizer  # noqa: F401 (re-exported: its old home)
 
 TrainState = dict[str, Any]
 
@@ -50,22 +49,6 @@ def make_mesh() -> Mesh:
     in types); the loop relies on the default automatic sharding propagation.
     """
     return Mesh(np.asarray(jax.devices()), ("data",))
-
-
-def make_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransformation:
-    """The optax optimizer described by ``config.optimizer``."""
-    opt = config.optimizer
-    if opt.name == "adam":
-        tx = optax.adam(opt.learning_rate, b1=opt.b1, b2=opt.b2, eps=opt.eps)
-    elif opt.name == "sgd":
-        tx = optax.sgd(opt.learning_rate, momentum=opt.momentum or None)
-    else:
-        raise UserError(
-            f"Unknown optimizer {opt.name!r} in config.optimizer.name: expected 'adam' or 'sgd'."
-        )
-    if opt.grad_clip_norm:
-        tx = optax.chain(optax.clip_by_global_norm(opt.grad_clip_norm), tx)
-    return tx
 
 
 def make_train_state(params, rest, tx: optax.GradientTransformation) -> TrainState:
