@@ -36,7 +36,6 @@ from flax import nnx
 from lnexp.data.chars import UNKNOWN, decode, encode
 from lnexp.errors import UserError, command_line
 from lnexp.experiments.transformer import build_model
-from lnexp.senteval.encode import restore_model_or_explain
 from lnexp.training.metric_writers import quiet_library_logs
 from lnexp.training.run_dir import RunDir
 
@@ -63,19 +62,7 @@ class LanguageModel:
             raise UserError(f"{workdir} is a {self.config.experiment!r} run, not a Transformer.")
         self.chars = json.loads(chars_file.read_text())
         model = build_model(self.config, len(self.chars) + 1, nnx.Rngs(0))
-        model.eval()
-        graphdef, params, rest = nnx.split(model, nnx.Param, ...)
-        sharding = jax.sharding.SingleDeviceSharding(jax.devices()[0])
-        target = jax.tree.map(
-            lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=sharding),
-            {"params": params, "rest": rest},
-        )
-        with RunDir(workdir).checkpoints() as checkpoints:
-            if step is None:
-                self.step, variables = checkpoints.restore_newest_model(target)
-            else:
-                self.step, variables = step, restore_model_or_explain(checkpoints, step, target)
-        self.model = nnx.merge(graphdef, variables["params"], variables["rest"])
+        self.step, self.model = RunDir(workdir).trained_model(model, step)
 
     @property
     def context(self) -> int:

@@ -16,7 +16,6 @@ import json
 from collections.abc import Sequence
 from pathlib import Path
 
-import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
@@ -26,7 +25,7 @@ from flax import nnx
 from lnexp.data.text import Vocabulary, sentence_ids_from_text
 from lnexp.errors import UserError, command_line
 from lnexp.experiments.skipthought import build_model
-from lnexp.training.run_dir import RunDir, quiet_restore_stragglers
+from lnexp.training.run_dir import RunDir
 
 # Sentences per device call; the last call is padded, so results do not depend on the count.
 ENCODE_BATCH = 128
@@ -62,21 +61,8 @@ class SentenceEncoder:
             raise UserError(f"{workdir} is a {self.config.experiment!r} run, not skip-thought.")
         self.vocab = Vocabulary.load(vocab_file)
         model = build_model(self.config, len(self.vocab), nnx.Rngs(0))
-        model.eval()
-        graphdef, params, rest = nnx.split(model, nnx.Param, ...)
-        run = RunDir(workdir)
-        newest = newest or step is None  # The newest that reads back (damaged ones set aside).
-        sharding = jax.sharding.SingleDeviceSharding(jax.devices()[0])
-        target = jax.tree.map(
-            lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=sharding),
-            {"params": params, "rest": rest},
-        )
-        with run.checkpoints() as checkpoints:
-            if newest:
-                self.step, variables = checkpoints.restore_newest_model(target)
-            else:
-                self.step, variables = step, restore_model_or_explain(checkpoints, step, target)
-        self.model = nnx.merge(graphdef, variables["params"], variables["rest"])
+        # Without a step: the newest that reads back (damaged ones set aside).
+        self.step, self.model = RunDir(workdir).trained_model(model, None if newest else step)
         self._encode = nnx.jit(lambda m, ids: m.encode(ids))
 
     @property
@@ -93,23 +79,6 @@ class SentenceEncoder:
             padded[: len(batch)] = batch
             out.append(np.asarray(self._encode(self.model, jnp.asarray(padded)))[: len(batch)])
         return np.concatenate(out) if out else np.zeros((0, self.dim), np.float32)
-
-
-def restore_model_or_explain(checkpoints, step: int, target) -> dict:
-    """The model of the checkpoint ``step``, or a :class:`UserError` when it does not read
-    back (one the user asked for by its step is never set aside)."""
-    try:
-        return checkpoints.restore_model(step, target)
-    except UserError:
-        raise
-    except Exception as e:  # orbax and tensorstore raise many types.
-        quiet_restore_stragglers()
-        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
-        raise UserError(
-            f"The checkpoint of step {step} in {checkpoints.directory} does not read back "
-            f"({first}). Choose another --checkpoint, or leave it out to use the newest one "
-            "that reads back."
-        ) from None
 
 
 @functools.lru_cache(maxsize=4)

@@ -55,6 +55,7 @@ import jax
 import ml_collections
 import orbax.checkpoint as ocp
 from absl import logging
+from flax import nnx
 from flax.traverse_util import flatten_dict
 
 from lnexp.errors import UserError
@@ -305,6 +306,31 @@ class RunDir:
         """The checkpoints, opened for saving (the last ``keep`` are kept) and restoring."""
         return Checkpoints(self.checkpoint_dir, keep)
 
+    def trained_model(self, model: nnx.Module, step: int | None = None) -> tuple[int, nnx.Module]:
+        """``model`` (a freshly built one of the run's structure) with the variables of the
+        checkpoint ``step``, or of the newest one that reads back (damaged newer ones set aside)
+        when ``step`` is ``None``; on this process's first device, without an optimizer.
+
+        Returns:
+            ``(step, model)``, the model in evaluation mode.
+
+        Raises:
+            UserError: no checkpoint reads back, or the one named by ``step`` does not.
+        """
+        model.eval()
+        graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+        sharding = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+        target = jax.tree.map(
+            lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=sharding),
+            {"params": params, "rest": rest},
+        )
+        with self.checkpoints() as checkpoints:
+            if step is None:
+                step, variables = checkpoints.restore_newest_model(target)
+            else:
+                variables = checkpoints.restore_named_model(step, target)
+        return step, nnx.merge(graphdef, variables["params"], variables["rest"])
+
 
 class Checkpoints:
     """A run's ``checkpoints/`` (an orbax ``CheckpointManager`` over :data:`ITEMS`).
@@ -434,6 +460,21 @@ class Checkpoints:
         else:
             items = {MODEL_ITEM: target}
         return dict(self._restore(step, items)[MODEL_ITEM])
+
+    def restore_named_model(self, step: int, target: Mapping[str, Any]) -> dict[str, Any]:
+        """:meth:`restore_model` of a checkpoint the user named by its step: one that does not
+        read back is a :class:`UserError` (and is never set aside)."""
+        try:
+            return self.restore_model(step, target)
+        except UserError:
+            raise
+        except Exception as e:  # orbax and tensorstore raise many types.
+            quiet_restore_stragglers()
+            raise UserError(
+                f"The checkpoint of step {step} in {self.directory} does not read back "
+                f"({_first_line(e)}). Choose another --checkpoint, or leave it out to use the "
+                "newest one that reads back."
+            ) from None
 
     def _check_readable(self, step: int) -> None:
         path = self.directory / str(step)
