@@ -6,7 +6,8 @@ Everything (the whole report in README.md), on an otherwise idle machine::
         --out results/bench.json --markdown results/bench.md
 
 Sections (see :mod:`lnexp.bench`; registered in :mod:`lnexp.bench.sections`): ``pimnist``,
-``recurrent``, ``skipthought``, ``seeds``, ``fig6`` (the last two need ``--data_dir``). Each
+``recurrent``, ``skipthought``, ``seeds``, ``fig6`` (these two need ``--data_dir``),
+``transformer``. Each
 section's settings are flags of the same names, their help prefixed by the section (``--help``).
 PyTorch rows need ``pip install torch==2.13.0``.
 

@@ -408,7 +408,10 @@ def test_transformer_section_rows_rates_and_goal(monkeypatch, without_torch):
         monkeypatch.setattr(transformer, "import_torch", lambda: None)
     results = transformer.run(TRANSFORMER_TINY)
     rows = {row["name"]: row for row in results["rows"]}
-    assert list(rows) == list(transformer.FRAMEWORKS)
+    others = [transformer.norm_row(n) for n in ("rms", "none")]
+    assert list(rows) == [*transformer.FRAMEWORKS, *others]
+    assert [rows[name]["norm"] for name in others] == ["rms", "none"]
+    assert all(rows[name]["tokens_per_s"] > 0 for name in others)
     lnexp = rows[transformer.LNEXP]
     flops = lnexp["flops_per_token"]
     assert lnexp["compile_s"] > 0 and lnexp["optimizer"] == "adamw"

@@ -13,7 +13,10 @@ markdown table) and is registered in :mod:`lnexp.bench.sections`:
 * ``seeds`` (:mod:`lnexp.bench.seeds`): several seeds trained in one vectorized program
   against one after the other;
 * ``fig6`` (:mod:`lnexp.bench.fig6`): the Figure 6 grid's wall time against the machine's
-  limits (needs the MNIST files).
+  limits (needs the MNIST files);
+* ``transformer`` (:mod:`lnexp.bench.transformer`): the character-level Transformer LM's training
+  tokens/s against the same model in PyTorch (eager and ``torch.compile``), the machine's matmul
+  limit, and lnexp rows with RMS norm and no normalization.
 
 PyTorch is an optional extra, not in ``requirements.txt`` (``pip install torch==2.13.0``, the
 CPU build); without it its rows are marked skipped.

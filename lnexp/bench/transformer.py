@@ -109,6 +109,11 @@ class Settings(CommonSettings):
         10, "transformer: training steps per timed call (one fused chunk of the loop)."
     )
     transformer_repeats: int = setting(5, "transformer: timed calls per row.")
+    transformer_norms: str = setting(
+        "rms,none",
+        "transformer: comma-separated other values of model.norm, each an extra lnexp row timed "
+        "round-robin with the others (RMSNorm's speed claim; empty for none).",
+    )
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -180,21 +185,30 @@ def total_steps(config: ml_collections.ConfigDict) -> int:
     return config.num_epochs * config.steps_per_epoch
 
 
+def norm_row(norm: str) -> str:
+    """The name of the lnexp row of another ``model.norm``."""
+    return f"{LNEXP}, norm={norm}"
+
+
 def prepare_lnexp(
-    config: ml_collections.ConfigDict, task: Task, indices: np.ndarray, tokens: int
+    config: ml_collections.ConfigDict,
+    task: Task,
+    indices: np.ndarray,
+    tokens: int,
+    name: str = LNEXP,
 ) -> Prepared:
     """The training loop's chunk of ``len(indices)`` steps, compiled and warmed up."""
     from lnexp.training import Trainer, make_mesh, make_optimizer
 
     trainer = Trainer(task, make_optimizer(config), make_mesh(), config.seed)
     return prepare_chunk(
-        LNEXP,
+        name,
         trainer,
         Chunk(indices, None),
         items=tokens,
         steps=len(indices),
         unit="tokens",
-        extra={"method": LNEXP, "optimizer": config.optimizer.name},
+        extra={"method": LNEXP, "optimizer": config.optimizer.name, "norm": config.model.norm},
     )
 
 
@@ -449,6 +463,10 @@ def run(settings: Settings) -> dict[str, Any]:
     starts = task.train_data["start"][indices]
     torch_prepared = torch_rows(config, settings, model, text, starts, tokens)
     rows = [prepare_lnexp(config, task, indices, tokens), *torch_prepared]
+    for norm in [n.strip() for n in settings.transformer_norms.split(",") if n.strip()]:
+        other = config.copy_and_resolve_references()
+        other.model.norm = norm
+        rows.append(prepare_lnexp(other, lnexp_task(other, text), indices, tokens, norm_row(norm)))
     timed = time_rows(rows, settings.transformer_repeats)
     add_comparisons(timed, lim, flops)
     m = config.model
