@@ -320,7 +320,9 @@ def test_study_report_names_divergence_and_verdicts(tmp_path):
     fake_run(norms, "r", placement="pre", rate=0.01, warmup=200, bpc=[3, 2, 2, 2.01], norm="rms")
     fake_run(norms, "n", placement="pre", rate=0.01, warmup=200, bpc=[3, 2, 2, 2.3], norm="none")
     fake_run(norms, "l", placement="pre", rate=0.01, warmup=200, bpc=[3, 2, 2, 2.0], norm="layer")
-    text = transformer_study.write(tmp_path / "out", warmup=warm, norms=norms)
+    text = transformer_study.write(tmp_path / "out", warmup=warm, norms=norms, export=True)
+    again = transformer_study.write(tmp_path / "again", warmup=tmp_path / "out/warmup_runs")
+    assert again in text  # The exported runs (failed.txt included) give the same report.
     assert "| post | 0.01 | 0 | diverged at step 250 |" in text
     assert "post-LN at 0.01: **needs warmup**: diverged without it, 2.000 bpc with it." in text
     assert "pre-LN at 0.01: no warmup needed: 2.010 bpc without, 2.000 with (+0.010" in text

@@ -14,7 +14,10 @@ character against steps, the divergence events (a run that stopped with an error
 throughput, and one verdict line per question, computed from the numbers (thresholds below)::
 
     python -m lnexp.reporting.transformer_study --warmup runs/tf-warmup --norms runs/tf-norms \\
-        --out results/transformer
+        --out results/transformer --export
+
+(``--export`` also copies the runs' ``config.json``/``metrics.jsonl`` into ``OUT/warmup_runs/``
+and ``OUT/norms_runs/``, from which ``--warmup OUT/warmup_runs`` makes the same report.)
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from lnexp.errors import UserError, command_line
-from lnexp.reporting import grid
+from lnexp.reporting import grid, runs
 from lnexp.reporting.runs import Run, find_runs
 
 NEEDS_WARMUP_BPC = 0.05
@@ -176,6 +179,11 @@ def norms_markdown(rows: Sequence[dict]) -> str:
         rate = "-" if o["tokens_per_sec"] is None else f"{o['tokens_per_sec']:,.0f}"
         lines.append(f"| {o['norm']} | {_ended(o)} | {_best(o)} | {rate} |")
     lines += ["", *[f"- {v}" for v in norms_verdicts(rows)]]
+    lines += [
+        "",
+        "The tokens/s are the training runs' own, under whatever else the machine ran meanwhile; "
+        "`scripts/bench.py --sections transformer` times the three side by side.",
+    ]
     return "\n".join(lines) + "\n"
 
 
@@ -227,8 +235,12 @@ def norms_figure(rows: Sequence[dict], path: Path) -> None:
     plt.close(fig)
 
 
-def write(out: Path, *, warmup: Path | None = None, norms: Path | None = None) -> str:
-    """Writes the reports of the grids given; returns their markdown."""
+def write(
+    out: Path, *, warmup: Path | None = None, norms: Path | None = None, export: bool = False
+) -> str:
+    """Writes the reports of the grids given; returns their markdown. With ``export``, also
+    copies the grids' run directories without checkpoints into ``OUT/<name>_runs/``
+    (:func:`lnexp.reporting.runs.export`), so the report can be made again from them."""
     out.mkdir(parents=True, exist_ok=True)
     text = []
     for name, workdir, table, draw in (
@@ -238,6 +250,8 @@ def write(out: Path, *, warmup: Path | None = None, norms: Path | None = None) -
         if workdir is None:
             continue
         rows = outcomes(workdir)
+        if export:
+            runs.export(Path(workdir), out / f"{name}_runs")
         (out / f"{name}.json").write_text(json.dumps(rows, indent=1) + "\n")
         markdown = table(rows)
         (out / f"{name}.md").write_text(markdown)
@@ -252,10 +266,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--warmup", type=Path, help="The placement x rate x warmup grid.")
     parser.add_argument("--norms", type=Path, help="The layer/rms/none grid.")
     parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument(
+        "--export", action="store_true", help="Also copy the runs' metrics into OUT/<grid>_runs."
+    )
     args = parser.parse_args(argv)
     if args.warmup is None and args.norms is None:
         raise UserError("Pass --warmup WORKDIR and/or --norms WORKDIR (grids of compare.py).")
-    print(write(args.out, warmup=args.warmup, norms=args.norms))
+    print(write(args.out, warmup=args.warmup, norms=args.norms, export=args.export))
     print(f"Wrote the reports into {args.out}")
     return 0
 
