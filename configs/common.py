@@ -1,6 +1,7 @@
-"""The blocks every config in configs/ shares: the loop's top-level fields, the optimizer (with
-its learning-rate schedule, weight decay and the table of tuned rates
-:mod:`lnexp.reporting.tuning` reads), the checkpoints and the MNIST data.
+"""The blocks every config in configs/ shares: the loop's top-level fields (with the
+computation dtype and float16's loss scaling), the optimizer (with its learning-rate schedule,
+weight decay and the table of tuned rates :mod:`lnexp.reporting.tuning` reads), the checkpoints
+and the MNIST data.
 
 Not a config itself. A config file is loaded by path (``configs/`` is not a package), so it
 imports this file by path too::
@@ -24,13 +25,38 @@ def loop_fields(
     steps_per_call: int,
     eval_batch_size: int,
 ) -> None:
-    """Sets the training loop's top-level fields of ``config`` (seed 0)."""
+    """Sets the training loop's top-level fields of ``config`` (seed 0, float32).
+
+    ``dtype`` is the computation dtype of activations and matrix products (``'float32'``,
+    ``'bfloat16'`` or ``'float16'``); parameters, optimizer state, normalization statistics and
+    the loss stay float32 whatever it is. ``loss_scale`` is read only with ``'float16'``
+    (:mod:`lnexp.training.loss_scale`).
+    """
     config.seed = 0
     config.num_epochs = num_epochs
     config.batch_size = batch_size
     config.steps_per_call = steps_per_call  # Training steps fused into one jitted call.
     config.eval_batch_size = eval_batch_size  # Examples per step of the evaluation passes.
     config.log_every_s = 30.0  # Progress line period when stderr is not a terminal.
+    # float32 | bfloat16 | float16: activations and matrix products (parameters, optimizer state,
+    # normalization statistics and the loss stay float32).
+    config.dtype = "float32"
+    config.loss_scale = loss_scale()
+
+
+def loss_scale() -> ml_collections.ConfigDict:
+    """float16's dynamic loss scaling (:class:`lnexp.training.loss_scale.DynamicLossScale`): the
+    loss is multiplied by ``scale`` before the gradient, the gradients divided by it after; a step
+    whose gradients overflow is skipped and the scale divided by ``factor``, and after
+    ``growth_interval`` finite steps in a row it is multiplied by ``factor``. Unused with
+    float32 and bfloat16 (bfloat16 has float32's range)."""
+    block = ml_collections.ConfigDict()
+    block.initial = 2.0**15  # The scale of the first step.
+    block.growth_interval = 2000  # Finite steps in a row before the scale grows.
+    block.factor = 2.0  # The scale's step up (after growth_interval) and down (on overflow).
+    # An overflow at a scale at or below this stops the run (float16 cannot train it).
+    block.minimum = 1.0
+    return block
 
 
 def optimizer(learning_rate: float, grad_clip_norm: float = 0.0) -> ml_collections.ConfigDict:

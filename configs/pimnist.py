@@ -58,6 +58,9 @@ Figure 6 at the tuned rates (4 methods x 2 batch sizes x 3 seeds x 64 epochs)::
 
     python scripts/compare.py --config configs/pimnist.py:tuned --workdir runs/fig6_tuned \\
         --grid model.norm=none,batch,layer,weight --grid batch_size=128,4 --seeds 3 --claims
+
+``configs/pimnist.py:tiny`` is a smoke test (seconds): a 784-64-64-10 MLP, 2 evaluation periods
+of 20 steps of batch 32 (``scripts/device_check.sh`` trains it on an accelerator).
 """
 
 from pathlib import Path
@@ -68,6 +71,9 @@ from ml_collections import config_dict
 from lnexp.config import import_file
 
 common = import_file(Path(__file__).with_name("common.py"))
+
+VARIANTS = ("tuned", "tiny")
+"""The named variants (``configs/pimnist.py:<variant>``); without one, the paper's setting."""
 
 # Adam's rate per method and batch size, chosen on the validation split (see the docstring).
 TUNED_LEARNING_RATES = (
@@ -83,9 +89,12 @@ TUNED_LEARNING_RATES = (
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    """The paper's setting; ``arg='tuned'``: each method and batch size at its tuned rate."""
-    if arg not in (None, "", "tuned"):
-        raise ValueError(f"Unknown variant {arg!r} of configs/pimnist.py: expected 'tuned'.")
+    """The paper's setting; ``arg='tuned'``: each method and batch size at its tuned rate;
+    ``arg='tiny'``: a small model for a few steps (smoke tests)."""
+    if arg not in (None, "", *VARIANTS):
+        raise ValueError(
+            f"Unknown variant {arg!r} of configs/pimnist.py: expected one of {VARIANTS}."
+        )
     config = ml_collections.ConfigDict()
     config.experiment = "pimnist"
     # The paper's curves run over 64 epochs, at batch sizes 128 and 4.
@@ -111,4 +120,12 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     if arg == "tuned":
         common.use_tuned_rates(config.optimizer, TUNED_LEARNING_RATES)
     config.checkpoint = common.checkpoint(keep=3)
+    if arg == "tiny":
+        config.num_epochs = 2
+        config.steps_per_epoch = 20  # An evaluation period of 20 steps, not a pass.
+        config.batch_size = 32
+        config.steps_per_call = 10
+        config.eval_batch_size = 100
+        config.model.hidden_sizes = (64, 64)
+        config.optimizer.learning_rate = 1e-3
     return config

@@ -9,6 +9,9 @@ Plain vs LN, GRU and LSTM, side by side::
 
     python scripts/compare.py --config configs/seqmnist.py --workdir runs/seqmnist \\
         --grid model.norm=none,layer --grid model.cell=gru,lstm
+
+``configs/seqmnist.py:tiny`` is a smoke test (seconds): an LN-GRU of 16 units, 2 evaluation
+periods of 10 steps of batch 32 (``scripts/device_check.sh`` trains it on an accelerator).
 """
 
 from pathlib import Path
@@ -19,9 +22,15 @@ from lnexp.config import import_file
 
 common = import_file(Path(__file__).with_name("common.py"))
 
+VARIANTS = ("tiny",)
+"""The named variants (``configs/seqmnist.py:<variant>``); without one, the LN-GRU above."""
+
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    del arg
+    if arg not in (None, "", *VARIANTS):
+        raise ValueError(
+            f"Unknown variant {arg!r} of configs/seqmnist.py: expected one of {VARIANTS}."
+        )
     config = ml_collections.ConfigDict()
     config.experiment = "seqmnist"
     common.loop_fields(
@@ -43,4 +52,12 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     # Recurrent nets: clip the global gradient norm.
     config.optimizer = common.optimizer(learning_rate=1e-3, grad_clip_norm=1.0)
     config.checkpoint = common.checkpoint(keep=3)
+    if arg == "tiny":
+        config.num_epochs = 2
+        config.steps_per_epoch = 10  # An evaluation period of 10 steps, not a pass.
+        config.batch_size = 32
+        config.steps_per_call = 10
+        config.eval_batch_size = 100
+        config.model.hidden_size = 16
+        config.optimizer.learning_rate = 3e-3
     return config

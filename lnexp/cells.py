@@ -69,9 +69,14 @@ def _blockwise(init: Initializer, num_blocks: int) -> Initializer:
     return block_init
 
 
-def _build_norm(m: NormMethod, num_features: int, epsilon: float, rngs: nnx.Rngs) -> nnx.Module:
-    """``m``'s normalizer of ``num_features`` units, with ``epsilon`` if the method takes one."""
+def _build_norm(
+    m: NormMethod, num_features: int, epsilon: float, rngs: nnx.Rngs, dtype: Any = None
+) -> nnx.Module:
+    """``m``'s normalizer of ``num_features`` units, with ``epsilon`` if the method takes one
+    (and the output ``dtype`` when one is given)."""
     kwargs = {"epsilon": epsilon} if "epsilon" in m.hyperparameters else {}
+    if dtype is not None:
+        kwargs["dtype"] = dtype
     return m.normalizer(num_features, rngs=rngs, **kwargs)
 
 
@@ -126,18 +131,19 @@ class _GateNorm(nnx.Module):
         *,
         per_block: bool = False,
         epsilon: float,
+        dtype: Any = None,
         rngs: nnx.Rngs,
     ):
         self.num_blocks = num_blocks
         self.per_block = per_block
         if per_block:
             self.blocks = nnx.List(
-                [_build_norm(norm, block_size, epsilon, rngs) for _ in range(num_blocks)]
+                [_build_norm(norm, block_size, epsilon, rngs, dtype) for _ in range(num_blocks)]
             )
             self.norm = nnx.data(None)
         else:
             self.blocks = nnx.data(None)
-            self.norm = _build_norm(norm, num_blocks * block_size, epsilon, rngs)
+            self.norm = _build_norm(norm, num_blocks * block_size, epsilon, rngs, dtype)
 
     def __call__(self, a: Array) -> Array:
         return _normalize(a, *(self.blocks if self.per_block else [self.norm]))
@@ -149,6 +155,7 @@ class _Cell(nnx.RNNCellBase):
     in_features: int
     hidden_features: int
     param_dtype: Any
+    dtype: Any = None
     _num_carry_arrays: int = 1
 
     @classmethod
@@ -190,7 +197,8 @@ class _Cell(nnx.RNNCellBase):
         rngs: nnx.Rngs | nnx.RngStream | None = None,
         carry_init: Initializer | None = None,
     ) -> Carry:
-        """The initial carry for inputs of shape ``(*batch, in_features)``: zeros by default.
+        """The initial carry for inputs of shape ``(*batch, in_features)``: zeros by default, in
+        the cell's computation ``dtype`` (its ``param_dtype`` without one).
 
         Args:
             input_shape: Shape of one step's input; all axes but the last are batch axes.
@@ -201,16 +209,15 @@ class _Cell(nnx.RNNCellBase):
             An array ``(*batch, hidden_features)``, or ``(c, h)`` for the LSTM.
         """
         shape = tuple(input_shape[:-1]) + (self.hidden_features,)
+        dtype = self.dtype or self.param_dtype
         if carry_init is None:
-            arrays = [jnp.zeros(shape, self.param_dtype) for _ in range(self._num_carry_arrays)]
+            arrays = [jnp.zeros(shape, dtype) for _ in range(self._num_carry_arrays)]
         else:
             if isinstance(rngs, nnx.Rngs):
                 rngs = rngs.carry
             if rngs is None:
                 raise ValueError("rngs must be given to initialize the carry with carry_init.")
-            arrays = [
-                carry_init(rngs(), shape, self.param_dtype) for _ in range(self._num_carry_arrays)
-            ]
+            arrays = [carry_init(rngs(), shape, dtype) for _ in range(self._num_carry_arrays)]
         return arrays[0] if self._num_carry_arrays == 1 else tuple(arrays)
 
     @property
@@ -240,7 +247,9 @@ class SimpleCell(_Cell):
         recurrent_kernel_init: Initializer of ``W_hh`` (default orthogonal).
         bias_init: Initializer of ``b`` with ``norm='none'``.
         epsilon: Epsilon of the normalizer (added to the variance).
-        param_dtype: Dtype of the parameters and of the initial carry.
+        param_dtype: Dtype of the parameters (and of the initial carry without ``dtype``).
+        dtype: The computation dtype of the matrix products, the activations and the carry
+            (e.g. bfloat16); ``None``: promoted with the parameters, as before.
         rngs: Random streams.
 
     Example:
@@ -265,6 +274,7 @@ class SimpleCell(_Cell):
         bias_init: Initializer = nnx.initializers.zeros_init(),
         epsilon: float = 1e-5,
         param_dtype: Any = jnp.float32,
+        dtype: Any = None,
         rngs: nnx.Rngs,
     ):
         m = self._method(norm)
@@ -273,12 +283,13 @@ class SimpleCell(_Cell):
         self.norm_name = norm
         self.activation_fn = activation_fn
         self.param_dtype = param_dtype
-        linear = dict(use_bias=False, param_dtype=param_dtype, rngs=rngs)
+        self.dtype = dtype
+        linear = dict(use_bias=False, param_dtype=param_dtype, dtype=dtype, rngs=rngs)
         self.dense_i = nnx.Linear(in_features, hidden_features, kernel_init=kernel_init, **linear)
         self.dense_h = nnx.Linear(
             hidden_features, hidden_features, kernel_init=recurrent_kernel_init, **linear
         )
-        self.norm = _build_norm(m, hidden_features, epsilon, rngs)
+        self.norm = _build_norm(m, hidden_features, epsilon, rngs, dtype)
         if m.linear_bias:
             self.bias = nnx.Param(bias_init(rngs.params(), (hidden_features,), param_dtype))
         else:
@@ -286,7 +297,7 @@ class SimpleCell(_Cell):
 
     def input_projection(self, inputs: Array) -> Array:
         a = self.dense_i(inputs)
-        return a if self.bias is None else a + self.bias[...]
+        return a if self.bias is None else a + self.bias[...].astype(a.dtype)
 
     def recurrent_step(self, carry: Array, projected: Array) -> tuple[Array, Array]:
         h = self.activation_fn(_normalize(self.dense_h(carry) + projected, self.norm))
@@ -331,7 +342,9 @@ class LSTMCell(_Cell):
         recurrent_kernel_init: Initializer of ``W_h``, per gate block (default orthogonal).
         bias_init: Initializer of ``b``.
         epsilon: Epsilon of every normalizer.
-        param_dtype: Dtype of the parameters and of the initial carry.
+        param_dtype: Dtype of the parameters (and of the initial carry without ``dtype``).
+        dtype: The computation dtype of the matrix products, the activations and the carry
+            (e.g. bfloat16); ``None``: promoted with the parameters, as before.
         rngs: Random streams.
 
     Example:
@@ -370,6 +383,7 @@ class LSTMCell(_Cell):
         bias_init: Initializer = nnx.initializers.zeros_init(),
         epsilon: float = 1e-5,
         param_dtype: Any = jnp.float32,
+        dtype: Any = None,
         rngs: nnx.Rngs,
     ):
         # 'cell': plain gates, layer norm on c_t only; otherwise the method everywhere.
@@ -392,21 +406,24 @@ class LSTMCell(_Cell):
         self.gate_fn = gate_fn
         self.activation_fn = activation_fn
         self.param_dtype = param_dtype
+        self.dtype = dtype
         H = hidden_features
-        linear = dict(use_bias=False, param_dtype=param_dtype, rngs=rngs)
+        linear = dict(use_bias=False, param_dtype=param_dtype, dtype=dtype, rngs=rngs)
         self.dense_i = nnx.Linear(
             in_features, 4 * H, kernel_init=_blockwise(kernel_init, 4), **linear
         )
         self.dense_h = nnx.Linear(
             H, 4 * H, kernel_init=_blockwise(recurrent_kernel_init, 4), **linear
         )
-        self.norm_i = _GateNorm(gate_norm, 4, H, per_block=ln_per_gate, epsilon=epsilon, rngs=rngs)
-        self.norm_h = _GateNorm(gate_norm, 4, H, per_block=ln_per_gate, epsilon=epsilon, rngs=rngs)
-        self.norm_c = _build_norm(cell_norm, H, epsilon, rngs)
+        gates = dict(per_block=ln_per_gate, epsilon=epsilon, dtype=dtype, rngs=rngs)
+        self.norm_i = _GateNorm(gate_norm, 4, H, **gates)
+        self.norm_h = _GateNorm(gate_norm, 4, H, **gates)
+        self.norm_c = _build_norm(cell_norm, H, epsilon, rngs, dtype)
         self.bias = nnx.Param(bias_init(rngs.params(), (4 * H,), param_dtype))
 
     def input_projection(self, inputs: Array) -> Array:
-        return self.norm_i(self.dense_i(inputs)) + self.bias[...]
+        a = self.norm_i(self.dense_i(inputs))
+        return a + self.bias[...].astype(a.dtype)
 
     def recurrent_step(
         self, carry: tuple[Array, Array], projected: Array
@@ -459,7 +476,9 @@ class GRUCell(_Cell):
             orthogonal).
         bias_init: Initializer of ``b`` with ``norm='none'``.
         epsilon: Epsilon of every normalizer.
-        param_dtype: Dtype of the parameters and of the initial carry.
+        param_dtype: Dtype of the parameters (and of the initial carry without ``dtype``).
+        dtype: The computation dtype of the matrix products, the activations and the carry
+            (e.g. bfloat16); ``None``: promoted with the parameters, as before.
         rngs: Random streams.
 
     Example:
@@ -486,6 +505,7 @@ class GRUCell(_Cell):
         bias_init: Initializer = nnx.initializers.zeros_init(),
         epsilon: float = 1e-5,
         param_dtype: Any = jnp.float32,
+        dtype: Any = None,
         rngs: nnx.Rngs,
     ):
         m = self._method(norm)
@@ -496,18 +516,19 @@ class GRUCell(_Cell):
         self.gate_fn = gate_fn
         self.activation_fn = activation_fn
         self.param_dtype = param_dtype
+        self.dtype = dtype
         H = hidden_features
-        linear = dict(use_bias=False, param_dtype=param_dtype, rngs=rngs)
+        linear = dict(use_bias=False, param_dtype=param_dtype, dtype=dtype, rngs=rngs)
         self.dense_i = nnx.Linear(
             in_features, 3 * H, kernel_init=_blockwise(kernel_init, 3), **linear
         )
         self.dense_h = nnx.Linear(
             H, 3 * H, kernel_init=_blockwise(recurrent_kernel_init, 3), **linear
         )
-        self.norm_i = _build_norm(m, 2 * H, epsilon, rngs)
-        self.norm_h = _build_norm(m, 2 * H, epsilon, rngs)
-        self.norm_i_candidate = _build_norm(m, H, epsilon, rngs)
-        self.norm_h_candidate = _build_norm(m, H, epsilon, rngs)
+        self.norm_i = _build_norm(m, 2 * H, epsilon, rngs, dtype)
+        self.norm_h = _build_norm(m, 2 * H, epsilon, rngs, dtype)
+        self.norm_i_candidate = _build_norm(m, H, epsilon, rngs, dtype)
+        self.norm_h_candidate = _build_norm(m, H, epsilon, rngs, dtype)
         if m.linear_bias:
             self.bias = nnx.Param(bias_init(rngs.params(), (3 * H,), param_dtype))
         else:
@@ -515,12 +536,14 @@ class GRUCell(_Cell):
 
     def input_projection(self, inputs: Array) -> Array:
         a = _normalize(self.dense_i(inputs), self.norm_i, self.norm_i_candidate)
-        return a if self.bias is None else a + self.bias[...]
+        return a if self.bias is None else a + self.bias[...].astype(a.dtype)
 
     def recurrent_step(self, carry: Array, projected: Array) -> tuple[Array, Array]:
         h = carry
         H = self.hidden_features
         kernel = self.dense_h.kernel[...]
+        if self.dtype is not None:
+            kernel = kernel.astype(self.dtype)
         x_gates, x_candidate = projected[..., : 2 * H], projected[..., 2 * H :]
         if self.reset_after:
             a = _normalize(h @ kernel, self.norm_h, self.norm_h_candidate)

@@ -9,9 +9,9 @@ means the same thing in every config of ``configs/``. A tuple value (``model.hid
 here. tests/test_faults.py fails for a numeric field of any config without an entry, so a new
 field gets its range when it is added.
 
-The string fields that name the optimizer and its schedule have their valid names declared in
-:data:`CHOICES`, checked by the same :func:`check_ranges`, so a misspelt ``optimizer.schedule``
-is refused before any work too.
+The string fields that name the computation dtype, the optimizer and its schedule have their
+valid names declared in :data:`CHOICES`, checked by the same :func:`check_ranges`, so a misspelt
+``optimizer.schedule`` (or ``dtype=float61``) is refused before any work too.
 """
 
 from __future__ import annotations
@@ -98,6 +98,11 @@ RANGES: dict[str, Range] = {
     "log_every_s": Range(low=0.0, what="seconds between progress lines"),
     "checkpoint.keep": count("checkpoints kept"),
     "checkpoint.every_epochs": count("epochs between checkpoints"),
+    # float16's dynamic loss scaling (configs/common.py: loss_scale).
+    "loss_scale.initial": positive("the initial float16 loss scale"),
+    "loss_scale.growth_interval": count("finite steps before the loss scale grows"),
+    "loss_scale.factor": Range(low=1.0, open_low=True, what="the loss scale's growth factor"),
+    "loss_scale.minimum": positive("the smallest float16 loss scale"),
     # The optimizer (configs/common.py: optimizer, use_tuned_rates).
     "optimizer.learning_rate": positive("the learning rate", optional=True),
     "optimizer.tuned_rates": positive("each tuned learning rate"),
@@ -149,6 +154,7 @@ class Choice:
 # The string fields whose names the training machinery reads, by dotted key (the model's names,
 # such as model.norm, are checked by the layers that read them: lnexp.errors.config_key).
 CHOICES: dict[str, Choice] = {
+    "dtype": Choice(("float32", "bfloat16", "float16"), "the computation dtype"),
     "optimizer.name": Choice(("adam", "adamw", "sgd"), "the optimizer"),
     "optimizer.schedule": Choice(("constant", "cosine"), "the learning-rate schedule"),
 }

@@ -905,6 +905,9 @@ class NormalizedLinear(nnx.Module):
         out_features: Number of units ``H``.
         norm: The method, a key of :data:`REGISTRY`.
         kernel_init: Initializer of ``W`` (of ``v`` for weight norm).
+        dtype: The computation dtype of the matrix product and the output (e.g. bfloat16; the
+            parameters stay float32 and the normalizer's statistics at least float32);
+            ``None``: a floating input's dtype out, the product promoted with the parameters.
         rngs: Random streams.
         **norm_kwargs: Passed to the normalizer (``epsilon``, ``unbiased``, ``momentum``, ...).
 
@@ -928,24 +931,40 @@ class NormalizedLinear(nnx.Module):
         *,
         norm: str,
         kernel_init: Initializer = nnx.initializers.lecun_normal(),
+        dtype: Any = None,
         rngs: nnx.Rngs,
         **norm_kwargs: Any,
     ):
         m = method(norm)
         self.norm_name = norm
+        self.dtype = dtype
+        # Only given when set, so that a method built without the argument still builds.
+        typed = {} if dtype is None else {"dtype": dtype}
         if m.kind == WEIGHTS:
             self.linear = m.build(
-                in_features, out_features, kernel_init=kernel_init, rngs=rngs, **norm_kwargs
+                in_features,
+                out_features,
+                kernel_init=kernel_init,
+                rngs=rngs,
+                **typed,
+                **norm_kwargs,
             )
             self.norm = Identity()
             return
         self.linear = nnx.Linear(
-            in_features, out_features, use_bias=m.linear_bias, kernel_init=kernel_init, rngs=rngs
+            in_features,
+            out_features,
+            use_bias=m.linear_bias,
+            kernel_init=kernel_init,
+            rngs=rngs,
+            **typed,
         )
-        self.norm = m.normalizer(out_features, rngs=rngs, **norm_kwargs)
+        self.norm = m.normalizer(out_features, rngs=rngs, **typed, **norm_kwargs)
 
     def __call__(self, x: Array) -> Array:
         y = self.norm(self.linear(x))
+        if self.dtype is not None:
+            return y.astype(self.dtype)
         # nnx.Linear promotes e.g. bfloat16 inputs to its float32 kernel; return a floating
         # input's dtype for every method, as WeightNormLinear and the normalizers do.
         return y.astype(x.dtype) if jnp.issubdtype(x.dtype, jnp.floating) else y

@@ -199,7 +199,9 @@ def test_a_stale_lock_file_does_not_block(tmp_path):
 CONFIGS = [
     ("pimnist", None),
     ("pimnist", "tuned"),
+    ("pimnist", "tiny"),
     ("seqmnist", None),
+    ("seqmnist", "tiny"),
     *(("skipthought", v) for v in ("small", "paper", "tiny")),
 ]
 

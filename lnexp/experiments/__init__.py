@@ -12,6 +12,10 @@ those fields: {metric: values, '<metric>_epoch': epochs, ...}}``; the reports
 the experiment. One with a table in the paper exposes ``reference_table()`` (read by the report
 that prints it, e.g. :mod:`lnexp.senteval.report`).
 
+Every experiment's ``build_model`` builds its model in the computation dtype of
+``config.dtype`` (:func:`compute_dtype`; float32 parameters whatever it is) and its loss takes
+the cross-entropy of float32 logits.
+
 A new experiment is one module here (plus its name in :data:`EXPERIMENTS`) and one config file.
 """
 
@@ -23,6 +27,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from flax import nnx
@@ -33,6 +38,12 @@ Batch = Mapping[str, jax.Array]
 
 EXPERIMENTS = ("pimnist", "seqmnist", "skipthought", "transformer")
 """Names ``config.experiment`` accepts; each is a module of this package."""
+
+
+def compute_dtype(config: ml_collections.ConfigDict) -> jnp.dtype:
+    """The dtype of activations and matrix products, ``config.dtype`` (float32 in run
+    directories written before the field existed)."""
+    return jnp.dtype(config.get("dtype", "float32"))
 
 
 @dataclasses.dataclass(frozen=True)

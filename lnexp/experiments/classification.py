@@ -24,7 +24,8 @@ def classification_fns(to_inputs: Callable[[jax.Array], jax.Array]):
     """
 
     def logits(model: nnx.Module, batch: Batch) -> jax.Array:
-        return model(to_inputs(batch["image"]))
+        # The cross-entropy of float32 logits, whatever the model's computation dtype.
+        return model(to_inputs(batch["image"])).astype(jnp.float32)
 
     def loss_fn(model: nnx.Module, batch: Batch, rng: jax.Array):
         del rng

@@ -14,7 +14,7 @@ from flax import nnx
 from lnexp import norms
 from lnexp.data.mnist import load_mnist, pixels_to_unit_interval
 from lnexp.errors import UserError, config_key
-from lnexp.experiments import Task
+from lnexp.experiments import Task, compute_dtype
 from lnexp.experiments.classification import classification_fns
 from lnexp.models.initializers import get_initializer
 from lnexp.models.mlp import MLP
@@ -63,6 +63,7 @@ def build_model(config: ml_collections.ConfigDict, rngs: nnx.Rngs) -> MLP:
             norm=model.norm,
             normalize_logits=model.normalize_logits,
             kernel_init=get_initializer(model.kernel_init),
+            dtype=compute_dtype(config),
             rngs=rngs,
             **norm_kwargs(config),
         )

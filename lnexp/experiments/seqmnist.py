@@ -8,7 +8,7 @@ from flax import nnx
 
 from lnexp.data.mnist import load_mnist, pixels_to_unit_interval
 from lnexp.errors import UserError, config_key
-from lnexp.experiments import Task
+from lnexp.experiments import Task, compute_dtype
 from lnexp.experiments.classification import classification_fns
 from lnexp.models.initializers import get_initializer
 from lnexp.models.recurrent import CELLS, RecurrentClassifier
@@ -51,6 +51,7 @@ def build_model(config: ml_collections.ConfigDict, rngs: nnx.Rngs) -> RecurrentC
             precompute_inputs=model.precompute_inputs,
             kernel_init=get_initializer(model.kernel_init),
             recurrent_kernel_init=get_initializer(model.recurrent_kernel_init),
+            dtype=compute_dtype(config),
             rngs=rngs,
         )
 

@@ -15,7 +15,7 @@ from flax import nnx
 
 from lnexp.data.text import load_corpus
 from lnexp.errors import UserError, config_key
-from lnexp.experiments import Batch, Task
+from lnexp.experiments import Batch, Task, compute_dtype
 from lnexp.models.skipthought import SkipThought, token_mean_loss
 
 
@@ -30,6 +30,7 @@ def build_model(config: ml_collections.ConfigDict, vocab_size: int, rngs: nnx.Rn
             condition_every_step=model.condition_every_step,
             tie_embeddings=model.tie_embeddings,
             unroll=model.unroll,
+            dtype=compute_dtype(config),
             rngs=rngs,
         )
 

@@ -23,7 +23,7 @@ from flax import nnx
 
 from lnexp.data.chars import CharCorpus, load_char_corpus
 from lnexp.errors import UserError, config_key
-from lnexp.experiments import Batch, Task
+from lnexp.experiments import Batch, Task, compute_dtype
 from lnexp.experiments.skipthought import evenly_spaced
 from lnexp.models.transformer import Transformer
 
@@ -49,6 +49,7 @@ def build_model(config: ml_collections.ConfigDict, vocab_size: int, rngs: nnx.Rn
                 init_std=m.init_std,
                 kernel_init=m.kernel_init,
                 rngs=rngs,
+                dtype=compute_dtype(config),
             )
         except ValueError as e:
             raise UserError(f"config.model: {e} Fix the field on the command line.") from e

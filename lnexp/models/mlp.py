@@ -25,6 +25,8 @@ class MLP(nnx.Module):
             (Section 6.1); weight norm re-parameterizes every layer (Salimans & Kingma), RMS
             norm follows layer norm.
         kernel_init: Initializer of every weight matrix.
+        dtype: The computation dtype of every layer (activations and matrix products, e.g.
+            bfloat16); the parameters stay float32. ``None``: the input's.
         rngs: Random streams.
         **norm_kwargs: Passed to every normalizer (e.g. ``epsilon``, ``unbiased``).
 
@@ -44,6 +46,7 @@ class MLP(nnx.Module):
         norm: str,
         normalize_logits: bool | None = None,
         kernel_init: nnx.initializers.Initializer = nnx.initializers.lecun_normal(),
+        dtype: Any = None,
         rngs: nnx.Rngs,
         **norm_kwargs: Any,
     ):
@@ -57,6 +60,7 @@ class MLP(nnx.Module):
                     d_out,
                     norm=n,
                     kernel_init=kernel_init,
+                    dtype=dtype,
                     rngs=rngs,
                     **(norm_kwargs if n != "none" else {}),
                 )

@@ -26,6 +26,8 @@ class RecurrentClassifier(nnx.Module):
         unroll: Time steps unrolled per iteration of the scan.
         precompute_inputs: Compute the input projections of all steps before the scan
             (see :func:`lnexp.cells.scan`).
+        dtype: The computation dtype of the cell and the logits (e.g. bfloat16); the parameters
+            stay float32. ``None``: promoted with the parameters.
         rngs: Random streams.
         **cell_kwargs: Passed to the cell (e.g. ``reset_after=False``).
 
@@ -48,13 +50,16 @@ class RecurrentClassifier(nnx.Module):
         norm: str = "layer",
         unroll: int = 1,
         precompute_inputs: bool = True,
+        dtype: Any = None,
         rngs: nnx.Rngs,
         **cell_kwargs: Any,
     ):
         if cell not in CELLS:
             raise ValueError(f"Unknown cell {cell!r}: expected one of {sorted(CELLS)}.")
-        self.cell = CELLS[cell](in_features, hidden_features, norm=norm, rngs=rngs, **cell_kwargs)
-        self.head = nnx.Linear(hidden_features, num_classes, rngs=rngs)
+        self.cell = CELLS[cell](
+            in_features, hidden_features, norm=norm, dtype=dtype, rngs=rngs, **cell_kwargs
+        )
+        self.head = nnx.Linear(hidden_features, num_classes, dtype=dtype, rngs=rngs)
         self.unroll = unroll
         self.precompute_inputs = precompute_inputs
 

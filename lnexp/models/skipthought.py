@@ -42,6 +42,9 @@ class SkipThought(nnx.Module):
         condition_every_step: Also feed the encoding to every decoder step.
         tie_embeddings: Output logits ``E @ (W d)`` instead of a separate output matrix.
         unroll: ``lax.scan`` unroll of the GRUs.
+        dtype: The computation dtype of the embeddings, the GRUs and the output layer (e.g.
+            bfloat16); the parameters stay float32, the losses are computed in float32.
+            ``None``: promoted with the parameters.
         rngs: Random streams.
 
     Example:
@@ -64,19 +67,20 @@ class SkipThought(nnx.Module):
         condition_every_step: bool = False,
         tie_embeddings: bool = False,
         unroll: int = 1,
+        dtype: Any = None,
         rngs: nnx.Rngs,
     ):
         init = symmetric_uniform(0.1)
         self.vocab_size = vocab_size
         self.condition_every_step = condition_every_step
         self.unroll = unroll
-        self.embed = nnx.Embed(vocab_size, embed_dim, embedding_init=init, rngs=rngs)
-        self.encoder = GRUCell(embed_dim, hidden_size, norm=norm, rngs=rngs)
+        self.embed = nnx.Embed(vocab_size, embed_dim, embedding_init=init, dtype=dtype, rngs=rngs)
+        self.encoder = GRUCell(embed_dim, hidden_size, norm=norm, dtype=dtype, rngs=rngs)
         decoder_in = embed_dim + (hidden_size if condition_every_step else 0)
-        self.decoder_prev = GRUCell(decoder_in, hidden_size, norm=norm, rngs=rngs)
-        self.decoder_next = GRUCell(decoder_in, hidden_size, norm=norm, rngs=rngs)
+        self.decoder_prev = GRUCell(decoder_in, hidden_size, norm=norm, dtype=dtype, rngs=rngs)
+        self.decoder_next = GRUCell(decoder_in, hidden_size, norm=norm, dtype=dtype, rngs=rngs)
         out_dim = embed_dim if tie_embeddings else vocab_size
-        self.output = nnx.Linear(hidden_size, out_dim, kernel_init=init, rngs=rngs)
+        self.output = nnx.Linear(hidden_size, out_dim, kernel_init=init, dtype=dtype, rngs=rngs)
         self.tie_embeddings = tie_embeddings
 
     def encode(self, ids: Array) -> Array:

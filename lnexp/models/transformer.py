@@ -12,8 +12,10 @@ normalizes each head's queries and keys over the head's features before their do
 (Dehghani et al., 2023; one gain per feature shared by the heads), which bounds the attention
 logits. ``use_bias=False`` drops every bias, the layer norms' included (PaLM, nanoGPT).
 
-Attention is :func:`jax.nn.dot_product_attention` with ``is_causal=True`` (XLA's fused kernel
-on CPU, cuDNN's where available), so position ``t`` attends to positions ``<= t`` only.
+Attention is :func:`jax.nn.dot_product_attention` with ``is_causal=True`` (its XLA
+implementation on every platform; the same steps written out for float16, which XLA:CPU's
+version refuses, see :func:`causal_attention`), so position ``t`` attends to positions ``<= t``
+only.
 Positions are learned embeddings or the fixed sinusoids of Vaswani et al.; the output layer is
 its own matrix or the transposed token embedding (``tie_embeddings``). Every matrix starts as
 ``N(0, init_std^2)`` (GPT-2's 0.02) or Glorot-uniform (``kernel_init='xavier'``, the setting
@@ -21,11 +23,16 @@ Xiong et al. analyse); embeddings as ``N(0, init_std^2)``, biases at 0.
 
 Dropout (``dropout > 0``) needs a key at each call in training (``model(ids, rng=key)``); in
 evaluation mode (``model.eval()``) and without a key it is off.
+
+``dtype`` (e.g. bfloat16) is the computation dtype of every layer: embeddings, matrix products,
+attention and the residual stream; parameters stay float32 and the normalizers' statistics at
+least float32 (``jax.nn.dot_product_attention`` takes its softmax in float32).
 """
 
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -58,14 +65,17 @@ def _check(name: str, value: str, valid: tuple[str, ...]) -> None:
         raise ValueError(f"Unknown {name} {value!r}: expected one of {list(valid)}.")
 
 
-def make_norm(name: str, width: int, *, use_bias: bool, rngs: nnx.Rngs) -> nnx.Module:
+def make_norm(
+    name: str, width: int, *, use_bias: bool, rngs: nnx.Rngs, dtype: Any = None
+) -> nnx.Module:
     """The normalizer ``name`` of ``width`` features: layer norm (with a bias when
-    ``use_bias``), RMS norm (gain only, as Zhang & Sennrich and LLaMA) or the identity."""
+    ``use_bias``), RMS norm (gain only, as Zhang & Sennrich and LLaMA) or the identity; its
+    output in ``dtype`` (default: the input's)."""
     norms.method(name, among=NORMS, owner="Transformer")
     if name == "layer":
-        return norms.LayerNorm(width, use_bias=use_bias, rngs=rngs)
+        return norms.LayerNorm(width, use_bias=use_bias, dtype=dtype, rngs=rngs)
     if name == "rms":
-        return norms.RMSNorm(width, use_bias=False, rngs=rngs)
+        return norms.RMSNorm(width, use_bias=False, dtype=dtype, rngs=rngs)
     return norms.Identity(width)
 
 
@@ -99,6 +109,7 @@ class CausalSelfAttention(nnx.Module):
         use_bias: Biases in the projections (and in a layer-norm ``qk_norm``).
         kernel_init: Initializer of the projections.
         rngs: Random streams.
+        dtype: The computation dtype (``None``: promoted with the parameters).
     """
 
     def __init__(
@@ -110,22 +121,42 @@ class CausalSelfAttention(nnx.Module):
         use_bias: bool = True,
         kernel_init: nnx.initializers.Initializer = nnx.initializers.normal(0.02),
         rngs: nnx.Rngs,
+        dtype: Any = None,
     ):
         if width % num_heads:
             raise ValueError(f"num_heads={num_heads} does not divide width={width}.")
         self.num_heads, self.head_dim = num_heads, width // num_heads
-        init = kernel_init
-        self.qkv = nnx.Linear(width, 3 * width, use_bias=use_bias, kernel_init=init, rngs=rngs)
-        self.out = nnx.Linear(width, width, use_bias=use_bias, kernel_init=init, rngs=rngs)
-        self.q_norm = make_norm(qk_norm, self.head_dim, use_bias=use_bias, rngs=rngs)
-        self.k_norm = make_norm(qk_norm, self.head_dim, use_bias=use_bias, rngs=rngs)
+        linear = dict(use_bias=use_bias, kernel_init=kernel_init, dtype=dtype, rngs=rngs)
+        self.qkv = nnx.Linear(width, 3 * width, **linear)
+        self.out = nnx.Linear(width, width, **linear)
+        norm = dict(use_bias=use_bias, dtype=dtype, rngs=rngs)
+        self.q_norm = make_norm(qk_norm, self.head_dim, **norm)
+        self.k_norm = make_norm(qk_norm, self.head_dim, **norm)
 
     def __call__(self, x: Array) -> Array:
         b, t, _ = x.shape
         q, k, v = jnp.split(self.qkv(x).reshape(b, t, 3 * self.num_heads, self.head_dim), 3, 2)
         q, k = self.q_norm(q), self.k_norm(k)
-        y = jax.nn.dot_product_attention(q, k, v, is_causal=True)
+        y = causal_attention(q, k, v)
         return self.out(y.reshape(b, t, -1))
+
+
+def causal_attention(q: Array, k: Array, v: Array) -> Array:
+    """``softmax(q k^T / sqrt(d) + causal mask) v`` per head, ``(batch, time, heads, d)``.
+
+    :func:`jax.nn.dot_product_attention` (XLA's implementation), except for float16: there it
+    asks for the ``F16_F16_F32`` dot algorithm, which XLA:CPU refuses (jax 0.10), so float16 takes
+    the same steps here with the default algorithm: logits accumulated in float32, the softmax in
+    float32, the probabilities cast back to float16 for their product with ``v``.
+    """
+    if q.dtype != jnp.float16:
+        return jax.nn.dot_product_attention(q, k, v, is_causal=True)
+    t, d = q.shape[1], q.shape[-1]
+    logits = jnp.einsum("btnh,bsnh->bnts", q, k, preferred_element_type=jnp.float32)
+    causal = jnp.tril(jnp.ones((t, k.shape[1]), jnp.bool_))
+    logits = jnp.where(causal, logits / math.sqrt(d), jnp.finfo(jnp.float32).min)
+    probs = jax.nn.softmax(logits, axis=-1).astype(v.dtype)
+    return jnp.einsum("bnts,bsnh->btnh", probs, v)
 
 
 class MLPBlock(nnx.Module):
@@ -139,11 +170,12 @@ class MLPBlock(nnx.Module):
         use_bias: bool = True,
         kernel_init: nnx.initializers.Initializer = nnx.initializers.normal(0.02),
         rngs: nnx.Rngs,
+        dtype: Any = None,
     ):
-        init = kernel_init
+        linear = dict(use_bias=use_bias, kernel_init=kernel_init, dtype=dtype, rngs=rngs)
         hidden = mlp_ratio * width
-        self.fc = nnx.Linear(width, hidden, use_bias=use_bias, kernel_init=init, rngs=rngs)
-        self.proj = nnx.Linear(hidden, width, use_bias=use_bias, kernel_init=init, rngs=rngs)
+        self.fc = nnx.Linear(width, hidden, **linear)
+        self.proj = nnx.Linear(hidden, width, **linear)
 
     def __call__(self, x: Array) -> Array:
         return self.proj(jax.nn.gelu(self.fc(x)))
@@ -164,6 +196,7 @@ class Block(nnx.Module):
         dropout: Dropout rate on each branch's output (before the residual sum).
         kernel_init: Initializer of every weight matrix.
         rngs: Random streams.
+        dtype: The computation dtype (``None``: promoted with the parameters).
     """
 
     def __init__(
@@ -179,17 +212,17 @@ class Block(nnx.Module):
         dropout: float = 0.0,
         kernel_init: nnx.initializers.Initializer = nnx.initializers.normal(0.02),
         rngs: nnx.Rngs,
+        dtype: Any = None,
     ):
         _check("placement", placement, PLACEMENTS)
         self.placement = placement
-        self.attn_norm = make_norm(norm, width, use_bias=use_bias, rngs=rngs)
+        common = dict(use_bias=use_bias, dtype=dtype, rngs=rngs)
+        self.attn_norm = make_norm(norm, width, **common)
         self.attn = CausalSelfAttention(
-            width, num_heads, qk_norm=qk_norm, use_bias=use_bias, kernel_init=kernel_init, rngs=rngs
+            width, num_heads, qk_norm=qk_norm, kernel_init=kernel_init, **common
         )
-        self.mlp_norm = make_norm(norm, width, use_bias=use_bias, rngs=rngs)
-        self.mlp = MLPBlock(
-            width, mlp_ratio=mlp_ratio, use_bias=use_bias, kernel_init=kernel_init, rngs=rngs
-        )
+        self.mlp_norm = make_norm(norm, width, **common)
+        self.mlp = MLPBlock(width, mlp_ratio=mlp_ratio, kernel_init=kernel_init, **common)
         self.dropout = nnx.Dropout(dropout)
 
     def __call__(self, x: Array, rngs: nnx.Rngs | None = None) -> Array:
@@ -228,6 +261,8 @@ class Transformer(nnx.Module):
         kernel_init: ``'normal'`` (``N(0, init_std^2)``, GPT-2) or ``'xavier'`` (Glorot
             uniform, as analysed by Xiong et al., 2020) for every weight matrix.
         rngs: Random streams.
+        dtype: The computation dtype of every layer (e.g. ``jnp.bfloat16``); the parameters
+            stay float32. ``None``: promoted with the parameters (float32).
 
     Example:
         >>> import jax.numpy as jnp
@@ -258,13 +293,15 @@ class Transformer(nnx.Module):
         init_std: float = 0.02,
         kernel_init: str = "normal",
         rngs: nnx.Rngs,
+        dtype: Any = None,
     ):
         _check("placement", placement, PLACEMENTS)
         _check("positions", positions, POSITIONS)
         self.context, self.placement = context, placement
+        self.dtype = dtype
         init = nnx.initializers.normal(init_std)
         kernels = kernel_initializer(kernel_init, init_std)
-        self.embed = nnx.Embed(vocab_size, width, embedding_init=init, rngs=rngs)
+        self.embed = nnx.Embed(vocab_size, width, embedding_init=init, dtype=dtype, rngs=rngs)
         self.width = width
         self.learned_positions = positions == "learned"
         self.positions = (
@@ -285,18 +322,21 @@ class Transformer(nnx.Module):
                     dropout=dropout,
                     kernel_init=kernels,
                     rngs=rngs,
+                    dtype=dtype,
                 )
                 for _ in range(depth)
             ]
         )
         # Post-LN's last block already ends in N; pre-LN's residual stream needs its own.
         final = norm if placement == "pre" else "none"
-        self.final_norm = make_norm(final, width, use_bias=use_bias, rngs=rngs)
+        self.final_norm = make_norm(final, width, use_bias=use_bias, dtype=dtype, rngs=rngs)
         self.tie_embeddings = tie_embeddings
         self.head = (
             nnx.data(None)
             if tie_embeddings
-            else nnx.Linear(width, vocab_size, use_bias=use_bias, kernel_init=kernels, rngs=rngs)
+            else nnx.Linear(
+                width, vocab_size, use_bias=use_bias, kernel_init=kernels, dtype=dtype, rngs=rngs
+            )
         )
         self.dropout = nnx.Dropout(dropout)
 
@@ -310,7 +350,10 @@ class Transformer(nnx.Module):
             positions = self.positions[:t]
         else:
             positions = jnp.asarray(sinusoids(t, self.width))
-        x = _dropout(self.dropout, self.embed(ids) + positions, rngs)
+        tokens = self.embed(ids)
+        if self.dtype is not None:
+            positions = positions.astype(self.dtype)
+        x = _dropout(self.dropout, tokens + positions, rngs)
         for block in self.blocks:
             x = block(x, rngs)
         x = self.final_norm(x)

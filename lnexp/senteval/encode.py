@@ -63,7 +63,8 @@ class SentenceEncoder:
         model = build_model(self.config, len(self.vocab), nnx.Rngs(0))
         # Without a step: the newest that reads back (damaged ones set aside).
         self.step, self.model = RunDir(workdir).trained_model(model, None if newest else step)
-        self._encode = nnx.jit(lambda m, ids: m.encode(ids))
+        # float32 vectors whatever the run's computation dtype (config.dtype).
+        self._encode = nnx.jit(lambda m, ids: m.encode(ids).astype(jnp.float32))
 
     @property
     def dim(self) -> int:

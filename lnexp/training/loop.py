@@ -26,6 +26,10 @@ data and the loss. Its shape:
   its schedule, so the run ends bitwise as an uninterrupted one (:mod:`lnexp.training.preemption`).
 * A non-finite loss (or evaluation) stops the run with an error naming the epoch, step (and
   seed); the bad state is never recorded or checkpointed, so the last good checkpoint survives.
+  A float16 run (``config.dtype``) scales its loss (:mod:`lnexp.training.loss_scale`): a step
+  whose gradients overflow is skipped and is no divergence (its loss may be infinite), unless it
+  overflowed at a scale at or below ``config.loss_scale.minimum``, which stops the run the same
+  way. Its records also give ``train_skipped_steps`` and ``train_loss_scale``.
 * Over several processes (hosts; :mod:`lnexp.training.distributed` connects them) every process
   runs this same loop on the same config. Process 0 alone writes ``config.json``,
   ``metrics.jsonl`` and TensorBoard; all of them write and restore the checkpoints, so the
@@ -58,7 +62,7 @@ from absl import logging
 from lnexp.config import resolve_learning_rate
 from lnexp.errors import Interrupted
 from lnexp.experiments import build_task
-from lnexp.training import checks, preemption, records
+from lnexp.training import checks, loss_scale, preemption, records
 from lnexp.training.batches import Schedule
 from lnexp.training.metric_writers import MetricWriter, ProgressLine
 from lnexp.training.optimizer import make_optimizer
@@ -166,7 +170,14 @@ def _train_until_stopped(
     ]
     total_steps = schedules[0].epoch_steps * config.num_epochs
     # The learning-rate schedule may run until the last step (a cosine with decay_steps=None).
-    trainer = Trainer(task, make_optimizer(config, total_steps), mesh, seeds, models=models)
+    trainer = Trainer(
+        task,
+        make_optimizer(config, total_steps),
+        mesh,
+        seeds,
+        models=models,
+        loss_scale=loss_scale.from_config(config),
+    )
     # Written only once the config is known to be valid: a run refused for a bad value must not
     # leave a config.json behind that then refuses the corrected run as "a different config".
     for seed_config, run_dir in zip(configs, run_dirs, strict=True):
@@ -350,23 +361,16 @@ def _train_epoch(
             metrics = {k: v[:, None] for k, v in metrics.items()}  # A seed axis of size 1.
         loss = metrics["loss"]
         seconds += time.perf_counter() - t0 - (trainer.compile_seconds - compile_before)
-        if not np.all(np.isfinite(loss)):
-            bad, i = np.argwhere(~np.isfinite(loss))[0]
-            raise records.loss_diverged(
-                loss[bad, i],
-                epoch,
-                first_step + int(bad) + 1,
-                seed=trainer.seeds[i],
-                workdir=run_dirs[i].path,
-                num_seeds=trainer.num_seeds,
-            )
+        _check_steps(trainer, metrics, epoch, first_step, run_dirs)
         per_step.append(metrics)
         done += len(chunk.indices)
         rate = done * config.batch_size * trainer.num_seeds / seconds
         seeds = f" (mean of {trainer.num_seeds} seeds)" if trainer.vectorized else ""
         in_all = " in all" if trainer.vectorized else ""
+        finite = loss[np.isfinite(loss)]  # A float16 step skipped for an overflow may be inf.
+        shown = finite.mean() if finite.size else np.nan
         progress.update(
-            f"epoch {epoch}/{config.num_epochs} | loss {loss.mean():.4f}{seeds} | "
+            f"epoch {epoch}/{config.num_epochs} | loss {shown:.4f}{seeds} | "
             f"{rate:,.0f} {trainer.task.unit}/s{in_all}",
             epoch_start_step + done,
         )
@@ -374,3 +378,31 @@ def _train_epoch(
             break
     metrics = {k: np.concatenate([m[k] for m in per_step]) for k in per_step[0]}
     return state, metrics, seconds, stop
+
+
+def _check_steps(
+    trainer: Trainer,
+    metrics: dict[str, np.ndarray],
+    epoch: int,
+    first_step: int,
+    run_dirs: Sequence[RunDir],
+) -> None:
+    """Raises the divergence error of the first bad step of a chunk's metrics ``(steps, seeds)``:
+    a non-finite loss, except at a float16 step skipped for an overflow (the scaler lowers its
+    scale and the run goes on), or such a skip at a scale already at its minimum."""
+    loss = metrics["loss"]
+    bad = ~np.isfinite(loss)
+    collapsed = np.zeros_like(bad)
+    scaler = trainer.loss_scale
+    if scaler is not None:
+        bad &= metrics["skipped"] == 0
+        collapsed = scaler.collapsed(metrics["loss_scale"], metrics["skipped"])
+    if not (bad | collapsed).any():
+        return
+    row, i = np.argwhere(bad | collapsed)[0]
+    where = dict(seed=trainer.seeds[i], workdir=run_dirs[i].path, num_seeds=trainer.num_seeds)
+    step = first_step + int(row) + 1
+    if collapsed[row, i]:
+        scale = float(metrics["loss_scale"][row, i])
+        raise records.loss_scale_collapsed(scale, scaler.minimum, epoch, step, **where)
+    raise records.loss_diverged(loss[row, i], epoch, step, **where)

@@ -33,13 +33,30 @@ def epoch_record(
     loss (``train_loss``) and the task's other metrics (``train_batch_<name>``) averaged over the
     epoch's steps, throughput (also as ``<unit>_per_sec``, e.g. sentences, and as
     ``tokens_per_sec`` for a task whose examples are ``tokens_per_example`` tokens each), compile
-    and wall time."""
+    and wall time.
+
+    A float16 run's metrics also hold ``skipped`` and ``loss_scale`` per step
+    (:mod:`lnexp.training.loss_scale`): the averages then leave out the skipped steps, and the
+    record gives their number (``train_skipped_steps``) and the scale of the epoch's last step
+    (``train_loss_scale``)."""
     record: dict[str, Any] = {"epoch": epoch, "step": step}
     for split, values in evals.items():
         for key, value in values.items():
             record[f"{split}_{key}"] = value
+    train_metrics = dict(train_metrics)
+    kept = None
+    if "skipped" in train_metrics:
+        skipped = np.asarray(train_metrics.pop("skipped"))
+        kept = skipped == 0
+    scale = train_metrics.pop("loss_scale", None)
     for key, values in train_metrics.items():
-        record["train_loss" if key == "loss" else f"train_batch_{key}"] = float(np.mean(values))
+        values = np.asarray(values) if kept is None else np.asarray(values)[kept]
+        mean = float(np.mean(values)) if values.size else float("nan")
+        record["train_loss" if key == "loss" else f"train_batch_{key}"] = mean
+    if kept is not None:
+        record["train_skipped_steps"] = int(np.sum(~kept))
+    if scale is not None:
+        record["train_loss_scale"] = float(np.asarray(scale)[-1])
     record["examples_per_sec"] = examples_per_sec
     if unit != "examples":
         record[f"{unit}_per_sec"] = examples_per_sec
@@ -94,4 +111,26 @@ def loss_diverged(
         f"stopped and wrote nothing for epoch {epoch}; checkpoints of earlier epochs are kept. "
         f"{retry}{who} would diverge the same way: {_ADVICE} (or in this one if no "
         "checkpoint was written yet)."
+    )
+
+
+def loss_scale_collapsed(
+    scale: float,
+    minimum: float,
+    epoch: int,
+    step: int,
+    *,
+    seed: int,
+    workdir: Path,
+    num_seeds: int,
+) -> UserError:
+    """The error of a float16 step that overflowed at a loss scale already at or below
+    ``config.loss_scale.minimum``: lowering the scale cannot save it."""
+    whose = "" if num_seeds == 1 else f" of seed {seed} ({workdir})"
+    return UserError(
+        f"Training diverged in float16: the gradients{whose} overflowed at epoch {epoch}, step "
+        f"{step}, at loss scale {scale:g}, already at or below config.loss_scale.minimum="
+        f"{minimum:g}: float16 cannot hold them. Nothing was written for epoch "
+        f"{epoch}; checkpoints of earlier epochs are kept. Train in --config.dtype=bfloat16 "
+        f"(float32's range) or float32, or {_ADVICE}."
     )

@@ -90,6 +90,12 @@ ADDED_FIELDS: dict[str, Any] = {
     "optimizer.end_learning_rate_factor": 0.0,
     "optimizer.weight_decay": 0.0,
     "optimizer.decay_matrices_only": True,
+    # Mixed precision (configs/common.py: loop_fields, loss_scale): float32, no loss scaling.
+    "dtype": "float32",
+    "loss_scale.initial": 2.0**15,
+    "loss_scale.growth_interval": 2000,
+    "loss_scale.factor": 2.0,
+    "loss_scale.minimum": 1.0,
 }
 
 DAMAGED = ".damaged"  # The suffix of a checkpoint moved aside: checkpoints/<step>.damaged.
@@ -509,7 +515,10 @@ class Checkpoints:
 def _split(state: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
     return {
         MODEL_ITEM: {"params": state["params"], "rest": state["rest"]},
-        TRAINING_ITEM: {k: state[k] for k in ("opt_state", "step", "epoch")},
+        # float16 runs also carry their loss scale (lnexp.training.loss_scale).
+        TRAINING_ITEM: {
+            k: state[k] for k in ("opt_state", "step", "epoch", "loss_scale") if k in state
+        },
     }
 
 

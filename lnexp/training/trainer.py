@@ -18,6 +18,15 @@ test errors were within 0.08 points of their separate runs' at batch 128 (858 st
 
 Placement: one ``('data',)`` mesh; parameters and optimizer state replicated (the seed axis
 too), batches sharded on the batch axis, so batch-norm statistics are over the global batch.
+
+Mixed precision: the model computes in its own dtype (``config.dtype``, passed to every layer by
+the experiment's ``build_model``); the trainer always holds float32 parameters and optimizer
+state. With a :class:`~lnexp.training.loss_scale.DynamicLossScale` (float16) each step
+differentiates the scaled loss, unscales the gradients, and when they are not all finite keeps
+the parameters, the other model state and the optimizer state as they were (the step still
+counts; the optimizer's own update count, which drives its learning-rate schedule, does not
+advance); the per-step metrics then also hold ``loss_scale`` (the scale the step used) and
+``skipped`` (1 for a skipped step).
 """
 
 from __future__ import annotations
@@ -37,6 +46,7 @@ from jax.sharding import PartitionSpec as P
 
 from lnexp.experiments import Task
 from lnexp.training.batches import Chunk
+from lnexp.training.loss_scale import DynamicLossScale, all_finite
 from lnexp.training.optimizer import make_optimizer  # noqa: F401 (re-exported: its old home)
 
 TrainState = dict[str, Any]
@@ -51,15 +61,21 @@ def make_mesh() -> Mesh:
     return Mesh(np.asarray(jax.devices()), ("data",))
 
 
-def make_train_state(params, rest, tx: optax.GradientTransformation) -> TrainState:
-    """What a checkpoint holds: parameters, other model state, optimizer state, step, epoch."""
-    return {
+def make_train_state(
+    params, rest, tx: optax.GradientTransformation, loss_scale: DynamicLossScale | None = None
+) -> TrainState:
+    """What a checkpoint holds: parameters, other model state, optimizer state, step, epoch,
+    and with ``loss_scale`` (float16) the scaler's state."""
+    state = {
         "params": params,
         "rest": rest,
         "opt_state": tx.init(params),
         "step": jnp.zeros((), jnp.int32),
         "epoch": jnp.zeros((), jnp.int32),
     }
+    if loss_scale is not None:
+        state["loss_scale"] = loss_scale.init()
+    return state
 
 
 def put(tree: Any, sharding: NamedSharding) -> Any:
@@ -100,6 +116,8 @@ class Trainer:
         seeds: One seed, or several to train together (a seed axis under ``jax.vmap``).
         models: With several seeds, one freshly initialized model per seed, all of one structure
             (the first is ``task.model``); default ``[task.model]``.
+        loss_scale: Dynamic loss scaling (float16 models; see the module docstring), or
+            ``None``.
 
     Example:
         >>> trainer = Trainer(task, tx, mesh, seed)  # doctest: +SKIP
@@ -116,8 +134,10 @@ class Trainer:
         mesh: Mesh,
         seeds: int | Sequence[int],
         models: Sequence[nnx.Module] | None = None,
+        loss_scale: DynamicLossScale | None = None,
     ):
         self.task, self.tx, self.mesh = task, tx, mesh
+        self.loss_scale = loss_scale
         self.seeds = [int(seeds)] if isinstance(seeds, int | np.integer) else list(map(int, seeds))
         models = [task.model] if models is None else list(models)
         if len(models) != len(self.seeds):
@@ -134,11 +154,11 @@ class Trainer:
         model.eval()
         self.eval_graph = nnx.split(model, nnx.Param, ...)[0]
         model.train()
-        states = [make_train_state(params, rest, tx)]
+        states = [make_train_state(params, rest, tx, loss_scale)]
         for other in models[1:]:
             other.train()
             _, other_params, other_rest = nnx.split(other, nnx.Param, ...)
-            states.append(make_train_state(other_params, other_rest, tx))
+            states.append(make_train_state(other_params, other_rest, tx, loss_scale))
         keys = [jax.random.key(seed) for seed in self.seeds]
         if self.vectorized:
             self.initial_state = jax.tree.map(lambda *leaves: np.stack(leaves), *states)
@@ -225,20 +245,41 @@ class Trainer:
         batch = self._make_batch(data["constants"], examples, width)
         rng = jax.random.fold_in(run_rng, state["step"])
 
+        scaler = self.loss_scale
+
         def loss_fn(params):
             # copy=True: the merged Variables must belong to this (grad) trace, or batch norm's
             # update of its BatchStat running averages fails with a TraceContextError.
             model = nnx.merge(self.train_graph, params, state["rest"], copy=True)
             loss, metrics = self.task.loss_fn(model, batch, rng)
-            return loss, (metrics, nnx.state(model, nnx.Not(nnx.Param)))
+            rest = nnx.state(model, nnx.Not(nnx.Param))
+            objective = loss if scaler is None else scaler.scale(state["loss_scale"], loss)
+            return objective, (loss, metrics, rest)
 
-        (loss, (metrics, rest)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state["params"])
+        (_, (loss, metrics, rest)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+            state["params"]
+        )
+        if scaler is not None:
+            grads = scaler.unscale(state["loss_scale"], grads)
         updates, opt_state = self.tx.update(grads, state["opt_state"], state["params"])
         params = optax.apply_updates(state["params"], updates)
         new_state = dict(
             state, params=params, rest=rest, opt_state=opt_state, step=state["step"] + 1
         )
-        return new_state, {"loss": loss, **metrics}
+        if scaler is None:
+            return new_state, {"loss": loss, **metrics}
+        # An overflow: the step is skipped (everything but the step count as it was).
+        finite = all_finite(grads) & jnp.isfinite(loss)
+        for key in ("params", "rest", "opt_state"):
+            new_state[key] = jax.tree.map(
+                lambda new, old: jnp.where(finite, new, old), new_state[key], state[key]
+            )
+        new_state["loss_scale"] = scaler.update(state["loss_scale"], finite)
+        scale_metrics = {
+            "loss_scale": state["loss_scale"]["scale"],
+            "skipped": (~finite).astype(jnp.float32),
+        }
+        return new_state, {"loss": loss, **metrics, **scale_metrics}
 
     def _train_chunk_impl(self, state: TrainState, data, indices: jax.Array, *, width):
         if not self.vectorized:
