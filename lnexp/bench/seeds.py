@@ -27,7 +27,8 @@ from lnexp.errors import UserError
 from lnexp.experiments import build_task
 from lnexp.training.batches import Chunk, Schedule
 from lnexp.training.loop import with_seed
-from lnexp.training.trainer import Trainer, make_mesh, make_optimizer
+from lnexp.training.optimizer import make_optimizer
+from lnexp.training.trainer import Trainer, make_mesh
 
 SEEDS = 4
 STEPS_PER_CALL = 200

@@ -47,7 +47,6 @@ from jax.sharding import PartitionSpec as P
 from lnexp.experiments import Task
 from lnexp.training.batches import Chunk
 from lnexp.training.loss_scale import DynamicLossScale, all_finite
-from lnexp.training.optimizer import make_optimizer  # noqa: F401 (re-exported: its old home)
 
 TrainState = dict[str, Any]
 
