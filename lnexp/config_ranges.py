@@ -125,6 +125,7 @@ RANGES: dict[str, Range] = {
     "data.valid_examples": count("validation examples evaluated"),
     "data.stride": count("characters between the starts of training windows"),
     "data.valid_windows": count("validation windows evaluated"),
+    "data.binarize_seed": count("the seed of the validation and test binarization", low=0),
     # The models.
     "model.hidden_sizes": count("each hidden layer's size"),
     "model.hidden_size": count("the hidden size"),
@@ -140,6 +141,10 @@ RANGES: dict[str, Range] = {
     "model.mlp_ratio": count("the MLP's hidden width over the model width"),
     "model.dropout": fraction("the dropout rate"),
     "model.init_std": positive("the initial weights' standard deviation"),
+    "model.glimpses": count("DRAW's number of glimpses"),
+    "model.latent_size": count("DRAW's latent size per glimpse"),
+    "model.read_size": count("the side of DRAW's read grid"),
+    "model.write_size": count("the side of DRAW's write grid"),
 }
 
 

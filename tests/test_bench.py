@@ -406,6 +406,8 @@ def test_transformer_section_rows_rates_and_goal(monkeypatch, without_torch):
     monkeypatch.setattr(transformer, "limits", lambda *args: LIMITS)
     if without_torch:
         monkeypatch.setattr(transformer, "import_torch", lambda: None)
+    else:
+        pytest.importorskip("torch")
     results = transformer.run(TRANSFORMER_TINY)
     rows = {row["name"]: row for row in results["rows"]}
     others = [transformer.norm_row(n) for n in ("rms", "none")]

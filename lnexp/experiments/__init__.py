@@ -36,7 +36,7 @@ from lnexp.errors import UserError
 
 Batch = Mapping[str, jax.Array]
 
-EXPERIMENTS = ("pimnist", "seqmnist", "skipthought", "transformer")
+EXPERIMENTS = ("pimnist", "seqmnist", "skipthought", "transformer", "draw")
 """Names ``config.experiment`` accepts; each is a module of this package."""
 
 
