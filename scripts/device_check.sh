@@ -134,7 +134,7 @@ NUM_DEVICES="$("$PY" -c "import jax; print(jax.device_count())")"
 
 # 3. The tests that matter on an accelerator.
 step tests
-PYTEST=("$PY" -m pytest -q -p no:cacheprovider -rs --junitxml="$OUT/pytest.xml")
+PYTEST=("$PY" -m pytest -q -n 0 -p no:cacheprovider -rs --junitxml="$OUT/pytest.xml")
 if [[ $QUICK == 1 ]]; then
     "${PYTEST[@]}" tests/test_precision.py -k \
         "normalizers_in_low or zero_variance or loss_scale_lowers or overflowing_step_is_skipped" ||
@@ -149,12 +149,12 @@ if [[ $QUICK == 1 ]]; then
     echo "--quick: skipped"
 elif [[ $DRY_RUN == 1 ]]; then
     XLA_FLAGS="--xla_force_host_platform_device_count=2 ${XLA_FLAGS:-}" \
-        "$PY" -m pytest -q -p no:cacheprovider tests/test_devices.py ||
+        "$PY" -m pytest -q -n 0 -p no:cacheprovider tests/test_devices.py ||
         fail "1 vs 2 forced CPU devices differ"
 elif [[ $NUM_DEVICES -lt 2 ]]; then
     echo "1 device: the 1-vs-N comparison needs several; skipped"
 else
-    "$PY" -m pytest -q -p no:cacheprovider tests/test_devices.py ||
+    "$PY" -m pytest -q -n 0 -p no:cacheprovider tests/test_devices.py ||
         fail "1 vs $NUM_DEVICES devices differ"
 fi
 

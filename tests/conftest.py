@@ -2,8 +2,21 @@
 ../shared/data), else ~/.cache/lnexp/data, where the first training run downloads MNIST."""
 
 import gzip
+import os
 import subprocess
+import tempfile
 from pathlib import Path
+
+# JAX's persistent compilation cache, for this process and the command lines tests start (they
+# inherit the environment): many tests compile the same small programs (a resumed run, the same
+# tiny config in another test or process), and on 2 cores compiling is most of their time. The
+# key is the program, JAX's version and its flags, so a hit is the very executable a compile
+# would give. Set before JAX is imported; a developer's own settings win.
+os.environ.setdefault(
+    "JAX_COMPILATION_CACHE_DIR", str(Path(tempfile.gettempdir()) / "lnexp-tests-jax-cache")
+)
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
 
 import ml_collections
 import numpy as np
@@ -140,8 +153,14 @@ def tiny_books_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def corpus_cache(tmp_path_factory) -> Path:
-    """One corpus cache for the session, so the real books are processed once."""
-    return tmp_path_factory.mktemp("corpus_cache")
+    """One corpus cache for the test run, so the real books are processed once: shared by the
+    run's pytest-xdist workers (their run id names it), new for every run."""
+    run = os.environ.get("PYTEST_XDIST_TESTRUNUID")
+    if run is None:
+        return tmp_path_factory.mktemp("corpus_cache")
+    path = Path(tempfile.gettempdir()) / f"lnexp-tests-corpus-{run}"
+    path.mkdir(exist_ok=True)
+    return path
 
 
 @pytest.fixture

@@ -17,6 +17,7 @@ from lnexp.data import binarized_mnist
 from lnexp.errors import UserError
 from lnexp.experiments import draw as experiment
 from lnexp.models.draw import DRAW, filterbank, gaussian_kl, negative_bound
+from lnexp.reporting import draw_pictures, draw_study
 
 
 def small_draw(**kwargs) -> DRAW:
@@ -381,3 +382,102 @@ def test_docstring_examples():
     for module in (draw, binarized_mnist):
         result = doctest.testmod(module)
         assert result.attempted > 0 and result.failed == 0, module.__name__
+
+
+# --------------------------------------------------------------------------------------------
+# The pictures and the study report.
+
+
+def test_pictures_command_writes_png_files(tiny_run, tiny_strokes_dir):
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    result = subprocess.run(
+        [sys.executable, "-m", "lnexp.reporting.draw_pictures", "--workdir", str(tiny_run),
+         "--samples", "6", "--digits", "3"],
+        capture_output=True, text=True, cwd=REPO, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    import matplotlib.image
+
+    samples = matplotlib.image.imread(tiny_run / "pictures" / "samples.png")
+    canvas = matplotlib.image.imread(tiny_run / "pictures" / "canvas.png")
+    # 6 samples in 3 columns of 28 + 1 pixels; 3 digits x (3 glimpses + the digit).
+    assert samples.shape[:2] == (2 * 29 + 1, 3 * 29 + 1)
+    assert canvas.shape[:2] == (3 * 29 + 1, 4 * 29 + 1)
+    first = (tiny_run / "pictures" / "samples.png").read_bytes()
+    draw_pictures.write_pictures(tiny_run, samples=6, digits=3)  # The same seed: the same PNG.
+    assert (tiny_run / "pictures" / "samples.png").read_bytes() == first
+
+
+def test_pictures_of_another_experiment_are_refused(tmp_path):
+    (tmp_path / "config.json").write_text('{"experiment": "pimnist"}')
+    with pytest.raises(UserError, match="not a DRAW run"):
+        draw_pictures.write_pictures(tmp_path)
+
+
+def write_run(root, norm, bounds, seed=0):
+    """A synthetic run directory of configs/draw.py with the given test bound per epoch."""
+    import json
+
+    run = root / f"model.norm={norm}" / f"seed={seed}"
+    run.mkdir(parents=True)
+    config = {"experiment": "draw", "seed": seed, "model": {"norm": norm}}
+    (run / "config.json").write_text(json.dumps(config))
+    lines = [
+        json.dumps({"epoch": e + 1, "step": 10 * (e + 1), "test_bound": b, "test_recon": b - 20,
+                    "test_kl": 20.0, "valid_bound": b + 1, "wall_s": 60.0 * (e + 1)})
+        for e, b in enumerate(bounds)
+    ]  # fmt: skip
+    (run / "metrics.jsonl").write_text("\n".join(lines) + "\n")
+
+
+def test_study_reads_speed_and_final_bounds(tmp_path):
+    write_run(tmp_path, "none", [120, 110, 104, 100, 98, 96])
+    write_run(tmp_path, "cell", [115, 104, 98, 95, 94, 93])
+    write_run(tmp_path, "cell", [117, 106, 96, 97, 96, 95], seed=1)
+    result = draw_study.study(tmp_path)
+    assert result["horizon"] == 6
+    ln = result["models"]["cell"]
+    assert ln["test_bound"] == pytest.approx(94.0) and ln["test_bound_std"] == pytest.approx(
+        math.sqrt(2)
+    )
+    assert ln["seeds"] == [0, 1] and ln["wall_s"] == pytest.approx(360.0)
+    # The mean LN curve is 116, 105, 97, 96, 95, 94: at or below the baseline's final 96 at 4.
+    assert result["ours"]["target"] == 96
+    assert result["ours"]["epochs_to_reach"] == {"cell": 4.0, "none": 6.0}
+    assert result["ours"]["speedup"]["cell"] == pytest.approx(1.5)
+    assert "twice as fast: holds" in result["verdicts"][1]
+    assert "lower test bound: holds" in result["verdicts"][0]
+    # The paper's own curves, read the same way at its last plotted epoch: LN at 74 of 100.
+    end = result["paper_at_end"]
+    assert end["target"] == pytest.approx(83.971)
+    assert end["epochs_to_reach"]["none"] == pytest.approx(100.0)
+    assert end["epochs_to_reach"]["cell"] == pytest.approx(74.0)
+    text = draw_study.write(tmp_path, tmp_path / "out", export=True)
+    assert "| LN (on c_t) (`cell`) | 2 | 94.00 ± 1.41 |" in text
+    assert (tmp_path / "out" / "draw.png").stat().st_size > 0
+    assert (tmp_path / "out" / "runs" / "model.norm=cell" / "seed=1" / "metrics.jsonl").exists()
+
+
+@pytest.mark.parametrize(
+    ("ln_bounds", "verdict"),
+    [
+        ([118, 108, 101, 99, 96, 95], "faster, not twice as fast"),
+        ([121, 112, 106, 102, 100, 97], "does not hold (LN never reaches"),
+    ],
+)
+def test_study_verdicts_when_ln_is_not_twice_as_fast(tmp_path, ln_bounds, verdict):
+    write_run(tmp_path, "none", [120, 110, 104, 100, 98, 96])
+    write_run(tmp_path, "cell", ln_bounds)
+    lines = draw_study.study(tmp_path)["verdicts"]
+    assert verdict in lines[1]
+    assert "(one seed each: no error bar)" in lines[0]
+
+
+def test_study_without_a_baseline_is_one_error(tmp_path):
+    write_run(tmp_path, "cell", [100, 99])
+    with pytest.raises(UserError, match="model.norm=none"):
+        draw_study.study(tmp_path)

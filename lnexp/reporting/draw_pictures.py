@@ -1,0 +1,146 @@
+"""Pictures of a trained DRAW run: samples from the prior, and the canvas over the glimpses for a
+few test digits, as PNG files in the run directory.
+
+Command line::
+
+    python -m lnexp.reporting.draw_pictures --workdir runs/draw/model.norm=cell/seed=0
+
+writes ``WORKDIR/pictures/samples.png`` (a grid of the final canvases' pixel probabilities
+``s(c_T)`` of ``z_t ~ N(0, I)``) and ``WORKDIR/pictures/canvas.png`` (one row per test digit: the
+canvas ``s(c_t)`` after evenly spaced glimpses, then the binary digit itself). The same seed gives
+the same pictures. The test digits are read with the run's own data settings (``--data_dir``
+points elsewhere when the MNIST files moved).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from flax import nnx
+
+from lnexp.data.binarized_mnist import load_binarized_mnist
+from lnexp.errors import UserError, command_line
+from lnexp.experiments import draw as experiment
+from lnexp.models.draw import DRAW
+from lnexp.training.run_dir import RunDir
+
+
+def tile(images: np.ndarray, columns: int, pad: int = 1) -> np.ndarray:
+    """``(n, h, w)`` images in a grid of ``columns`` columns, ``pad`` white pixels between."""
+    n, h, w = images.shape
+    rows = -(-n // columns)
+    grid = np.ones((rows * (h + pad) + pad, columns * (w + pad) + pad), np.float32)
+    for i, image in enumerate(images):
+        r, c = divmod(i, columns)
+        grid[pad + r * (h + pad) :][:h, pad + c * (w + pad) :][:, :w] = image
+    return grid
+
+
+def load_model(workdir: Path, step: int | None = None) -> tuple[ml_collections.ConfigDict, DRAW]:
+    """The run's config and its trained model (newest readable checkpoint, or ``step``)."""
+    config_file = workdir / "config.json"
+    if not config_file.exists():
+        raise UserError(
+            f"{config_file} is missing: {workdir} is not a run directory. Pass the --workdir of "
+            "a training run of configs/draw.py."
+        )
+    config = ml_collections.ConfigDict(json.loads(config_file.read_text()))
+    if config.experiment != "draw":
+        raise UserError(f"{workdir} is a {config.experiment!r} run, not a DRAW run.")
+    model = experiment.build_model(config, nnx.Rngs(0))
+    _, model = RunDir(workdir).trained_model(model, step)
+    return config, model
+
+
+def write_pictures(
+    workdir: str | Path,
+    *,
+    samples: int = 64,
+    digits: int = 8,
+    glimpse_columns: int = 8,
+    seed: int = 0,
+    step: int | None = None,
+    data_dir: str | None = None,
+) -> dict[str, Path]:
+    """Writes ``samples.png`` and ``canvas.png`` into ``WORKDIR/pictures``; returns their paths.
+
+    Raises:
+        UserError: not a DRAW run, no readable checkpoint, the test digits cannot be read, or a
+            count below 1.
+    """
+    if min(samples, digits, glimpse_columns) < 1:
+        raise UserError("--samples, --digits and --glimpse_columns must each be at least 1.")
+    workdir = Path(workdir).resolve()  # orbax needs absolute paths.
+    config, model = load_model(workdir, step)
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    side = model.image_shape
+    out = workdir / "pictures"
+    out.mkdir(exist_ok=True)
+    T = model.glimpses
+    key = jax.random.key(seed)
+
+    noise = jax.random.normal(key, (T, samples, model.latent_size))
+    drawn = np.asarray(nnx.jit(DRAW.generate)(model, noise))[-1].reshape(samples, *side)
+    paths = {"samples": out / "samples.png"}
+    plt.imsave(paths["samples"], tile(drawn, int(np.ceil(np.sqrt(samples)))), cmap="gray",
+               vmin=0.0, vmax=1.0)  # fmt: skip
+
+    data = config.data
+    splits, _ = load_binarized_mnist(
+        binarized_dir=data.get("binarized_dir"),
+        mnist_dir=data_dir if data_dir is not None else data.get("dir"),
+        source=data.get("source", "cache"),
+        url=data.get("url"),
+        binarize_seed=data.get("binarize_seed", 0),
+    )
+    x = jnp.asarray(splits["test"]["image"][:digits], jnp.float32) / 255
+    noise = experiment.eval_noise(model, jnp.arange(len(x)))
+    canvases = nnx.jit(lambda m, x, n: m(x, n, canvases=True)[2])(model, x, noise)
+    shown = np.unique(np.linspace(0, T - 1, min(glimpse_columns, T)).round().astype(int))
+    steps = np.asarray(jax.nn.sigmoid(canvases))[shown]  # (columns, digits, pixels)
+    rows = np.concatenate([steps, np.asarray(x)[None]], axis=0).transpose(1, 0, 2)
+    columns = len(shown) + 1
+    paths["canvas"] = out / "canvas.png"
+    plt.imsave(paths["canvas"], tile(rows.reshape(-1, *side), columns), cmap="gray",
+               vmin=0.0, vmax=1.0)  # fmt: skip
+    return paths
+
+
+@command_line
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--workdir", type=Path, required=True, help="A DRAW run directory.")
+    parser.add_argument("--samples", type=int, default=64, help="Samples from the prior.")
+    parser.add_argument("--digits", type=int, default=8, help="Test digits redrawn.")
+    parser.add_argument("--glimpse_columns", type=int, default=8, help="Canvases shown per digit.")
+    parser.add_argument("--seed", type=int, default=0, help="The prior samples' seed.")
+    parser.add_argument("--checkpoint", type=int, default=None, help="Step (default: newest).")
+    parser.add_argument("--data_dir", default=None, help="MNIST's IDX files, if moved.")
+    args = parser.parse_args(argv)
+    paths = write_pictures(
+        args.workdir,
+        samples=args.samples,
+        digits=args.digits,
+        glimpse_columns=args.glimpse_columns,
+        seed=args.seed,
+        step=args.checkpoint,
+        data_dir=args.data_dir,
+    )
+    for path in paths.values():
+        print(f"Wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
