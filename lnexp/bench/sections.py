@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from lnexp.bench import fig6, pimnist, recurrent, seeds, skipthought, transformer
+from lnexp.bench import draw, fig6, pimnist, recurrent, seeds, skipthought, transformer
 from lnexp.bench.section import Section
 
 SECTIONS: dict[str, Section] = {
@@ -19,6 +19,7 @@ SECTIONS: dict[str, Section] = {
     "transformer": transformer,
     "seeds": seeds,
     "fig6": fig6,
+    "draw": draw,
 }
 """Section name -> module, in the order ``--sections=all`` runs them."""
 
@@ -27,6 +28,7 @@ SECTIONS: dict[str, Section] = {
 class BenchConfig(
     # Fields come in the reverse order of the bases (the shared settings first); a section's
     # Settings before the Settings it extends (seeds' extends pimnist's).
+    draw.Settings,
     fig6.Settings,
     transformer.Settings,
     skipthought.Settings,
