@@ -17,7 +17,7 @@
 #                scaling, float32 runs unchanged (tests/test_precision.py, tests/test_cells.py)
 #   4. devices   one device against all of them (tests/test_devices.py); skipped, and said so,
 #      1-vs-N    with one device (--dry-run: on 2 forced CPU devices)
-#   5. bench     scripts/bench.py --sections pimnist,recurrent,transformer into OUT/bench.json
+#   5. bench     scripts/bench.py --sections pimnist,recurrent,transformer,draw into OUT/bench.json
 #                and OUT/bench.md; fails if a row errored or a section timed nothing
 #
 # --dry-run times the bench sections at small sizes (the CPU would take many minutes at the
@@ -167,12 +167,13 @@ SMALL=(--batch=2 --hidden=4 --input=3 --steps=2 --repeats=1 --warmup=0 --unrolls
 if [[ $QUICK == 1 ]]; then
     SECTIONS=recurrent
 elif [[ $DRY_RUN == 1 ]]; then  # The CPU would take many minutes at the GPU's sizes.
-    SECTIONS=pimnist,recurrent,transformer
+    SECTIONS=pimnist,recurrent,transformer,draw
     SMALL+=(--pimnist_norms=none,layer --pimnist_batches=8 --pimnist_examples=16
         --pimnist_repeats=1 --transformer_config=configs/transformer.py:tiny
-        --transformer_steps=2 --transformer_repeats=1)
+        --transformer_steps=2 --transformer_repeats=1 --draw_glimpses=2 --draw_steps=1
+        --draw_repeats=1)
 else
-    SECTIONS=pimnist,recurrent,transformer
+    SECTIONS=pimnist,recurrent,transformer,draw
     SMALL=()
 fi
 "${BENCH[@]}" --sections=$SECTIONS ${SMALL[@]+"${SMALL[@]}"} >/dev/null ||
