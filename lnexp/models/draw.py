@@ -200,7 +200,6 @@ class DRAW(nnx.Module):
         self.image_shape = (B, A)
         self.glimpses, self.latent_size, self.attention = glimpses, latent_size, attention
         self.read_size, self.write_size = read_size, write_size
-        self.dtype = dtype
         H = hidden_size
         read_features = 2 * read_size**2 if attention else 2 * A * B
         write_features = write_size**2 if attention else A * B

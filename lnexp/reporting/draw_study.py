@@ -91,7 +91,7 @@ def study(workdir: Path) -> dict[str, Any]:
             "--grid model.norm=none,cell first."
         )
     models, curves = {}, {}
-    for norm, cell_runs in sorted(by_norm.items()):
+    for norm, cell_runs in sorted(by_norm.items(), key=lambda item: item[0] != BASELINE):
         epochs, bound = _mean_curve(cell_runs, METRIC)
         curves[norm] = (epochs, bound)
         last = [r.records[len(epochs) - 1] for r in cell_runs]
@@ -169,7 +169,8 @@ def markdown(result: dict[str, Any]) -> str:
         f"'reaches' = first epoch at or below the baseline's final {result['ours']['target']:.2f}.",
         "",
         "| model | seeds | test bound | reconstruction | KL | valid bound | best | reaches "
-        "| speed-up | paper: reaches its baseline at this epoch | wall time |",
+        f"| speed-up | paper: reaches its baseline's epoch-{result['horizon']} bound "
+        "| wall time |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     paper = result["paper_at_horizon"]
