@@ -459,7 +459,9 @@ def test_study_reads_speed_and_final_bounds(tmp_path):
     text = draw_study.write(tmp_path, tmp_path / "out", export=True)
     assert "| LN (on c_t) (`cell`) | 2 | 94.00 ± 1.41 |" in text
     assert (tmp_path / "out" / "draw.png").stat().st_size > 0
-    assert (tmp_path / "out" / "runs" / "model.norm=cell" / "seed=1" / "metrics.jsonl").exists()
+    assert (
+        tmp_path / "out" / "draw_runs" / "model.norm=cell" / "seed=1" / "metrics.jsonl"
+    ).exists()
 
 
 @pytest.mark.parametrize(

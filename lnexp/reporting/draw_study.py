@@ -8,7 +8,7 @@ Command line (a grid of ``scripts/compare.py`` over ``model.norm``)::
 
 writes ``OUT/draw.md``, ``OUT/draw.json`` and ``OUT/draw.png`` (the test bound against epochs,
 ours solid, the paper's dashed); ``--export`` also copies the runs without checkpoints into
-``OUT/runs`` (:func:`lnexp.reporting.runs.export`), from which the report can be made again.
+``OUT/draw_runs`` (:func:`lnexp.reporting.runs.export`), from which the report can be made again.
 
 "Reaches" is the first evaluated epoch whose test bound (the mean over seeds) is at or below the
 target; the speed-up is the baseline's epochs over the model's. The paper's curves are read the
@@ -233,7 +233,7 @@ def write(workdir: Path, out: Path, *, export: bool = False) -> str:
     result = study(workdir)
     out.mkdir(parents=True, exist_ok=True)
     if export:
-        run_files.export(Path(workdir), out / "runs")
+        run_files.export(Path(workdir), out / "draw_runs")
     text = markdown(result)
     (out / "draw.md").write_text(text)
     (out / "draw.json").write_text(json.dumps(result, indent=1) + "\n")
@@ -247,7 +247,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--workdir", type=Path, required=True, help="A grid over model.norm.")
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument(
-        "--export", action="store_true", help="Also copy the runs' metrics into OUT/runs."
+        "--export", action="store_true", help="Also copy the runs' metrics into OUT/draw_runs."
     )
     args = parser.parse_args(argv)
     print(write(args.workdir, args.out, export=args.export))
