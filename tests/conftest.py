@@ -61,10 +61,15 @@ def write_tiny_mnist(directory: Path, n_train: int = 600, n_test: int = 100, see
         labels = rng.integers(0, 10, n)
         noisy = prototypes[labels] + rng.normal(0.0, 80.0, (n, 784))
         images = np.clip(noisy, 0, 255).astype(np.uint8).reshape(n, 28, 28)
-        for kind, array in (("images-idx3", images), ("labels-idx1", labels)):
-            path = directory / f"{prefix}-{kind}-ubyte.gz"
-            path.write_bytes(gzip.compress(idx_bytes(array)))
+        write_idx_split(directory, prefix, images, labels)
     return directory
+
+
+def write_idx_split(directory: Path, prefix: str, images: np.ndarray, labels: np.ndarray) -> None:
+    """``<prefix>-images-idx3-ubyte.gz`` and ``<prefix>-labels-idx1-ubyte.gz`` in ``directory``."""
+    for kind, array in (("images-idx3", images), ("labels-idx1", labels)):
+        path = directory / f"{prefix}-{kind}-ubyte.gz"
+        path.write_bytes(gzip.compress(idx_bytes(array)))
 
 
 @pytest.fixture(scope="session")
@@ -84,9 +89,7 @@ def write_tiny_strokes(directory: Path, n_train: int = 600, n_test: int = 100) -
         images = np.zeros((n, 28, 28), np.uint8)
         for image, label in zip(images, labels, strict=True):
             image[4 + 2 * label : 7 + 2 * label, 6:22] = rng.integers(200, 256)
-        for kind, array in (("images-idx3", images), ("labels-idx1", labels)):
-            path = directory / f"{prefix}-{kind}-ubyte.gz"
-            path.write_bytes(gzip.compress(idx_bytes(array)))
+        write_idx_split(directory, prefix, images, labels)
     return directory
 
 
