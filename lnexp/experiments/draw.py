@@ -19,6 +19,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+from absl import logging
 from flax import nnx
 
 from lnexp.data.binarized_mnist import bernoulli_pixels, load_binarized_mnist
@@ -53,15 +54,11 @@ def build_model(config: ml_collections.ConfigDict, rngs: nnx.Rngs) -> DRAW:
             raise UserError(f"config.model: {e} Fix the field on the command line.") from e
 
 
-def noise_shape(model: DRAW, batch: int) -> tuple[int, int, int]:
-    return (model.glimpses, batch, model.latent_size)
-
-
 def loss_fn(model: DRAW, batch: Batch, rng: jax.Array):
     """The mean negative bound (nats per image) of a fresh binary draw of the batch."""
     pixels_key, noise_key = jax.random.split(rng)
     x = bernoulli_pixels(pixels_key, batch["image"])
-    noise = jax.random.normal(noise_key, noise_shape(model, len(x)))
+    noise = jax.random.normal(noise_key, (model.glimpses, len(x), model.latent_size))
     bound, recon, kl = negative_bound(model, x, noise)
     return jnp.mean(bound), {"recon": jnp.mean(recon), "kl": jnp.mean(kl)}
 
@@ -84,13 +81,19 @@ def eval_fn(model: DRAW, batch: Batch) -> dict[str, jax.Array]:
 
 def build_task(config: ml_collections.ConfigDict) -> Task:
     data = config.data
-    splits, _ = load_binarized_mnist(
+    splits, fixed = load_binarized_mnist(
         binarized_dir=data.binarized_dir,
         mnist_dir=data.dir,
         source=data.get("source", "cache"),
         url=data.get("url"),
         binarize_seed=data.binarize_seed,
         limit_train=data.limit_train,
+    )
+    logging.info(
+        "DRAW data: %s",
+        "Larochelle & Murray's fixed binarization"
+        if fixed
+        else "MNIST binarized here (validation/test once, training images at every visit)",
     )
     return Task(
         model=build_model(config, nnx.Rngs(config.seed)),
