@@ -8,12 +8,18 @@ lnexp/data/binarized_mnist.py says, or Larochelle & Murray's fixed binarization 
     python scripts/compare.py --config configs/draw.py --workdir runs/draw \\
         --grid model.norm=none,cell --metric test_bound --metrics test_bound
 
+On 2 idle CPU cores an epoch of training takes about a minute (``scripts/bench.py --sections
+draw``), a run of 20 epochs about 20 minutes plus evaluation. What it gave (``results/draw``,
+seed 0): test bound at epoch 20, baseline 107.09 nats, LN 97.29; LN reached the baseline's final
+bound at epoch 13.
+
 Then the pictures of a run (samples from the prior, the canvas over the glimpses)::
 
     python -m lnexp.reporting.draw_pictures --workdir runs/draw/model.norm=cell/seed=0
 
 ``configs/draw.py:paper`` is the paper's setting (64 glimpses, 256 LSTM units, 200 epochs of
-50,000 images at batch 128, Adam's defaults): for an accelerator. ``:tiny`` is a smoke test.
+50,000 images at batch 128, Adam's defaults): for an accelerator (3.6 minutes an epoch, 12 hours
+a run on the 2 CPU cores). ``:tiny`` is a smoke test.
 """
 
 from pathlib import Path
