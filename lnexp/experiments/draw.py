@@ -79,7 +79,9 @@ def eval_fn(model: DRAW, batch: Batch) -> dict[str, jax.Array]:
     return {"bound": bound, "recon": recon, "kl": kl}
 
 
-def build_task(config: ml_collections.ConfigDict) -> Task:
+def load_data(config: ml_collections.ConfigDict) -> dict[str, dict[str, np.ndarray]]:
+    """The splits ``config.data`` names (:func:`lnexp.data.binarized_mnist.load_binarized_mnist`),
+    saying in the log which binarization they are."""
     data = config.data
     splits, fixed = load_binarized_mnist(
         binarized_dir=data.binarized_dir,
@@ -95,6 +97,11 @@ def build_task(config: ml_collections.ConfigDict) -> Task:
         if fixed
         else "MNIST binarized here (validation/test once, training images at every visit)",
     )
+    return splits
+
+
+def build_task(config: ml_collections.ConfigDict) -> Task:
+    splits = load_data(config)
     return Task(
         model=build_model(config, nnx.Rngs(config.seed)),
         train_data=splits["train"],

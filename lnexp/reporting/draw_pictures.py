@@ -15,7 +15,6 @@ points elsewhere when the MNIST files moved).
 from __future__ import annotations
 
 import argparse
-import json
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -25,7 +24,6 @@ import ml_collections
 import numpy as np
 from flax import nnx
 
-from lnexp.data.binarized_mnist import load_binarized_mnist
 from lnexp.errors import UserError, command_line
 from lnexp.experiments import draw as experiment
 from lnexp.models.draw import DRAW
@@ -45,17 +43,17 @@ def tile(images: np.ndarray, columns: int, pad: int = 1) -> np.ndarray:
 
 def load_model(workdir: Path, step: int | None = None) -> tuple[ml_collections.ConfigDict, DRAW]:
     """The run's config and its trained model (newest readable checkpoint, or ``step``)."""
-    config_file = workdir / "config.json"
-    if not config_file.exists():
+    run = RunDir(workdir)
+    saved = run.read_config()
+    if saved is None:
         raise UserError(
-            f"{config_file} is missing: {workdir} is not a run directory. Pass the --workdir of "
-            "a training run of configs/draw.py."
+            f"{run.config_path} is missing: {workdir} is not a run directory. Pass the --workdir "
+            "of a training run of configs/draw.py."
         )
-    config = ml_collections.ConfigDict(json.loads(config_file.read_text()))
+    config = ml_collections.ConfigDict(saved)
     if config.experiment != "draw":
         raise UserError(f"{workdir} is a {config.experiment!r} run, not a DRAW run.")
-    model = experiment.build_model(config, nnx.Rngs(0))
-    _, model = RunDir(workdir).trained_model(model, step)
+    _, model = run.trained_model(experiment.build_model(config, nnx.Rngs(0)), step)
     return config, model
 
 
@@ -96,15 +94,10 @@ def write_pictures(
     plt.imsave(paths["samples"], tile(drawn, int(np.ceil(np.sqrt(samples)))), cmap="gray",
                vmin=0.0, vmax=1.0)  # fmt: skip
 
-    data = config.data
-    splits, _ = load_binarized_mnist(
-        binarized_dir=data.get("binarized_dir"),
-        mnist_dir=data_dir if data_dir is not None else data.get("dir"),
-        source=data.get("source", "cache"),
-        url=data.get("url"),
-        binarize_seed=data.get("binarize_seed", 0),
-    )
-    x = jnp.asarray(splits["test"]["image"][:digits], jnp.float32) / 255
+    if data_dir is not None:
+        config.data.dir = data_dir
+    test = experiment.load_data(config)["test"]
+    x = jnp.asarray(test["image"][:digits], jnp.float32) / 255
     noise = experiment.eval_noise(model, jnp.arange(len(x)))
     canvases = nnx.jit(lambda m, x, n: m(x, n, canvases=True)[2])(model, x, noise)
     shown = np.unique(np.linspace(0, T - 1, min(glimpse_columns, T)).round().astype(int))
