@@ -70,7 +70,8 @@ def crossing(epoch: int | None, epochs: int, high: float, low: float) -> list[fl
 
 
 def by_claim(result: list[claims.Claim]) -> dict[str, claims.Claim]:
-    """Claims keyed ``test_error/<norm>/<batch size>``, ``convergence/<bs>`` or the group."""
+    """Claims keyed ``test_error/<norm>/<batch size>``, ``convergence/<bs>``,
+    ``robustness/window`` (the mean over the last 20 epochs) or the group."""
     keyed = {}
     for c in result:
         if c.group == "test_error":
@@ -78,6 +79,8 @@ def by_claim(result: list[claims.Claim]) -> dict[str, claims.Claim]:
             keyed[f"test_error/{row['method']}/{row['batch_size']}"] = c
         elif c.group == "convergence":
             keyed[f"convergence/{c.claim.split('batch size ')[1].rstrip(')')}"] = c
+        elif c.group == "robustness" and "mean over the last" in c.claim:
+            keyed["robustness/window"] = c
         else:
             keyed[c.group] = c
     return keyed
@@ -139,6 +142,7 @@ def test_test_error_claims_and_missing_batch_size(tmp_path):
     keyed = by_claim(result)
     assert [c.group for c in result] == ["test_error"] * 7 + [
         "robustness",
+        "robustness",
         "convergence",
         "convergence",
         "instability",
@@ -193,6 +197,7 @@ def test_test_error_claims_and_missing_batch_size(tmp_path):
         "test_error/batch/4",
         "test_error/layer/4",
         "robustness",
+        "robustness/window",
         "convergence/4",
         "instability",
     ):
@@ -216,7 +221,12 @@ def test_test_error_claims_and_missing_batch_size(tmp_path):
     assert "Epochs used (the last all runs of the batch size reached): 64 at batch size 128." in (
         markdown
     )
-    for rule in (claims.RULE_TEST_ERROR, claims.RULE_ROBUSTNESS, claims.RULE_INSTABILITY):
+    for rule in (
+        claims.RULE_TEST_ERROR,
+        claims.RULE_ROBUSTNESS,
+        claims.RULE_ROBUSTNESS_WINDOW,
+        claims.RULE_INSTABILITY,
+    ):
         assert rule in markdown
     assert claims.rule_convergence(0.01, 0.02) in markdown
     # The JSON form is plain JSON.
@@ -294,6 +304,65 @@ def test_robustness_to_the_batch_size(tmp_path, ln_4, baseline, verdict, reason)
     else:
         assert "no baseline at both batch sizes" in claim.reason
     assert "| LN | 10 | 1.40 ± " in claims.claims_markdown([claim])
+    # 10 epochs: too few for the second measure, the mean over the last 20.
+    window = by_claim(claims.fig6_claims(find_runs(tmp_path)))["robustness/window"]
+    assert window.verdict == "inconclusive" and window.rows == []
+    assert window.reason == "the runs have only 10 epochs at both batch sizes; the test needs 20"
+
+
+def plateau(level: float, last: float, epochs: int = 30) -> list[float]:
+    """A curve at 5 % for ``epochs - 20`` epochs, then at ``level``, with ``last`` at the end."""
+    return [0.05] * (epochs - 20) + [level] * 19 + [last]
+
+
+def test_robustness_over_the_last_20_epochs(tmp_path):
+    """BN's batch-4 runs sit at 3 % but end on a dip: one epoch misses what 20 show."""
+    curves = {  # (norm, batch size) -> per seed (level over the window, the last epoch)
+        ("none", 128): [(0.015, 0.015), (0.017, 0.017)],
+        ("none", 4): [(0.016, 0.016), (0.018, 0.018)],
+        ("batch", 128): [(0.013, 0.013), (0.013, 0.013)],
+        ("batch", 4): [(0.030, 0.014), (0.034, 0.013)],
+        ("layer", 128): [(0.014, 0.014), (0.015, 0.015)],
+        ("layer", 4): [(0.015, 0.015), (0.016, 0.016)],
+    }
+    for (norm, batch_size), seeds in curves.items():
+        for seed, (level, last) in enumerate(seeds):
+            write_run(tmp_path, norm, batch_size, seed, plateau(level, last))
+    keyed = by_claim(claims.fig6_claims(find_runs(tmp_path)))
+    at_last, over = keyed["robustness"], keyed["robustness/window"]
+    assert at_last.verdict == "inconclusive"  # BN's Δ at epoch 30 is +0.05 points: no signal.
+
+    def means(norm, batch_size):
+        return [(19 * level + last) / 20 for level, last in curves[(norm, batch_size)]]
+
+    assert means("batch", 4) == pytest.approx([0.0292, 0.03295])
+    rows = {r["method"]: r for r in over.rows}
+    assert list(rows) == ["none", "batch", "layer"]
+    for norm, row in rows.items():
+        small, large = means(norm, 4), means(norm, 128)
+        assert row["epoch"] == 30 and row["window"] == [11, 30], norm
+        assert row["error_4"] == pytest.approx(statistics.mean(small), rel=1e-9), norm
+        assert row["se_4"] == pytest.approx(se_of(small), rel=1e-9), norm
+        assert row["delta"] == pytest.approx(
+            statistics.mean(small) - statistics.mean(large), rel=1e-9
+        ), norm
+        assert row["delta_se"] == pytest.approx(
+            math.sqrt(se_of(small) ** 2 + se_of(large) ** 2), rel=1e-9
+        ), norm
+    assert rows["batch"]["delta"] == pytest.approx(0.031075 - 0.013, rel=1e-9)
+    paper = pimnist.reference_curves()
+    paper_means = [
+        statistics.mean(paper[(b, "batch")]["test_error"][11:31].tolist()) for b in (4, 128)
+    ]
+    assert rows["batch"]["paper_delta"] == pytest.approx(paper_means[0] - paper_means[1])
+    assert over.verdict == "holds"
+    assert over.reason.startswith("LN's change is significantly smaller than BN's: Δ_LN = +0.10")
+    assert over.evidence.startswith("batch 4 − batch 128 over epochs 11–30: baseline +0.10 ± ")
+    assert over.claim == "LN is robust to the batch size (BN is not), mean over the last 20 epochs"
+    markdown = claims.claims_markdown([at_last, over])
+    assert "| BN | mean of 11–30 | 1.30 ± " in markdown
+    assert "| BN | 30 | 1.30 ± " in markdown
+    assert claims.RULE_ROBUSTNESS in markdown and claims.RULE_ROBUSTNESS_WINDOW in markdown
 
 
 # --------------------------------------------------------------------------------------------
