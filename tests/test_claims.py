@@ -307,7 +307,10 @@ def test_robustness_to_the_batch_size(tmp_path, ln_4, baseline, verdict, reason)
     # 10 epochs: too few for the second measure, the mean over the last 20.
     window = by_claim(claims.fig6_claims(find_runs(tmp_path)))["robustness/window"]
     assert window.verdict == "inconclusive" and window.rows == []
-    assert window.reason == "the runs have only 10 epochs at both batch sizes; the test needs 20"
+    assert window.reason == "the last epoch all runs reached is 10; the test needs 20 epochs"
+    markdown = claims.claims_markdown([window])
+    assert "| method | epoch |" not in markdown  # no empty table
+    assert f"**inconclusive** ({window.claim}): {window.reason}." in markdown
 
 
 def plateau(level: float, last: float, epochs: int = 30) -> list[float]:
