@@ -294,6 +294,11 @@ def _value_at(run: Run, metric: str, epoch: int) -> float:
     return float(values[epochs <= epoch][-1])
 
 
+def _in_window(epochs: np.ndarray, values: np.ndarray, window: tuple[int, int]) -> np.ndarray:
+    """The ``values`` of the epochs ``window[0]..window[1]`` (both included)."""
+    return values[(epochs >= window[0]) & (epochs <= window[1])]
+
+
 def _paper_at(curve: dict[str, np.ndarray], metric: str, epoch: int) -> float | None:
     epochs = list(curve[f"{metric}_epoch"])
     return float(curve[metric][epochs.index(epoch)]) if epoch in epochs else None
@@ -396,7 +401,7 @@ def _level(run: Run, epoch: int, window: tuple[int, int] | None) -> float:
     if window is None:
         return _value_at(run, "test_error", epoch)
     epochs, values = run.curve("test_error")
-    return float(values[(epochs >= window[0]) & (epochs <= window[1])].mean())
+    return float(_in_window(epochs, values, window).mean())
 
 
 def _paper_level(
@@ -641,7 +646,7 @@ def _spread_row(grid: _Grid, batch_size: int, norm: str) -> dict[str, Any]:
         stats = []
         for run in runs:
             epochs, values = run.curve("test_error")
-            stats.append(spread(values[(epochs >= window[0]) & (epochs <= window[1])]))
+            stats.append(spread(_in_window(epochs, values, window)))
         row["std_per_seed"] = [s for s, _ in stats]
         row["spikes_per_seed"] = [k for _, k in stats]
         row["std"] = float(np.mean(row["std_per_seed"]))
@@ -651,8 +656,7 @@ def _spread_row(grid: _Grid, batch_size: int, norm: str) -> dict[str, Any]:
     curve = grid.paper.get((batch_size, norm))
     paper_window = window if window and last <= 64 else (64 - WINDOW + 1, 64)
     if curve:
-        epochs, values = curve["test_error_epoch"], curve["test_error"]
-        chosen = values[(epochs >= paper_window[0]) & (epochs <= paper_window[1])]
+        chosen = _in_window(curve["test_error_epoch"], curve["test_error"], paper_window)
         row["paper_window"] = list(paper_window)
         row["paper_std"], row["paper_spikes"] = spread(chosen)
     else:
@@ -729,8 +733,7 @@ def fig6_claims(
     Returns:
         The claims: the final test error per batch size (128, 4) and method (the paper's three,
         then the others), the robustness to the batch size (at the last epoch, then over the
-        last 20), the convergence at batch sizes 128
-        and 4, and the instability at batch size 4.
+        last 20), the convergence at batch sizes 128 and 4, and the instability at batch size 4.
 
     Raises:
         UserError: No runs, runs of another experiment, no run at batch size 128 or 4, a run
