@@ -116,6 +116,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.model.data_init_examples = 1000
 
     config.data = common.mnist_data()
+    # unit: pixels / 255, in [0, 1] (the paper's era) | standardize: per pixel, by the training
+    # split's mean and standard deviation (lnexp.experiments.pimnist.pixel_standardizer).
+    config.data.input_scaling = "unit"
     config.optimizer = common.optimizer(learning_rate=3e-4)  # Chosen on validation; see above.
     if arg == "tuned":
         common.use_tuned_rates(config.optimizer, TUNED_LEARNING_RATES)

@@ -162,6 +162,7 @@ CHOICES: dict[str, Choice] = {
     "dtype": Choice(("float32", "bfloat16", "float16"), "the computation dtype"),
     "optimizer.name": Choice(("adam", "adamw", "sgd"), "the optimizer"),
     "optimizer.schedule": Choice(("constant", "cosine"), "the learning-rate schedule"),
+    "data.input_scaling": Choice(("unit", "standardize"), "MNIST's input scaling"),
 }
 
 

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import csv
 import functools
+from collections.abc import Callable
 from importlib import resources
 
+import jax
 import ml_collections
 import numpy as np
 from flax import nnx
@@ -69,7 +71,50 @@ def build_model(config: ml_collections.ConfigDict, rngs: nnx.Rngs) -> MLP:
         )
 
 
+INPUT_SCALINGS = ("unit", "standardize")
+"""``config.data.input_scaling``: pixels in [0, 1], or standardized per pixel (see
+:func:`pixel_standardizer`)."""
+
+STD_FLOOR = 0.1
+"""The smallest per-pixel standard deviation :func:`pixel_standardizer` divides by (pixels in
+[0, 1]). MNIST's border pixels are 0 in (nearly) every training image: dividing by their own
+standard deviation would blow a rare nonzero value up to thousands; the floor keeps any input
+within 10 / 0.1 = 10 standard units, as sklearn's ``StandardScaler`` keeps constant features at
+unit scale."""
+
+# The classifier of [0, 1] pixels (the paper's input; tests patch these to inject faults).
 loss_fn, eval_fn = classification_fns(pixels_to_unit_interval)
+
+
+def pixel_standardizer(train_images: np.ndarray) -> Callable[[jax.Array], jax.Array]:
+    """Per-pixel standardization fitted on ``train_images`` (uint8, ``(n, 784)``).
+
+    ``x -> (x / 255 - mean) / max(std, STD_FLOOR)`` with the mean and standard deviation of each
+    pixel over the training split (never the validation or test images). Works on NumPy arrays
+    and inside jit, like :func:`lnexp.data.mnist.pixels_to_unit_interval`.
+    """
+    unit = pixels_to_unit_interval(np.asarray(train_images)).astype(np.float64)
+    mean = unit.mean(axis=0).astype(np.float32)
+    std = np.maximum(unit.std(axis=0), STD_FLOOR).astype(np.float32)
+
+    def standardize(images):
+        return (pixels_to_unit_interval(images) - mean) / std
+
+    return standardize
+
+
+def input_fns(config: ml_collections.ConfigDict, train_images: np.ndarray):
+    """``(to_inputs, loss_fn, eval_fn)`` for ``config.data.input_scaling``."""
+    scaling = config.data.get("input_scaling", "unit")
+    if scaling == "unit":
+        return pixels_to_unit_interval, loss_fn, eval_fn
+    if scaling == "standardize":
+        to_inputs = pixel_standardizer(train_images)
+        return (to_inputs, *classification_fns(to_inputs))
+    raise UserError(
+        f"Unknown config.data.input_scaling={scaling!r}: expected one of {INPUT_SCALINGS} "
+        "(pixels in [0, 1], or standardized per pixel over the training split)."
+    )
 
 
 def build_task(config: ml_collections.ConfigDict) -> Task:
@@ -79,16 +124,17 @@ def build_task(config: ml_collections.ConfigDict) -> Task:
         source=config.data.get("source", "cache"),
         url=config.data.get("url"),
     )
+    to_inputs, task_loss_fn, task_eval_fn = input_fns(config, data["train"]["image"])
     model = build_model(config, nnx.Rngs(config.seed))
     if norms.method(config.model.norm).data_init and config.model.weight_norm_data_init:
         n = min(config.model.data_init_examples, len(data["train"]["label"]))
-        model.data_dependent_init(pixels_to_unit_interval(data["train"]["image"][:n]))
+        model.data_dependent_init(to_inputs(data["train"]["image"][:n]))
     return Task(
         model=model,
         train_data=data["train"],
         eval_data={"train": data["train"], "valid": data["valid"], "test": data["test"]},
-        loss_fn=loss_fn,
-        eval_fn=eval_fn,
+        loss_fn=task_loss_fn,
+        eval_fn=task_eval_fn,
     )
 
 

@@ -24,6 +24,8 @@ INITIALIZERS = {
     # PyTorch's nn.Linear default: uniform in +-1/sqrt(fan_in).
     "torch": lambda: nnx.initializers.variance_scaling(1 / 3, "fan_in", "uniform"),
     "uniform_0.1": lambda: symmetric_uniform(0.1),
+    # A fixed small scale, whatever the fan-in (the era's "N(0, 0.01^2)").
+    "normal_0.01": lambda: nnx.initializers.normal(0.01),
 }
 
 

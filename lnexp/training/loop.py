@@ -60,6 +60,7 @@ import numpy as np
 from absl import logging
 
 from lnexp.config import resolve_learning_rate
+from lnexp.config_ranges import check_ranges
 from lnexp.errors import Interrupted
 from lnexp.experiments import build_task
 from lnexp.training import checks, loss_scale, preemption, records
@@ -131,6 +132,8 @@ def _train(
 ) -> list[dict[str, Any]]:
     """The loop: ``configs`` differ only in their seed; one run directory each. SIGTERM and
     SIGINT stop it at the next chunk boundary (:mod:`lnexp.training.preemption`)."""
+    for config in configs:  # Before the run directories exist: a refused value leaves none.
+        check_ranges(config)
     # The run directories' locks, and disk-full/unwritable errors reported (run_dir.held).
     run_dirs = [RunDir(w) for w in workdirs]
     with held(run_dirs), StopSignals() as stop_signals:
