@@ -1,0 +1,136 @@
+"""lnexp.reporting.ablation: each choice alone against the protocol (the Figure 6 ablation)."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+from conftest import REPO, load_config
+from flax.traverse_util import flatten_dict, unflatten_dict
+
+from lnexp.errors import UserError
+from lnexp.reporting import ablation
+from lnexp.reporting.runs import find_runs
+
+EPOCHS = 30
+
+
+def protocol() -> dict:
+    return flatten_dict(load_config("pimnist").to_dict(), sep=".")
+
+
+def write_run(workdir, cell, seed, valid, *, epochs=EPOCHS, drop=(), **changes):
+    """A finished run directory of ``epochs`` records whose valid_error is ``valid`` (constant,
+    or the last 20 epochs' value when a pair ``(early, late)``) and test_error 0.01 above it."""
+    config = {**protocol(), "seed": seed, "num_epochs": EPOCHS}
+    config.update({k.replace("__", "."): v for k, v in changes.items()})
+    for key in drop:
+        del config[key]
+    run_dir = workdir / cell / f"seed={seed}"
+    run_dir.mkdir(parents=True)
+    (run_dir / "config.json").write_text(json.dumps(unflatten_dict(config, sep=".")))
+    early, late = valid if isinstance(valid, tuple) else (valid, valid)
+    lines = []
+    for epoch in range(1, epochs + 1):
+        v = late if epoch > EPOCHS - 20 else early
+        lines.append(
+            json.dumps({"epoch": epoch, "step": epoch, "valid_error": v, "test_error": v + 0.01})
+        )
+    (run_dir / "metrics.jsonl").write_text("\n".join(lines) + "\n")
+
+
+@pytest.fixture
+def grid(tmp_path):
+    for seed, (c, lr, st) in enumerate([(0.0150, 0.0120, 0.0149), (0.0152, 0.0122, 0.0151)]):
+        write_run(tmp_path, "model.norm=layer", seed, (0.05, c), drop=["data.input_scaling"])
+        write_run(tmp_path, "model.norm=layer,lr=1e-3", seed, lr, optimizer__learning_rate=1e-3)
+        write_run(tmp_path, "model.norm=layer,std", seed, st, data__input_scaling="standardize")
+    write_run(
+        tmp_path, "model.norm=layer,cosine", 0, 0.001, epochs=10, optimizer__schedule="cosine"
+    )  # Unfinished: not counted.
+    write_run(tmp_path, "model.norm=none", 0, 0.02, model__norm="none", data__dir="/elsewhere")
+    return tmp_path
+
+
+def test_choices_are_the_fields_that_differ(grid):
+    rows = ablation.ablate(find_runs(grid), protocol())
+    labels = [(r["method"], r["choice"], len(r["seeds"])) for r in rows]
+    assert labels == [
+        ("layer", "control", 2),
+        ("layer", "data.input_scaling=standardize", 2),
+        ("layer", "optimizer.learning_rate=0.001", 2),
+        ("none", "control", 1),
+    ]
+    control = rows[0]
+    assert control["valid"][0] == pytest.approx(0.0151)  # The last 20 epochs only.
+    assert control["test"][0] == pytest.approx(0.0251)
+    lr = rows[2]
+    assert lr["gain"] == pytest.approx(0.003)
+    assert lr["gain_se"] == pytest.approx(2**0.5 * 1e-4, rel=1e-3)  # Both seeds' std: 1.41e-4.
+
+
+def test_adopted_only_beyond_the_standard_error(grid):
+    choices = {
+        c["key"]: c
+        for c in ablation.choose(ablation.ablate(find_runs(grid), protocol()), protocol())
+    }
+    assert choices["optimizer.learning_rate"]["adopted"]
+    assert choices["optimizer.learning_rate"]["best"] == "0.001"
+    # Standardizing gains 0.01 points, less than its standard error: the protocol's value stays.
+    assert not choices["data.input_scaling"]["adopted"]
+    assert choices["data.input_scaling"]["best"] == "standardize"
+    assert choices["data.input_scaling"]["effect"] == pytest.approx(0.0001)
+
+
+def test_worse_choices_keep_the_protocols_value(tmp_path):
+    for seed in range(2):
+        write_run(tmp_path, "c", seed, 0.015 + seed * 1e-4)
+        write_run(tmp_path, "e", seed, 0.02 + seed * 1e-4, model__epsilon=1e-3)
+    rows = ablation.ablate(find_runs(tmp_path), protocol())
+    (choice,) = ablation.choose(rows, protocol())
+    assert (choice["best"], choice["gain"], choice["adopted"]) == (1e-5, 0.0, False)
+
+
+def test_two_changes_at_once_are_refused(tmp_path):
+    write_run(tmp_path, "two", 0, 0.01, model__epsilon=1e-3, optimizer__eps=1e-4)
+    with pytest.raises(UserError, match="one at a time"):
+        ablation.ablate(find_runs(tmp_path), protocol())
+
+
+def test_command_line_writes_the_report(grid):
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "lnexp.reporting.ablation",
+            f"--workdir={grid}",
+            f"--config={REPO / 'configs' / 'pimnist.py'}",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=REPO,
+    )
+    text = (grid / "ablation.md").read_text()
+    assert text in done.stdout
+    assert "| layer | optimizer.learning_rate=0.001 | 2 | 1.21 ± 0.01 | +0.30 ± 0.01 |" in text
+    assert "| layer | 1.29 |" in text  # The paper's final LN error at batch 128.
+    report = json.loads((grid / "ablation.json").read_text())
+    assert report["window"] == 20 and len(report["rows"]) == 4
+
+
+def test_command_line_refuses_an_empty_directory(tmp_path):
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "lnexp.reporting.ablation",
+            f"--workdir={tmp_path}",
+            f"--config={REPO / 'configs' / 'pimnist.py'}",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+    )
+    assert done.returncode == 2
+    assert done.stderr.startswith("error: No run directories") and "Traceback" not in done.stderr
