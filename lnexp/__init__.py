@@ -4,6 +4,11 @@ The modules to import into your own Flax projects: the normalization layers of
 :mod:`lnexp.norms` and the layer-normalized recurrent cells of :mod:`lnexp.cells`.
 ``lnexp.encode(workdir, sentences)`` encodes sentences with a trained skip-thought run
 (:mod:`lnexp.senteval.encode`, imported on first use).
+
+The layers, the cells and the models (:mod:`lnexp.models`) need only JAX, Flax and NumPy, the
+package's dependencies; ``encode``, the experiments, data, reports and command lines need its
+``experiments`` extra (``pip install -e ".[experiments]"``).
+``lnexp.__version__`` is the package's version, the one source pyproject.toml reads.
 """
 
 from lnexp import cells, norms
@@ -17,6 +22,8 @@ from lnexp.norms import (
     make_norm,
     moments,
 )
+
+__version__ = "0.1.0"  # The one place: pyproject.toml reads it (see CHANGELOG.md).
 
 __all__ = [
     "BatchNorm",
