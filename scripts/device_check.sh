@@ -103,11 +103,12 @@ else
         PIP+=(--no-index --find-links "$WHEELS")
     fi
     if "$PY" -c "import jax, sys; sys.exit(jax.default_backend() != 'gpu')" 2>/dev/null; then
-        echo "JAX's GPU build is already installed: installing lnexp alone"
-        "${PIP[@]}" -e . ||
-            fail "pip install -e . failed (offline? pass --wheels DIR or --no-install)"
+        echo "JAX's GPU build is already installed: installing lnexp and its experiments"
+        "${PIP[@]}" -e ".[experiments,test]" ||
+            fail "pip install -e \".[experiments,test]\" failed (offline? pass --wheels DIR or --no-install)"
     else
-        "${PIP[@]}" -e ".[cuda$CUDA]" || fail "pip install -e \".[cuda$CUDA]\" failed"
+        "${PIP[@]}" -e ".[experiments,test,cuda$CUDA]" ||
+            fail "pip install -e \".[experiments,test,cuda$CUDA]\" failed"
     fi
 fi
 "$PY" -c "import lnexp.training, lnexp.bench, pytest" ||
