@@ -14,6 +14,7 @@ import numpy as np
 from flax import nnx
 
 from lnexp import norms
+from lnexp.config_ranges import CHOICES, check_choice
 from lnexp.data.mnist import load_mnist, pixels_to_unit_interval
 from lnexp.errors import UserError, config_key
 from lnexp.experiments import Task, compute_dtype
@@ -71,9 +72,9 @@ def build_model(config: ml_collections.ConfigDict, rngs: nnx.Rngs) -> MLP:
         )
 
 
-INPUT_SCALINGS = ("unit", "standardize")
+INPUT_SCALINGS = CHOICES["data.input_scaling"].values
 """``config.data.input_scaling``: pixels in [0, 1], or standardized per pixel (see
-:func:`pixel_standardizer`)."""
+:func:`pixel_standardizer`); declared in :data:`lnexp.config_ranges.CHOICES`."""
 
 STD_FLOOR = 0.1
 """The smallest per-pixel standard deviation :func:`pixel_standardizer` divides by (pixels in
@@ -106,15 +107,11 @@ def pixel_standardizer(train_images: np.ndarray) -> Callable[[jax.Array], jax.Ar
 def input_fns(config: ml_collections.ConfigDict, train_images: np.ndarray):
     """``(to_inputs, loss_fn, eval_fn)`` for ``config.data.input_scaling``."""
     scaling = config.data.get("input_scaling", "unit")
+    check_choice("data.input_scaling", scaling)
     if scaling == "unit":
         return pixels_to_unit_interval, loss_fn, eval_fn
-    if scaling == "standardize":
-        to_inputs = pixel_standardizer(train_images)
-        return (to_inputs, *classification_fns(to_inputs))
-    raise UserError(
-        f"Unknown config.data.input_scaling={scaling!r}: expected one of {INPUT_SCALINGS} "
-        "(pixels in [0, 1], or standardized per pixel over the training split)."
-    )
+    to_inputs = pixel_standardizer(train_images)
+    return (to_inputs, *classification_fns(to_inputs))
 
 
 def build_task(config: ml_collections.ConfigDict) -> Task:

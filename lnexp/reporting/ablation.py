@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import json
 import math
-import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -34,6 +33,7 @@ from flax.traverse_util import flatten_dict
 from lnexp import config as config_files
 from lnexp.errors import UserError, command_line
 from lnexp.reporting.runs import Run, find_runs
+from lnexp.reporting.tuning import tail_mean
 from lnexp.training.run_dir import ADDED_FIELDS, RESUMABLE_CHANGES
 
 METHOD_KEY = "model.norm"
@@ -61,15 +61,6 @@ def choice_of(config: Mapping[str, Any], protocol: Mapping[str, Any]) -> dict[st
         if a != b:
             changed[key] = a
     return changed
-
-
-def window_mean(run: Run, metric: str, window: int) -> float:
-    """Mean of ``metric`` over the run's last ``window`` epochs; infinite when not all finite."""
-    _, values = run.curve(metric)
-    tail = values[-window:]
-    if not len(tail) or not np.all(np.isfinite(tail)):
-        return math.inf
-    return float(np.mean(tail))
 
 
 def _stats(values: Sequence[float]) -> tuple[float, float]:
@@ -101,8 +92,8 @@ def ablate(
 
     rows = []
     for (method, label), group in sorted(groups.items(), key=lambda kv: _order(kv[0])):
-        valid = [window_mean(r, "valid_error", window) for r in group]
-        test = [window_mean(r, "test_error", window) for r in group]
+        valid = [tail_mean(r, "valid_error", window) for r in group]
+        test = [tail_mean(r, "test_error", window) for r in group]
         final = [r.curve("test_error")[1][-1] for r in group]
         rows.append(
             {
@@ -135,8 +126,8 @@ def _order(group: tuple[str, str]) -> tuple:
     try:
         number = float(value)
     except ValueError:
-        number = math.nan
-    return (method, label != CONTROL, key, number if not math.isnan(number) else 0.0, value)
+        number = 0.0  # Names (e.g. glorot_uniform) sort by the name alone.
+    return (method, label != CONTROL, key, number, value)
 
 
 def choose(rows: Sequence[Mapping[str, Any]], protocol: Mapping[str, Any]) -> list[dict[str, Any]]:
@@ -210,8 +201,7 @@ def ablation_markdown(
         "|---|---|---|---|---|---|---|",
     ]
     for c in choices:
-        gain = "–" if not math.isfinite(c["gain"]) else f"{100 * c['gain']:+.2f} ± "
-        gain += "" if not math.isfinite(c["gain"]) else f"{100 * c['gain_se']:.2f}"
+        gain = f"{100 * c['gain']:+.2f} ± {100 * c['gain_se']:.2f}"  # Never below 0: finite.
         effect = "–" if c["effect"] is None else f"{100 * c['effect']:.2f}"
         effect += " (some diverged)" if c["diverged"] else ""
         lines.append(
@@ -284,4 +274,4 @@ def main(argv: Sequence[str]) -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(app.run(main))
+    app.run(main)

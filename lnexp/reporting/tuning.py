@@ -36,11 +36,16 @@ from lnexp.reporting.runs import Run, find_runs
 def score(run: Run, metric: str = "valid_error", fraction: float = 0.5) -> float:
     """Mean of ``metric`` over the last ``fraction`` of the run's epochs (at least one);
     infinite for a run whose values are not all finite (it diverged)."""
+    epochs = len(run.curve(metric)[1])
+    return tail_mean(run, metric, max(1, round(epochs * fraction)))
+
+
+def tail_mean(run: Run, metric: str, epochs: int) -> float:
+    """Mean of ``metric`` over the run's last ``epochs`` epochs; infinite for a run without
+    values or whose values there are not all finite (it diverged)."""
     _, values = run.curve(metric)
-    if not len(values):
-        return math.inf
-    tail = values[-max(1, round(len(values) * fraction)) :]
-    return float(np.mean(tail)) if np.all(np.isfinite(tail)) else math.inf
+    tail = values[-epochs:]
+    return float(np.mean(tail)) if len(tail) and np.all(np.isfinite(tail)) else math.inf
 
 
 def choose(
