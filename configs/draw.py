@@ -15,7 +15,7 @@ bound at epoch 13.
 
 Then the pictures of a run (samples from the prior, the canvas over the glimpses)::
 
-    python -m lnexp.reporting.draw_pictures --workdir runs/draw/model.norm=cell/seed=0
+    python -m lnexp.studies.draw.pictures --workdir runs/draw/model.norm=cell/seed=0
 
 ``configs/draw.py:paper`` is the paper's setting (64 glimpses, 256 LSTM units, 200 epochs of
 50,000 images at batch 128, Adam's defaults): for an accelerator (3.6 minutes an epoch, 12 hours

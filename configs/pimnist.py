@@ -117,7 +117,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
     config.data = common.mnist_data()
     # unit: pixels / 255, in [0, 1] (the paper's era) | standardize: per pixel, by the training
-    # split's mean and standard deviation (lnexp.experiments.pimnist.pixel_standardizer).
+    # split's mean and standard deviation (lnexp.studies.pimnist.task.pixel_standardizer).
     config.data.input_scaling = "unit"
     config.optimizer = common.optimizer(learning_rate=3e-4)  # Chosen on validation; see above.
     if arg == "tuned":

@@ -13,7 +13,8 @@ novels fetched by ``python -m lnexp.data.download books PATH_TO_BOOKS``)::
 
     python -m lnexp.main --config=configs/transformer.py --workdir=runs/tf-pre-ln \\
         --config.data.dir=PATH_TO_BOOKS
-    python -m lnexp.sample --workdir=runs/tf-pre-ln --prompt "It was a dark" --length 200
+    python -m lnexp.studies.transformer.sample --workdir=runs/tf-pre-ln --prompt "It was a dark" \\
+        --length 200
 
 Post-LN vs pre-LN, with and without warmup (the README's study has the full commands)::
 

@@ -3,7 +3,7 @@
 The modules to import into your own Flax projects: the normalization layers of
 :mod:`lnexp.norms` and the layer-normalized recurrent cells of :mod:`lnexp.cells`.
 ``lnexp.encode(workdir, sentences)`` encodes sentences with a trained skip-thought run
-(:mod:`lnexp.senteval.encode`, imported on first use).
+(:mod:`lnexp.studies.skipthought.encode`, imported on first use).
 
 The layers, the cells and the models (:mod:`lnexp.models`) need only JAX, Flax and NumPy, the
 package's dependencies; ``encode``, the experiments, data, reports and command lines need its
@@ -44,7 +44,7 @@ __all__ = [
 
 def __getattr__(name: str):
     if name == "encode":  # Lazy: the training stack (orbax, optax) loads only when used.
-        from lnexp.senteval.encode import encode
+        from lnexp.studies.skipthought.encode import encode
 
         return encode
     raise AttributeError(f"module 'lnexp' has no attribute {name!r}")

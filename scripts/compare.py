@@ -21,7 +21,7 @@ Only aggregate the run directories that exist::
 Writes WORKDIR/figure.png, WORKDIR/summary.md and WORKDIR/summary.json.
 
 Also test the paper's Figure 6 claims (final errors, robustness to the batch size, convergence
-speed, BN's instability at batch size 4; see lnexp/reporting/claims.py) and write
+speed, BN's instability at batch size 4; see lnexp/studies/pimnist/claims.py) and write
 WORKDIR/claims.md and WORKDIR/claims.json::
 
     python scripts/compare.py --workdir runs/fig6 --report --claims \\
@@ -36,7 +36,8 @@ from absl import app, flags
 
 from lnexp import config as config_files
 from lnexp.errors import UserError, command_line
-from lnexp.reporting import claims, grid, runs, summary
+from lnexp.reporting import grid, runs, summary
+from lnexp.studies.pimnist import claims
 from lnexp.training.metric_writers import quiet_library_logs
 
 _CONFIG = flags.DEFINE_string("config", None, "Config file, e.g. configs/pimnist.py[:arg].")

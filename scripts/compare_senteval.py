@@ -13,7 +13,7 @@ from pathlib import Path
 from absl import app, flags
 
 from lnexp.errors import UserError, command_line
-from lnexp.senteval import report as senteval_report
+from lnexp.studies.skipthought import report as senteval_report
 from lnexp.training.metric_writers import quiet_library_logs
 
 _RUNS = flags.DEFINE_multi_string("run", [], "LABEL=RUN_DIR, once per run.")

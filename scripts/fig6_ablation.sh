@@ -7,7 +7,7 @@
 #   scripts/fig6_ablation.sh WORKDIR MNIST_DIR rates     # all four methods: Adam's rate
 #
 # Report (validation error over the last 16 epochs; test error beside it):
-#   python -m lnexp.reporting.ablation --workdir WORKDIR
+#   python -m lnexp.studies.pimnist.ablation --workdir WORKDIR
 set -euo pipefail
 workdir=$1 data=$2 part=$3
 grid() {

@@ -1,4 +1,4 @@
-"""lnexp.reporting.ablation: each choice alone against the protocol (the Figure 6 ablation)."""
+"""lnexp.studies.pimnist.ablation: each choice alone against the protocol (Figure 6's ablation)."""
 
 import json
 import subprocess
@@ -9,8 +9,8 @@ from conftest import REPO, load_config
 from flax.traverse_util import flatten_dict, unflatten_dict
 
 from lnexp.errors import UserError
-from lnexp.reporting import ablation
 from lnexp.reporting.runs import find_runs
+from lnexp.studies.pimnist import ablation
 
 EPOCHS = 30
 
@@ -102,7 +102,7 @@ def test_command_line_writes_the_report(grid):
         [
             sys.executable,
             "-m",
-            "lnexp.reporting.ablation",
+            "lnexp.studies.pimnist.ablation",
             f"--workdir={grid}",
             f"--config={REPO / 'configs' / 'pimnist.py'}",
         ],
@@ -124,7 +124,7 @@ def test_command_line_refuses_an_empty_directory(tmp_path):
         [
             sys.executable,
             "-m",
-            "lnexp.reporting.ablation",
+            "lnexp.studies.pimnist.ablation",
             f"--workdir={tmp_path}",
             f"--config={REPO / 'configs' / 'pimnist.py'}",
         ],

@@ -16,10 +16,14 @@ import pytest
 from flax import nnx
 
 from lnexp import cells
-from lnexp.bench import draw, fig6, machine, pimnist, recurrent, report, transformer
+from lnexp.bench import machine, recurrent, report
 from lnexp.bench.sections import BenchConfig
 from lnexp.bench.timing import Prepared, time_interleaved
 from lnexp.errors import UserError
+from lnexp.studies.draw import bench as draw
+from lnexp.studies.pimnist import bench as pimnist
+from lnexp.studies.pimnist import bench_grid as fig6
+from lnexp.studies.transformer import bench as transformer
 
 REPO = Path(__file__).resolve().parents[1]
 # Importing torch 2.13 warns about its own use of torch.jit.script_method.

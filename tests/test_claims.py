@@ -1,4 +1,4 @@
-"""Tests for lnexp.reporting.claims and ``scripts/compare.py --claims`` on synthetic run
+"""Tests for lnexp.studies.pimnist.claims and ``scripts/compare.py --claims`` on synthetic run
 directories.
 
 Every grid here is written by hand (config.json + metrics.jsonl, no training) with curves whose
@@ -18,9 +18,9 @@ import pytest
 from test_compare import run_cli
 
 from lnexp.errors import UserError
-from lnexp.experiments import pimnist
-from lnexp.reporting import claims
 from lnexp.reporting.runs import find_runs
+from lnexp.studies.pimnist import claims
+from lnexp.studies.pimnist import task as pimnist
 
 REPO = Path(__file__).resolve().parents[1]
 N = 10_000  # test images

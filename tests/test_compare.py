@@ -16,10 +16,10 @@ from flax.traverse_util import flatten_dict
 
 from lnexp import config as config_files
 from lnexp.errors import UserError
-from lnexp.experiments import pimnist
 from lnexp.reporting.grid import expand_grid, run_grid
 from lnexp.reporting.runs import Run, export, find_runs, read_metrics
 from lnexp.reporting.summary import report, summarize
+from lnexp.studies.pimnist import task as pimnist
 
 REPO = Path(__file__).resolve().parents[1]
 PAPER_CSV = REPO / "lnexp" / "reference" / "paper_fig6_pimnist.csv"

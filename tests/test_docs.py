@@ -34,7 +34,7 @@ OWN_PROJECT_BEFORE_LINE = 80
 
 COMMAND_LANGS = {"", "bash", "sh", "shell", "console"}
 # The config a program reads when a command names none (``--set`` overrides apply to it).
-DEFAULT_CONFIGS = {("-m", "lnexp.reporting.gradients"): "configs/transformer.py"}
+DEFAULT_CONFIGS = {("-m", "lnexp.studies.transformer.gradients"): "configs/transformer.py"}
 # Flags whose values are KEY=VALUE overrides of the command's config.
 OVERRIDE_FLAGS = ("set", "grid")
 

@@ -12,12 +12,13 @@ from conftest import load_config
 from flax import nnx
 from test_train import assert_trees_equal, read_records, restore_latest, without_timing
 
-from lnexp import experiments, training
+from lnexp import studies, training
 from lnexp.data import binarized_mnist
 from lnexp.errors import UserError
-from lnexp.experiments import draw as experiment
 from lnexp.models.draw import DRAW, filterbank, gaussian_kl, negative_bound
-from lnexp.reporting import draw_pictures, draw_study
+from lnexp.studies.draw import pictures as draw_pictures
+from lnexp.studies.draw import report as draw_study
+from lnexp.studies.draw import task as experiment
 
 
 def small_draw(**kwargs) -> DRAW:
@@ -370,7 +371,7 @@ def test_paper_curves_are_the_experiments_references():
     assert base["test_bound_epoch"][-1] == pytest.approx(108.41)
     config = {"experiment": "draw", "model.norm": "cell"}
     np.testing.assert_array_equal(
-        experiments.reference_curve(config)["test_bound"], curves[("cell",)]["test_bound"]
+        studies.reference_curve(config)["test_bound"], curves[("cell",)]["test_bound"]
     )
 
 
@@ -395,7 +396,7 @@ def test_pictures_command_writes_png_files(tiny_run, tiny_strokes_dir):
     from conftest import REPO
 
     result = subprocess.run(
-        [sys.executable, "-m", "lnexp.reporting.draw_pictures", "--workdir", str(tiny_run),
+        [sys.executable, "-m", "lnexp.studies.draw.pictures", "--workdir", str(tiny_run),
          "--samples", "6", "--digits", "3"],
         capture_output=True, text=True, cwd=REPO, timeout=300,
     )  # fmt: skip

@@ -1,5 +1,5 @@
-"""lnexp.senteval (evaluate, report) and lnexp.data.senteval: the SentEval protocol on synthetic
-and real data, and the public path lnexp.evaluate."""
+"""lnexp.studies.skipthought (evaluate, report) and lnexp.data.senteval: the SentEval protocol on
+synthetic and real data."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from sklearn.model_selection import StratifiedKFold
 from lnexp import training
 from lnexp.data import senteval
 from lnexp.errors import UserError
-from lnexp.senteval import evaluate
+from lnexp.studies.skipthought import evaluate
 
 WORDS = ["good", "bad", "fine", "poor", "nice", "awful", "movie", "plot", "actor", "scene"]
 
@@ -263,13 +263,18 @@ def test_real_senteval_files_parse():
 
 
 def test_public_paths_are_the_senteval_modules():
-    import lnexp.encoding
-    import lnexp.evaluate
-    from lnexp.senteval import encode
+    import lnexp.studies.skipthought.encode
+    import lnexp.studies.skipthought.evaluate
+    from lnexp.studies.skipthought import encode
 
-    assert lnexp.evaluate.run is evaluate.run and lnexp.evaluate.PENALTIES is evaluate.PENALTIES
-    assert lnexp.encode is encode.encode and lnexp.encoding.encode is encode.encode
-    assert lnexp.encoding.SentenceEncoder is encode.SentenceEncoder
+    assert (
+        lnexp.studies.skipthought.evaluate.run is evaluate.run
+        and lnexp.studies.skipthought.evaluate.PENALTIES is evaluate.PENALTIES
+    )
+    assert (
+        lnexp.encode is encode.encode and lnexp.studies.skipthought.encode.encode is encode.encode
+    )
+    assert lnexp.studies.skipthought.encode.SentenceEncoder is encode.SentenceEncoder
 
 
 def test_command_line_on_a_trained_run(tmp_path):
@@ -281,7 +286,8 @@ def test_command_line_on_a_trained_run(tmp_path):
     data = tmp_path / "senteval"
     write_binary(data / "SUBJ", names=("subj.objective", "subj.subjective"), n=20)
     write_sick(data / "SICK")
-    cmd = [sys.executable, "-m", "lnexp.evaluate", f"--workdir={tmp_path / 'run'}",
+    cmd = [sys.executable, "-m", "lnexp.studies.skipthought.evaluate",
+           f"--workdir={tmp_path / 'run'}",
            f"--data_dir={data}", "--tasks=SUBJ,SICK", "--folds=2"]  # fmt: skip
     out = subprocess.run(
         cmd, cwd=REPO, capture_output=True, text=True, env={"JAX_PLATFORMS": "cpu"}
@@ -301,14 +307,14 @@ def test_command_line_on_a_trained_run(tmp_path):
 
 
 def test_paper_table3_is_shipped():
-    from lnexp.experiments.skipthought import reference_table
+    from lnexp.studies.skipthought.task import reference_table
 
     rows = reference_table()
     assert len(rows) == 4 and rows[2]["MR"] == 79.5 and rows[2]["SICK r"] == 0.854
 
 
 def test_report_evaluates_each_checkpoint_once_and_writes_the_table(tmp_path, monkeypatch):
-    from lnexp.senteval import report as senteval_report
+    from lnexp.studies.skipthought import report as senteval_report
 
     calls = []
 

@@ -57,7 +57,7 @@ def test_seqmnist_gradients_stay_small_over_blank_rows(cell, norm):
     import numpy as np
     from flax import nnx
 
-    from lnexp.experiments import seqmnist
+    from lnexp.studies.seqmnist import task as seqmnist
 
     config = load_config("seqmnist", model__cell=cell, model__norm=norm)
     model = seqmnist.build_model(config, nnx.Rngs(0))
@@ -79,7 +79,7 @@ def test_seqmnist_gradients_stay_small_over_blank_rows(cell, norm):
 
 def test_pimnist_passes_every_hyperparameter_of_the_method():
     from lnexp import norms
-    from lnexp.experiments import pimnist
+    from lnexp.studies.pimnist import task as pimnist
 
     for name, method in norms.REGISTRY.items():
         for batch_size, unbiased in ((4, True), (128, False)):
@@ -95,7 +95,7 @@ def test_pimnist_passes_every_hyperparameter_of_the_method():
 def test_pimnist_refuses_a_hyperparameter_without_a_config_field(monkeypatch):
     """A method's hyperparameter is never dropped silently: without a config field, an error."""
     from lnexp import norms
-    from lnexp.experiments import pimnist
+    from lnexp.studies.pimnist import task as pimnist
 
     group = norms.NormMethod(
         "group", norms.SUMMED_INPUTS, norms.LayerNorm, hyperparameters=("epsilon", "num_groups")
@@ -109,7 +109,8 @@ def test_pimnist_refuses_a_hyperparameter_without_a_config_field(monkeypatch):
 def test_seqmnist_and_skipthought_take_the_cells_registry_methods(cell, scale_only_norm):
     from flax import nnx
 
-    from lnexp.experiments import seqmnist, skipthought
+    from lnexp.studies.seqmnist import task as seqmnist
+    from lnexp.studies.skipthought import task as skipthought
 
     for norm in ("rms", scale_only_norm):
         config = load_config("seqmnist", model__cell=cell, model__norm=norm, model__hidden_size=8)

@@ -94,7 +94,8 @@ def test_no_readable_checkpoint_is_one_error(tiny_mnist_dir, tmp_path):
 
 
 def test_restoring_a_model_skips_a_damaged_checkpoint(tmp_path):
-    """What lnexp.encode and lnexp.evaluate read: the newest model that reads back."""
+    """What lnexp.encode and lnexp.studies.skipthought.evaluate read: the newest model that reads
+    back."""
     run = RunDir(tmp_path)
     with run.checkpoints(keep=3) as checkpoints:
         for step in (1, 2, 3):

@@ -9,9 +9,9 @@ from conftest import load_config
 from lnexp.config_ranges import CHOICES
 from lnexp.data.mnist import load_mnist, pixels_to_unit_interval
 from lnexp.errors import UserError
-from lnexp.experiments import pimnist
 from lnexp.models.initializers import get_initializer
 from lnexp.reporting.runs import read_metrics
+from lnexp.studies.pimnist import task as pimnist
 from lnexp.training import train_and_evaluate
 
 

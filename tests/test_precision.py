@@ -21,8 +21,8 @@ from flax import nnx
 
 from lnexp import cells, config_ranges, norms
 from lnexp.errors import UserError
-from lnexp.experiments import Task
 from lnexp.models.transformer import causal_attention
+from lnexp.studies import Task
 from lnexp.training import loss_scale, train_and_evaluate
 from lnexp.training.batches import Chunk
 from lnexp.training.loss_scale import DynamicLossScale, all_finite, from_config
@@ -143,7 +143,7 @@ def test_float32_models_do_not_cast(name, monkeypatch):
     layer's default): the float32 path has no cast and no other op it did not have before."""
     import importlib
 
-    module = importlib.import_module(f"lnexp.experiments.{name}")
+    module = importlib.import_module(f"lnexp.studies.{name}.task")
     config = load_config(name, "tiny")
     assert config.dtype == "float32"
     image, triples, windows = _tiny_batches()
@@ -336,7 +336,7 @@ def test_checkpoints_hold_float32_parameters_and_optimizer_state(tiny_runs, name
 
 
 def test_bfloat16_sentence_vectors_are_float32(tiny_runs):
-    from lnexp.senteval.encode import SentenceEncoder
+    from lnexp.studies.skipthought.encode import SentenceEncoder
 
     vectors = SentenceEncoder(tiny_runs["skipthought", "bfloat16"])(["Anna sees ben."])
     assert vectors.dtype == np.float32 and np.isfinite(vectors).all()

@@ -30,11 +30,11 @@ from test_train import (
 )
 
 from lnexp import training
-from lnexp.bench import seeds as bench_seeds
 from lnexp.bench.sections import BenchConfig
 from lnexp.errors import UserError
-from lnexp.experiments import pimnist
 from lnexp.reporting.grid import expand_grid, run_grid
+from lnexp.studies.pimnist import bench_seeds
+from lnexp.studies.pimnist import task as pimnist
 
 REPO = Path(__file__).resolve().parents[1]
 SEEDS = (1, 0)  # Not sorted: seed i of the call goes to workdir i, whatever its value.

@@ -16,7 +16,7 @@ import lnexp
 from lnexp import training
 from lnexp.errors import UserError
 from lnexp.models.skipthought import SkipThought, token_mean_loss
-from lnexp.senteval.encode import SentenceEncoder
+from lnexp.studies.skipthought.encode import SentenceEncoder
 
 
 def tiny_config(books, cache, **overrides):
@@ -146,7 +146,8 @@ def test_encode_command_line(trained_run, tmp_path):
     lines = tmp_path / "in.txt"
     lines.write_text("Anna sees ben at 1 o'clock.\n\nEve calls finn.\n", encoding="utf-8")
     out = tmp_path / "out.npy"
-    cmd = [sys.executable, "-m", "lnexp.encoding", f"--workdir={trained_run / 'run'}",
+    cmd = [sys.executable, "-m", "lnexp.studies.skipthought.encode",
+           f"--workdir={trained_run / 'run'}",
            f"--input={lines}", f"--output={out}"]  # fmt: skip
     subprocess.run(cmd, check=True, cwd=REPO, capture_output=True, env={"JAX_PLATFORMS": "cpu"})
     vectors = np.load(out)

@@ -26,7 +26,7 @@ from flax import nnx
 
 from lnexp import norms, training
 from lnexp.errors import UserError
-from lnexp.experiments import pimnist
+from lnexp.studies.pimnist import task as pimnist
 from lnexp.training import metric_writers
 from lnexp.training.run_dir import RunDir
 

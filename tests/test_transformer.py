@@ -16,10 +16,10 @@ from flax import nnx
 from lnexp import training
 from lnexp.data import chars
 from lnexp.errors import UserError
-from lnexp.experiments import transformer as experiment
 from lnexp.models.transformer import Block, Transformer, sinusoids
-from lnexp.reporting import gradients
-from lnexp.sample import LanguageModel
+from lnexp.studies.transformer import gradients
+from lnexp.studies.transformer import task as experiment
+from lnexp.studies.transformer.sample import LanguageModel
 
 
 def small_model(**kwargs) -> Transformer:
@@ -258,13 +258,22 @@ def test_sampling_is_deterministic_given_the_seed(trained_run):
 def test_sample_command_line(trained_run):
     args = ["--workdir", str(trained_run), "--prompt", "Ben", "--length", "20", "--seed", "1"]
     run = lambda: subprocess.run(  # noqa: E731
-        [sys.executable, "-m", "lnexp.sample", *args], capture_output=True, text=True, cwd=REPO
+        [sys.executable, "-m", "lnexp.studies.transformer.sample", *args],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
     )
     first, second = run(), run()
     assert first.returncode == 0, first.stderr
     assert first.stdout == second.stdout and first.stdout.startswith("Ben")
     bad = subprocess.run(
-        [sys.executable, "-m", "lnexp.sample", "--workdir", str(trained_run.parent)],
+        [
+            sys.executable,
+            "-m",
+            "lnexp.studies.transformer.sample",
+            "--workdir",
+            str(trained_run.parent),
+        ],
         capture_output=True,
         text=True,
         cwd=REPO,
@@ -309,7 +318,7 @@ def fake_run(workdir, cell, *, placement, rate, warmup, norm="layer", bpc, faile
 
 
 def test_study_report_names_divergence_and_verdicts(tmp_path):
-    from lnexp.reporting import transformer_study
+    from lnexp.studies.transformer import report as transformer_study
 
     warm, norms = tmp_path / "warmup", tmp_path / "norms"
     diverged = "Training diverged: the loss became nan at epoch 3, step 250. The run stopped."

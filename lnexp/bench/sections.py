@@ -9,8 +9,14 @@ from __future__ import annotations
 
 import dataclasses
 
-from lnexp.bench import draw, fig6, pimnist, recurrent, seeds, skipthought, transformer
+from lnexp.bench import recurrent
 from lnexp.bench.section import Section
+from lnexp.studies.draw import bench as draw
+from lnexp.studies.pimnist import bench as pimnist
+from lnexp.studies.pimnist import bench_grid as fig6
+from lnexp.studies.pimnist import bench_seeds as seeds
+from lnexp.studies.skipthought import bench as skipthought
+from lnexp.studies.transformer import bench as transformer
 
 SECTIONS: dict[str, Section] = {
     "pimnist": pimnist,

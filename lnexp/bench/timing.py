@@ -22,8 +22,8 @@ import jax
 Row = dict[str, Any]
 TORCH_INSTALL = "pip install torch==2.13.0"
 TORCH_TWINS = ("none", "layer", "batch")
-"""The methods of :data:`lnexp.norms.REGISTRY` that :func:`lnexp.bench.pimnist.torch_mlp` builds
-in PyTorch too, so the ``pimnist`` section can time them against it; a new method needs a
+"""The methods of :data:`lnexp.norms.REGISTRY` that :func:`lnexp.studies.pimnist.bench.torch_mlp`
+builds in PyTorch too, so the ``pimnist`` section can time them against it; a new method needs a
 PyTorch twin there (and its name here) to be timed, nothing else."""
 
 

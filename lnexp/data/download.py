@@ -15,7 +15,8 @@ a command that failed halfway can simply be run again.
   (:func:`lnexp.data.mnist.download_mnist`); ``--url``: a mirror directory.
 * ``senteval``: SentEval's downstream tasks, from the sources SentEval's own script lists, as
   its ``data/downstream`` layout (:func:`lnexp.data.senteval_sources.download_senteval`), the
-  ``--data_dir`` of ``lnexp.evaluate``; ``--url``: a mirror holding the source files by name.
+  ``--data_dir`` of ``lnexp.studies.skipthought.evaluate``; ``--url``: a mirror holding the source
+  files by name.
 * ``books``: the project's 122 Project Gutenberg novels as ``<Author>/<Title>.txt``, the
   ``--config.data.dir`` of ``configs/skipthought.py`` (:func:`lnexp.data.gutenberg.download_books`);
   ``--url``: a template with ``{id}``; ``--list``: another CSV of ``id,author,title``.

@@ -3,7 +3,7 @@
 SentEval's ``data/downstream/get_transfer_data.bash`` downloads every task from its distributor;
 :func:`download_senteval` fetches the same files for the tasks lnexp evaluates (:data:`TASKS`)
 and lays them out as that script does, in the ``data/downstream`` layout that
-:mod:`lnexp.data.senteval` (and so ``lnexp.evaluate --data_dir``) reads:
+:mod:`lnexp.data.senteval` (and so ``lnexp.studies.skipthought.evaluate --data_dir``) reads:
 
 * MR, CR, SUBJ, MPQA: ``datasmall_NB_ACL12.zip`` (Wang & Manning's data, on SentEval's S3
   bucket): its ``data/rt10662/rt-polarity.pos|neg``, ``data/customerr/custrev.pos|neg``,
@@ -291,7 +291,8 @@ def _assemble(task: str, downloaded: dict[str, Path], work: Path, directory: Pat
 
 
 def _check_task(task: str, folder: Path) -> None:
-    """Reads a task folder as lnexp.evaluate will; ``ValueError`` if it is empty or unreadable."""
+    """Reads a task folder as lnexp.studies.skipthought.evaluate will; ``ValueError`` if it is
+    empty or unreadable."""
     if task == "TREC":
         data = senteval.load_trec(folder)
         sizes = [len(data.sentences), len(data.test_sentences or [])]

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from lnexp import experiments
+from lnexp import studies
 from lnexp.reporting.runs import Run
 
 
@@ -91,10 +91,10 @@ def _draw_line(ax: Any, runs: Sequence[Run], metric: str, label: str, color: str
 
 def _paper_curve(runs: Sequence[Run]) -> dict[str, np.ndarray] | None:
     """The paper's curve for the runs of one line and column, if they all share one."""
-    keys = {experiments.reference_key(r.config) for r in runs}
+    keys = {studies.reference_key(r.config) for r in runs}
     if len(keys) != 1 or None in keys:
         return None
-    return experiments.reference_curve(runs[0].config)
+    return studies.reference_curve(runs[0].config)
 
 
 def _sort_key(value: Any) -> tuple:

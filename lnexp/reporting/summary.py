@@ -5,7 +5,7 @@
 (:mod:`lnexp.reporting.figure`), and ``summary.md`` and ``summary.json``: per cell the final and
 best test error (mean ± std over seeds), the epoch of the best, wall time, and the paper's value
 at the last epoch of its curve (``paper_at_64``: epoch 64 in Fig. 6; the runs' experiment's
-:func:`lnexp.experiments.reference_curve`; this module knows no experiment by name).
+:func:`lnexp.studies.reference_curve`; this module knows no experiment by name).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from lnexp import experiments
+from lnexp import studies
 from lnexp.errors import UserError
 from lnexp.reporting.figure import plot_figure
 from lnexp.reporting.runs import Run, find_runs
@@ -69,7 +69,7 @@ def summarize(
             "best_epoch": float(np.mean(best_epochs)),
             "wall_s": float(np.mean(walls)),
         }
-        paper = experiments.reference_curve(config)
+        paper = studies.reference_curve(config)
         if paper is not None and metric in paper:
             curve, epochs = paper[metric], paper[f"{metric}_epoch"]
             row["paper_at_64"] = float(curve[-1])

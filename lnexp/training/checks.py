@@ -11,7 +11,7 @@ from jax.sharding import Mesh
 
 from lnexp.config_ranges import check_ranges
 from lnexp.errors import UserError
-from lnexp.experiments import Task
+from lnexp.studies import Task
 
 
 def check_config(config: ml_collections.ConfigDict, mesh: Mesh) -> None:

@@ -1,7 +1,7 @@
 """The one training loop: :func:`train_and_evaluate` (one run) and :func:`train_seeds` (several
 seeds of one configuration in one program, one run directory each).
 
-It knows nothing about any experiment: :func:`lnexp.experiments.build_task` gives it a model, the
+It knows nothing about any experiment: :func:`lnexp.studies.build_task` gives it a model, the
 data and the loss. Its shape:
 
 * One ``jax.sharding.Mesh`` with a ``'data'`` axis over all devices (even when there is one);
@@ -62,7 +62,7 @@ from absl import logging
 from lnexp.config import resolve_learning_rate
 from lnexp.config_ranges import check_ranges
 from lnexp.errors import Interrupted
-from lnexp.experiments import build_task
+from lnexp.studies import build_task
 from lnexp.training import checks, loss_scale, preemption, records
 from lnexp.training.batches import Schedule
 from lnexp.training.metric_writers import MetricWriter, ProgressLine

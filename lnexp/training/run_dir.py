@@ -96,7 +96,7 @@ ADDED_FIELDS: dict[str, Any] = {
     "loss_scale.growth_interval": 2000,
     "loss_scale.factor": 2.0,
     "loss_scale.minimum": 1.0,
-    # MNIST's input scaling (lnexp.experiments.pimnist.input_fns): pixels in [0, 1].
+    # MNIST's input scaling (lnexp.studies.pimnist.task.input_fns): pixels in [0, 1].
     "data.input_scaling": "unit",
 }
 

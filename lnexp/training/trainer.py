@@ -44,7 +44,7 @@ from flax import nnx
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from lnexp.experiments import Task
+from lnexp.studies import Task
 from lnexp.training.batches import Chunk
 from lnexp.training.loss_scale import DynamicLossScale, all_finite
 

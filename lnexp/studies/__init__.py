@@ -1,22 +1,30 @@
-"""What differs per experiment, behind one small interface the training loop consumes, and the
-paper's results each experiment is compared with.
+"""The studies: one folder per experiment, and the small interface the training loop consumes.
 
-An experiment module exposes ``build_task(config) -> Task``: a freshly initialized model, the
-data as NumPy arrays, and the training and evaluation functions. :mod:`lnexp.training` knows nothing
-else about it. Experiments are looked up by ``config.experiment``.
+Each study is a package ``lnexp/studies/<name>/`` (``<name>`` as ``config.experiment`` names it,
+listed in :data:`EXPERIMENTS`) holding everything that belongs to that experiment: its task
+(``task.py``), its reports or claims, its pictures, its benchmark sections, its sampler. The
+shared machinery (:mod:`lnexp.norms`, :mod:`lnexp.cells`, :mod:`lnexp.models`,
+:mod:`lnexp.data`, :mod:`lnexp.training`, :mod:`lnexp.reporting`, :mod:`lnexp.bench`) holds
+nothing specific to one study.
 
-An experiment with curves in the paper also exposes ``REFERENCE_KEYS`` (the config fields that
-name a curve, e.g. ``('batch_size', 'model.norm')``) and ``reference_curves() -> {values of
-those fields: {metric: values, '<metric>_epoch': epochs, ...}}``; the reports
+A study's ``task`` module exposes ``build_task(config) -> Task``: a freshly initialized model,
+the data as NumPy arrays, and the training and evaluation functions. :mod:`lnexp.training` knows
+nothing else about it.
+
+A task with curves in the paper also exposes ``REFERENCE_KEYS`` (the config fields that name a
+curve, e.g. ``('batch_size', 'model.norm')``) and ``reference_curves() -> {values of those
+fields: {metric: values, '<metric>_epoch': epochs, ...}}``; the reports
 (:mod:`lnexp.reporting`) draw and tabulate them through :func:`reference_curve` without knowing
-the experiment. One with a table in the paper exposes ``reference_table()`` (read by the report
-that prints it, e.g. :mod:`lnexp.senteval.report`).
+the study. One with a table in the paper exposes ``reference_table()`` (read by the report that
+prints it, e.g. :mod:`lnexp.studies.skipthought.report`).
 
-Every experiment's ``build_model`` builds its model in the computation dtype of
-``config.dtype`` (:func:`compute_dtype`; float32 parameters whatever it is) and its loss takes
-the cross-entropy of float32 logits.
+Every task's ``build_model`` builds its model in the computation dtype of ``config.dtype``
+(:func:`compute_dtype`; float32 parameters whatever it is) and its loss takes the cross-entropy
+of float32 logits.
 
-A new experiment is one module here (plus its name in :data:`EXPERIMENTS`) and one config file.
+A new study is one new folder here (with its ``task.py``), one config file in ``configs/`` and
+its name in :data:`EXPERIMENTS`; a benchmark section of it is also listed in
+:mod:`lnexp.bench.sections`.
 """
 
 from __future__ import annotations
@@ -37,7 +45,7 @@ from lnexp.errors import UserError
 Batch = Mapping[str, jax.Array]
 
 EXPERIMENTS = ("pimnist", "seqmnist", "skipthought", "transformer", "draw")
-"""Names ``config.experiment`` accepts; each is a module of this package."""
+"""Names ``config.experiment`` accepts; each is a study folder of this package."""
 
 
 def compute_dtype(config: ml_collections.ConfigDict) -> jnp.dtype:
@@ -102,7 +110,7 @@ def build_task(config: ml_collections.ConfigDict) -> Task:
             f"Unknown experiment {name!r} in config.experiment: expected one of "
             f"{list(EXPERIMENTS)}. Start from a config in configs/ rather than writing one."
         )
-    module: Any = importlib.import_module(f"lnexp.experiments.{name}")
+    module: Any = importlib.import_module(f"lnexp.studies.{name}.task")
     return module.build_task(config)
 
 
@@ -111,7 +119,7 @@ def _reference_module(config: Mapping[str, Any]) -> Any:
     name = config.get("experiment")
     if name not in EXPERIMENTS:
         return None
-    module = importlib.import_module(f"lnexp.experiments.{name}")
+    module = importlib.import_module(f"lnexp.studies.{name}.task")
     return module if hasattr(module, "reference_curves") else None
 
 

@@ -17,10 +17,10 @@ from lnexp import norms
 from lnexp.config_ranges import CHOICES, check_choice
 from lnexp.data.mnist import load_mnist, pixels_to_unit_interval
 from lnexp.errors import UserError, config_key
-from lnexp.experiments import Task, compute_dtype
-from lnexp.experiments.classification import classification_fns
 from lnexp.models.initializers import get_initializer
 from lnexp.models.mlp import MLP
+from lnexp.studies import Task, compute_dtype
+from lnexp.studies.classification import classification_fns
 
 # Batch norm uses the unbiased (1/(n-1)) variance at batch sizes up to this when
 # config.model.bn_unbiased is None; the paper does so at batch size 4.
@@ -136,7 +136,7 @@ def build_task(config: ml_collections.ConfigDict) -> Task:
 
 
 # --------------------------------------------------------------------------------------------
-# The paper's curves (lnexp.experiments.reference_curve, the reports and the claims read them).
+# The paper's curves (lnexp.studies.reference_curve, the reports and the claims read them).
 
 REFERENCE_KEYS = ("batch_size", "model.norm")
 """The config fields that name one of the paper's curves: ``(batch_size, norm)``."""

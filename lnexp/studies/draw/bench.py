@@ -21,9 +21,9 @@ from lnexp.bench.section import CommonSettings, check_at_least, setting
 from lnexp.bench.timing import Prepared, Row, prepare_chunk, time_rows
 from lnexp.data.binarized_mnist import SPLIT_SIZES
 from lnexp.errors import UserError
-from lnexp.experiments import Task
-from lnexp.experiments import draw as experiment
 from lnexp.models.draw import DRAW
+from lnexp.studies import Task
+from lnexp.studies.draw import task as experiment
 from lnexp.training.batches import Chunk
 
 BATCH = 128

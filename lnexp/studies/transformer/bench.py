@@ -8,7 +8,7 @@ warmup and a cosine decay, the global gradient norm clipped to 1, batch 32) in t
 
 * **lnexp**: the training loop's own jitted chunk (:class:`lnexp.training.Trainer`): a
   ``lax.scan`` of ``transformer_steps`` steps, each cutting its batch of windows from the
-  device-resident text (:func:`lnexp.experiments.transformer.make_batch`), forward, backward,
+  device-resident text (:func:`lnexp.studies.transformer.task.make_batch`), forward, backward,
   the clip and the optimizer of :func:`lnexp.training.make_optimizer` (the config's own), the
   state donated;
 * **PyTorch eager** doing the same work: the same windows gathered from a uint8 tensor, the same
@@ -71,9 +71,9 @@ from lnexp.bench.timing import (
 )
 from lnexp.config import load_config
 from lnexp.errors import UserError
-from lnexp.experiments import Task
-from lnexp.experiments import transformer as experiment
 from lnexp.models.transformer import Transformer
+from lnexp.studies import Task
+from lnexp.studies.transformer import task as experiment
 from lnexp.training.batches import Chunk, Schedule
 
 VOCAB = 174  # Characters of the book corpus (the training books' vocabulary, id 0 unknown).
@@ -158,7 +158,7 @@ def synthetic_text(config: ml_collections.ConfigDict, steps: int, seed: int) -> 
 
 
 def lnexp_task(config: ml_collections.ConfigDict, text: np.ndarray) -> Task:
-    """The task :func:`lnexp.experiments.transformer.build_task` builds, over ``text`` (a
+    """The task :func:`lnexp.studies.transformer.task.build_task` builds, over ``text`` (a
     window every ``config.data.stride`` characters, no evaluation splits)."""
     context = config.model.context
     return Task(

@@ -4,7 +4,7 @@ almost twice as fast"), ours beside the same measures on the paper's curves.
 
 Command line (a grid of ``scripts/compare.py`` over ``model.norm``)::
 
-    python -m lnexp.reporting.draw_study --workdir runs/draw --out results/draw --export
+    python -m lnexp.studies.draw.report --workdir runs/draw --out results/draw --export
 
 writes ``OUT/draw.md``, ``OUT/draw.json`` and ``OUT/draw.png`` (the test bound against epochs,
 ours solid, the paper's dashed); ``--export`` also copies the runs without checkpoints into
@@ -27,9 +27,9 @@ from typing import Any
 import numpy as np
 
 from lnexp.errors import UserError, command_line
-from lnexp.experiments import draw
 from lnexp.reporting import runs as run_files
 from lnexp.reporting.runs import Run
+from lnexp.studies.draw import task as draw
 
 METRIC = "test_bound"
 BASELINE = "none"

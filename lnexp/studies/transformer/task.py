@@ -23,9 +23,9 @@ from flax import nnx
 
 from lnexp.data.chars import CharCorpus, load_char_corpus
 from lnexp.errors import UserError, config_key
-from lnexp.experiments import Batch, Task, compute_dtype
-from lnexp.experiments.skipthought import evenly_spaced
 from lnexp.models.transformer import Transformer
+from lnexp.studies import Batch, Task, compute_dtype
+from lnexp.studies.skipthought.task import evenly_spaced
 
 
 def build_model(config: ml_collections.ConfigDict, vocab_size: int, rngs: nnx.Rngs) -> Transformer:

@@ -2,12 +2,12 @@
 
 Command line (prints the prompt and its continuation)::
 
-    python -m lnexp.sample --workdir=runs/tf-pre-ln --prompt "It was a dark" --length 200 \\
-        --temperature 0.8 --seed 0
+    python -m lnexp.studies.transformer.sample --workdir=runs/tf-pre-ln --prompt "It was a dark" \\
+        --length 200 --temperature 0.8 --seed 0
 
 Library::
 
-    from lnexp.sample import LanguageModel
+    from lnexp.studies.transformer.sample import LanguageModel
     lm = LanguageModel("runs/tf-pre-ln")
     text = lm.sample("It was a dark", length=200, temperature=0.8, seed=0)
 
@@ -35,7 +35,7 @@ from flax import nnx
 
 from lnexp.data.chars import UNKNOWN, decode, encode
 from lnexp.errors import UserError, command_line
-from lnexp.experiments.transformer import build_model
+from lnexp.studies.transformer.task import build_model
 from lnexp.training.metric_writers import quiet_library_logs
 from lnexp.training.run_dir import RunDir
 

@@ -9,8 +9,8 @@ as the runs of the README are. It reports per run and in all
 * the measured wall time (``wall_s`` of the run's last record: training, evaluation and
   compilation, without loading the data), and the compile time within it;
 * the time the machine's limits allow for the same work: every training step at its roofline
-  bound (:func:`lnexp.bench.pimnist.roofline`) plus every evaluation pass's forward products at
-  the matmul rate;
+  bound (:func:`lnexp.studies.pimnist.bench.roofline`) plus every evaluation pass's forward
+  products at the matmul rate;
 * the 64-epoch grid's wall time extrapolated from the measured per-epoch time (compile once).
 """
 
@@ -21,12 +21,12 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from lnexp.bench import pimnist
 from lnexp.bench.section import CommonSettings, check_at_least, setting
 from lnexp.bench.timing import Row, note_row
 from lnexp.errors import UserError
 from lnexp.reporting.grid import expand_grid, run_grid
 from lnexp.reporting.runs import read_metrics
+from lnexp.studies.pimnist import bench as pimnist
 
 METHODS = ("none", "batch", "layer", "weight")
 BATCHES = (128, 4)

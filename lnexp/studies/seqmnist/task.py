@@ -8,10 +8,10 @@ from flax import nnx
 
 from lnexp.data.mnist import load_mnist, pixels_to_unit_interval
 from lnexp.errors import UserError, config_key
-from lnexp.experiments import Task, compute_dtype
-from lnexp.experiments.classification import classification_fns
 from lnexp.models.initializers import get_initializer
 from lnexp.models.recurrent import CELLS, RecurrentClassifier
+from lnexp.studies import Task, compute_dtype
+from lnexp.studies.classification import classification_fns
 
 # Pixel mean and standard deviation of the MNIST training images (in [0, 1] units).
 PIXEL_MEAN, PIXEL_STD = 0.1307, 0.3081

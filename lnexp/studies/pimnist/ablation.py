@@ -15,7 +15,7 @@ error of the difference of the two means (over seeds); otherwise the protocol ke
 
 Command line (writes ``WORKDIR/ablation.md`` and ``WORKDIR/ablation.json``)::
 
-    python -m lnexp.reporting.ablation --workdir runs/abl128 --config configs/pimnist.py
+    python -m lnexp.studies.pimnist.ablation --workdir runs/abl128 --config configs/pimnist.py
 """
 
 from __future__ import annotations
@@ -236,7 +236,7 @@ def ablation_markdown(
 
 def paper_final_errors(batch_size: int) -> dict[str, float]:
     """The paper's Figure 6 test error at its last epoch per method, at ``batch_size``."""
-    from lnexp.experiments import pimnist
+    from lnexp.studies.pimnist import task as pimnist
 
     curves = pimnist.reference_curves()
     return {m: float(c["test_error"][-1]) for (b, m), c in curves.items() if b == batch_size}

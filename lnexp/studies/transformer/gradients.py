@@ -11,7 +11,7 @@ second matrix, ``proj`` here). The seed sets both the initialization and the bat
 
 Command (writes ``OUT/gradients.json``, ``OUT/gradients.md`` and ``OUT/gradients.png``)::
 
-    python -m lnexp.reporting.gradients --config configs/transformer.py \\
+    python -m lnexp.studies.transformer.gradients --config configs/transformer.py \\
         --set data.dir=PATH_TO_BOOKS --depths 6,12 --seeds 3 --out results/transformer_gradients
 """
 
@@ -31,7 +31,7 @@ from flax import nnx
 from lnexp import config as config_files
 from lnexp.data.chars import load_char_corpus
 from lnexp.errors import command_line
-from lnexp.experiments import transformer as experiment
+from lnexp.studies.transformer import task as experiment
 
 MATRICES = (("attn", "qkv"), ("attn", "out"), ("mlp", "fc"), ("mlp", "proj"))
 """The weight matrices of a block whose gradient norms are measured: ``(sublayer, linear)``."""

@@ -15,8 +15,8 @@ from flax import nnx
 
 from lnexp.data.text import load_corpus
 from lnexp.errors import UserError, config_key
-from lnexp.experiments import Batch, Task, compute_dtype
 from lnexp.models.skipthought import SkipThought, token_mean_loss
+from lnexp.studies import Batch, Task, compute_dtype
 
 
 def build_model(config: ml_collections.ConfigDict, vocab_size: int, rngs: nnx.Rngs) -> SkipThought:
@@ -113,9 +113,9 @@ def build_task(config: ml_collections.ConfigDict) -> Task:
 
 
 # --------------------------------------------------------------------------------------------
-# The paper's table (lnexp.senteval.report prints it below our runs).
+# The paper's table (lnexp.studies.skipthought.report prints it below our runs).
 
-# Column names of the shipped CSV -> score names of lnexp.senteval.report.SCORES.
+# Column names of the shipped CSV -> score names of lnexp.studies.skipthought.report.SCORES.
 PAPER_COLUMNS = {"SICK_r": "SICK r", "SICK_rho": "SICK rho", "SICK_mse": "SICK MSE"}
 
 

@@ -2,11 +2,12 @@
 
 Command line (a skip-thought run directory; its latest checkpoint unless ``--checkpoint``)::
 
-    python -m lnexp.evaluate --workdir runs/st-ln --data_dir PATH/senteval --tasks MR,SUBJ,TREC,SICK
+    python -m lnexp.studies.skipthought.evaluate --workdir runs/st-ln --data_dir PATH/senteval \\
+        --tasks MR,SUBJ,TREC,SICK
 
-writes ``WORKDIR/eval/<step>.json`` and prints a table (``python -m lnexp.senteval.evaluate`` is
-the same command). From Python any encoder can be evaluated:
-``lnexp.evaluate.run(encode_fn, data_dir, tasks)`` with ``encode_fn(list[str]) -> (n, d) array``.
+writes ``WORKDIR/eval/<step>.json`` and prints a table. From Python any encoder can be evaluated:
+``lnexp.studies.skipthought.evaluate.run(encode_fn, data_dir, tasks)`` with
+``encode_fn(list[str]) -> (n, d) array``.
 
 The protocol, on frozen sentence vectors:
 
@@ -427,7 +428,7 @@ def evaluate_run(
 ) -> tuple[int, dict]:
     """Evaluates a skip-thought run's checkpoint and writes ``WORKDIR/eval/<step>.json``
     (with the :func:`protocol` it was evaluated under)."""
-    from lnexp.senteval.encode import SentenceEncoder
+    from lnexp.studies.skipthought.encode import SentenceEncoder
 
     encoder = SentenceEncoder(workdir, step)
     results = run(encoder, data_dir, tasks, folds=folds, seed=seed, standardize=standardize)

@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
-from lnexp.experiments import Batch
+from lnexp.studies import Batch
 
 
 def classification_fns(to_inputs: Callable[[jax.Array], jax.Array]):
@@ -19,7 +19,7 @@ def classification_fns(to_inputs: Callable[[jax.Array], jax.Array]):
         to_inputs: Turns the stored images (uint8) into the model's inputs, on the device.
 
     Returns:
-        ``(loss_fn, eval_fn)`` as :class:`lnexp.experiments.Task` takes them: the mean negative
+        ``(loss_fn, eval_fn)`` as :class:`lnexp.studies.Task` takes them: the mean negative
         log-likelihood (with the error rate beside it), and per-example ``nll`` and ``error``.
     """
 

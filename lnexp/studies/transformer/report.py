@@ -13,7 +13,7 @@ character against steps, the divergence events (a run that stopped with an error
 :mod:`lnexp.reporting.grid` records in the cell's ``failed.txt``), the final and best values,
 throughput, and one verdict line per question, computed from the numbers (thresholds below)::
 
-    python -m lnexp.reporting.transformer_study --warmup runs/tf-warmup --norms runs/tf-norms \\
+    python -m lnexp.studies.transformer.report --warmup runs/tf-warmup --norms runs/tf-norms \\
         --out results/transformer --export
 
 (``--export`` also copies the runs' ``config.json``/``metrics.jsonl`` into ``OUT/warmup_runs/``
@@ -79,7 +79,7 @@ def outcomes(workdir: Path) -> list[dict]:
     if not runs:
         raise UserError(
             f"No runs with metrics under {workdir}: run the grid first (the commands are in "
-            "lnexp/reporting/transformer_study.py and the README)."
+            "lnexp/studies/transformer/report.py and the README)."
         )
     return [_outcome(Path(workdir), run) for run in runs]
 

@@ -19,9 +19,9 @@ from flax import nnx
 
 from lnexp.bench.section import CommonSettings, check_at_least, setting
 from lnexp.bench.timing import Prepared, Row, prepare_chunk, time_rows
-from lnexp.experiments import Task
-from lnexp.experiments import skipthought as experiment
 from lnexp.models.skipthought import SkipThought
+from lnexp.studies import Task
+from lnexp.studies.skipthought import task as experiment
 from lnexp.training.batches import Chunk
 
 VOCAB = 5_003

@@ -43,11 +43,11 @@ from typing import Any
 import numpy as np
 
 from lnexp.errors import UserError
-from lnexp.experiments import pimnist
 from lnexp.norms import REGISTRY
 from lnexp.reporting.runs import Run, find_runs
+from lnexp.studies.pimnist import task as pimnist
 
-EXPERIMENT = "pimnist"  # The claims are Figure 6's: PI-MNIST runs (lnexp.experiments.pimnist).
+EXPERIMENT = "pimnist"  # The claims are Figure 6's: PI-MNIST runs (lnexp.studies.pimnist.task).
 TEST_SET_SIZE = 10_000  # MNIST's test images: the binomial noise of every test error.
 BATCH_SIZES = (128, 4)  # The paper's two columns of Fig. 6.
 METHOD_NAMES = {"none": "baseline", "batch": "BN", "layer": "LN", "weight": "WN"}

@@ -3,7 +3,7 @@ few test digits, as PNG files in the run directory.
 
 Command line::
 
-    python -m lnexp.reporting.draw_pictures --workdir runs/draw/model.norm=cell/seed=0
+    python -m lnexp.studies.draw.pictures --workdir runs/draw/model.norm=cell/seed=0
 
 writes ``WORKDIR/pictures/samples.png`` (a grid of the final canvases' pixel probabilities
 ``s(c_T)`` of ``z_t ~ N(0, I)``) and ``WORKDIR/pictures/canvas.png`` (one row per test digit: the
@@ -25,8 +25,8 @@ import numpy as np
 from flax import nnx
 
 from lnexp.errors import UserError, command_line
-from lnexp.experiments import draw as experiment
 from lnexp.models.draw import DRAW
+from lnexp.studies.draw import task as experiment
 from lnexp.training.run_dir import RunDir
 
 

@@ -24,9 +24,9 @@ from flax import nnx
 
 from lnexp.data.binarized_mnist import bernoulli_pixels, load_binarized_mnist
 from lnexp.errors import UserError, config_key
-from lnexp.experiments import Batch, Task, compute_dtype
 from lnexp.models.draw import DRAW, negative_bound
 from lnexp.norms import UnknownNormError
+from lnexp.studies import Batch, Task, compute_dtype
 
 EVAL_NOISE_SEED = 1_000_003
 """The key of every evaluation's noise (folded with each image's index)."""
@@ -113,7 +113,7 @@ def build_task(config: ml_collections.ConfigDict) -> Task:
 
 
 # --------------------------------------------------------------------------------------------
-# The paper's curves (lnexp.experiments.reference_curve; the reports read them).
+# The paper's curves (lnexp.studies.reference_curve; the reports read them).
 
 REFERENCE_KEYS = ("model.norm",)
 """The config field that names one of the paper's curves."""

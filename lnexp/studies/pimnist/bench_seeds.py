@@ -20,11 +20,11 @@ from typing import Any
 import ml_collections
 import numpy as np
 
-from lnexp.bench import pimnist as pimnist_section
 from lnexp.bench.timing import Row, note_row, prepare_chunk, time_interleaved
 from lnexp.config import load_config
 from lnexp.errors import UserError
-from lnexp.experiments import build_task
+from lnexp.studies import build_task
+from lnexp.studies.pimnist import bench as pimnist_section
 from lnexp.training.batches import Chunk, Schedule
 from lnexp.training.loop import with_seed
 from lnexp.training.optimizer import make_optimizer

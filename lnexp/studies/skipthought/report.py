@@ -1,13 +1,14 @@
 """Skip-thought runs -> downstream scores along training, the paper's Fig. 3 and Table 3 at our
 scale (the library behind ``scripts/compare_senteval.py``).
 
-Each checkpoint of each run is evaluated once with :func:`lnexp.senteval.evaluate.evaluate_run`
-(results cached in ``RUN/eval/<step>.json``, so re-running only evaluates new checkpoints); then
+Each checkpoint of each run is evaluated once with
+:func:`lnexp.studies.skipthought.evaluate.evaluate_run` (results cached in ``RUN/eval/<step>.json``,
+so re-running only evaluates new checkpoints); then
 
 * ``figure.png``: one panel per score (SICK r, MR, SUBJ, TREC, ...), the score against training
   steps, one line per run;
 * ``table.md`` / ``table.json``: each run's last evaluated checkpoint beside the paper's Table 3
-  (:func:`lnexp.experiments.skipthought.reference_table`).
+  (:func:`lnexp.studies.skipthought.task.reference_table`).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from lnexp.errors import UserError
-from lnexp.experiments.skipthought import reference_table
+from lnexp.studies.skipthought.task import reference_table
 
 # Score name -> (task, key in the task's results). Accuracies in percent.
 SCORES = {
@@ -44,9 +45,9 @@ def evaluate_checkpoints(
     """Step -> results for every (or the given) checkpoint, evaluating those not cached yet.
 
     A cached ``eval/<step>.json`` counts only if it covers ``tasks`` under the same protocol
-    (folds, raw or standardized features; see :func:`lnexp.senteval.evaluate.protocol`).
+    (folds, raw or standardized features; see :func:`lnexp.studies.skipthought.evaluate.protocol`).
     """
-    from lnexp.senteval.evaluate import evaluate_run, protocol
+    from lnexp.studies.skipthought.evaluate import evaluate_run, protocol
     from lnexp.training.run_dir import RunDir
 
     available = RunDir(workdir).checkpoint_steps()
@@ -150,7 +151,7 @@ def report(
     Below the table, ``table.md`` states the protocol and notes every task of a run's last
     checkpoint whose choice of ``C`` sat at an edge of the grid in most folds.
     """
-    from lnexp.senteval.evaluate import protocol
+    from lnexp.studies.skipthought.evaluate import protocol
 
     evaluated = {
         label: evaluate_checkpoints(

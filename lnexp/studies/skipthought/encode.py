@@ -2,11 +2,11 @@
 
 Command line (one sentence per line in, a ``(lines, hidden)`` float32 ``.npy`` out)::
 
-    python -m lnexp.encoding --workdir=runs/st-ln --input=sentences.txt --output=vectors.npy
+    python -m lnexp.studies.skipthought.encode --workdir=runs/st-ln --input=sentences.txt \\
+        --output=vectors.npy
 
-(``python -m lnexp.senteval.encode`` is the same command.) A run directory holds everything
-needed: ``config.json``, ``vocab.txt`` and the checkpoints, of which only the model's variables
-are read (no optimizer is built); the training corpus is not read.
+A run directory holds everything needed: ``config.json``, ``vocab.txt`` and the checkpoints, of
+which only the model's variables are read (no optimizer is built); the training corpus is not read.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from flax import nnx
 
 from lnexp.data.text import Vocabulary, sentence_ids_from_text
 from lnexp.errors import UserError, command_line
-from lnexp.experiments.skipthought import build_model
+from lnexp.studies.skipthought.task import build_model
 from lnexp.training.run_dir import RunDir
 
 # Sentences per device call; the last call is padded, so results do not depend on the count.

@@ -67,11 +67,11 @@ from lnexp.bench.timing import (
 )
 from lnexp.data.mnist import pixels_to_unit_interval
 from lnexp.errors import UserError
-from lnexp.experiments import Task
-from lnexp.experiments.classification import classification_fns
-from lnexp.experiments.pimnist import norm_kwargs
 from lnexp.models.initializers import get_initializer
 from lnexp.models.mlp import MLP
+from lnexp.studies import Task
+from lnexp.studies.classification import classification_fns
+from lnexp.studies.pimnist.task import norm_kwargs
 from lnexp.training.batches import Chunk, Schedule
 
 SIZES = (784, 1000, 1000, 10)
