@@ -64,8 +64,7 @@ def optimizer(learning_rate: float, grad_clip_norm: float = 0.0) -> ml_collectio
 
     :func:`lnexp.training.optimizer.make_optimizer` builds it. The defaults of the schedule and
     weight-decay fields keep plain Adam at a constant rate (bitwise the optimizer of the runs
-    from before those fields existed, which still resume:
-    :data:`lnexp.training.run_dir.ADDED_FIELDS`).
+    from before those fields existed).
 
     Fields:
         name: ``'adam'``, ``'adamw'`` (Adam with decoupled weight decay, optax's ``adamw``) or

@@ -20,7 +20,7 @@ none 3e-4, batch 3e-4, layer 3e-3, weight 1e-3, with differences of about one st
 
     python scripts/compare.py --config configs/pimnist.py --workdir runs/sweep \\
         --grid model.norm=none,batch,layer,weight --grid optimizer.learning_rate=3e-4,1e-3,3e-3 \\
-        --set num_epochs=8 --set data.dir=PATH_TO_MNIST
+        --config.num_epochs=8 --config.data.dir=PATH_TO_MNIST
     python scripts/compare.py --workdir runs/sweep --report --metric valid_error \\
         --columns optimizer.learning_rate
 
@@ -39,18 +39,18 @@ did not. The sweeps' runs and choices are in results/lr_sweep_128/ and results/l
 
     python scripts/compare.py --config configs/pimnist.py --workdir runs/sweep128 \\
         --grid model.norm=none,batch,layer,weight \\
-        --grid optimizer.learning_rate=1e-4,3e-4,1e-3,3e-3,1e-2 --set num_epochs=8 \\
+        --grid optimizer.learning_rate=1e-4,3e-4,1e-3,3e-3,1e-2 --config.num_epochs=8 \\
         --metric valid_error --metrics train_nll,valid_error
     python scripts/compare.py --config configs/pimnist.py --workdir runs/sweep128 \\
-        --grid model.norm=layer --grid optimizer.learning_rate=3e-5,1e-5 --set num_epochs=8 \\
+        --grid model.norm=layer --grid optimizer.learning_rate=3e-5,1e-5 --config.num_epochs=8 \\
         --metric valid_error --metrics train_nll,valid_error
     python scripts/compare.py --config configs/pimnist.py --workdir runs/sweep4 \\
         --grid model.norm=none,batch,layer,weight \\
-        --grid optimizer.learning_rate=3e-5,1e-4,3e-4,1e-3,3e-3 --set num_epochs=3 \\
-        --set batch_size=4 --metric valid_error --metrics train_nll,valid_error
+        --grid optimizer.learning_rate=3e-5,1e-4,3e-4,1e-3,3e-3 --config.num_epochs=3 \\
+        --config.batch_size=4 --metric valid_error --metrics train_nll,valid_error
     python scripts/compare.py --config configs/pimnist.py --workdir runs/sweep4 \\
-        --grid model.norm=layer,weight --grid optimizer.learning_rate=1e-5 --set num_epochs=3 \\
-        --set batch_size=4 --metric valid_error --metrics train_nll,valid_error
+        --grid model.norm=layer,weight --grid optimizer.learning_rate=1e-5 --config.num_epochs=3 \\
+        --config.batch_size=4 --metric valid_error --metrics train_nll,valid_error
     python -m lnexp.reporting.tuning --workdir runs/sweep128
     python -m lnexp.reporting.tuning --workdir runs/sweep4
 

@@ -18,7 +18,7 @@ Gutenberg novels fetched by ``python -m lnexp.data.download books PATH_TO_BOOKS`
 Plain vs LN for the same number of steps::
 
     python scripts/compare.py --config configs/skipthought.py --workdir runs/skipthought \\
-        --grid model.norm=none,layer --set data.dir=PATH_TO_BOOKS --metric valid_nll
+        --grid model.norm=none,layer --config.data.dir=PATH_TO_BOOKS --metric valid_nll
 """
 
 from pathlib import Path

@@ -20,7 +20,7 @@ Post-LN vs pre-LN, with and without warmup (the README's study has the full comm
 
     python scripts/compare.py --config configs/transformer.py --workdir runs/tf-warmup \\
         --grid model.placement=post,pre --grid optimizer.warmup_steps=0,200 \\
-        --set data.dir=PATH_TO_BOOKS --metric valid_bpc --metrics train_loss,valid_bpc
+        --config.data.dir=PATH_TO_BOOKS --metric valid_bpc --metrics train_loss,valid_bpc
 """
 
 from pathlib import Path

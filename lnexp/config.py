@@ -1,17 +1,20 @@
-"""Loading a config file and applying ``KEY=VALUE`` overrides: the one loader of
-``scripts/compare.py``, the benchmarks and the tests (``python -m lnexp.main`` uses absl's
-``config_flags``, which loads the same files).
+"""Loading a config file and applying ``KEY=VALUE`` overrides: the Python API behind the grid
+of ``scripts/compare.py``, the benchmarks and the tests (the command lines' ``--config`` flag,
+:func:`lnexp.cli.define_config`, is ml_collections' ``config_flags``, which loads the same files).
 
 A config file is a Python file with ``get_config(arg=None) -> ml_collections.ConfigDict``; it is
 named ``path`` or ``path:arg`` (``configs/pimnist.py:tuned``). An override sets one field by its
-dotted key (``model.norm=batch``); a text value is read as a Python literal (``(16, 8)``,
-``1e-3``, ``None``) unless the field holds a string, any other value is set as it is. A key the
-config does not have is a :class:`~lnexp.errors.UserError`, never a new field.
+dotted key (``model.norm=batch``). A text value is read by :func:`parse_value`, the one rule of
+every override: exactly as ``--config.model.norm=batch`` on a command line reads it, by the
+parser of the field's type (``4`` for an int, ``1e-3`` for a float, ``true`` or ``True`` for a
+bool, ``(16, 8)`` for a tuple; a string field takes the text as it is). Any other value is set
+as it is. A key the config does not have is a :class:`~lnexp.errors.UserError`, never a new
+field, and so is a text its field's type cannot read.
 """
 
 from __future__ import annotations
 
-import ast
+import copy
 import hashlib
 import importlib.util
 import sys
@@ -21,6 +24,8 @@ from types import ModuleType
 from typing import Any
 
 import ml_collections
+from absl import flags
+from ml_collections import config_flags
 
 from lnexp.errors import UserError
 
@@ -30,42 +35,87 @@ Overrides = Iterable[tuple[str, Any]] | Mapping[str, Any]
 def parse_assignment(text: str) -> tuple[str, str]:
     """``'model.norm=batch'`` -> ``('model.norm', 'batch')``."""
     key, sep, value = text.partition("=")
-    if not sep or not key:
-        raise UserError(f"Expected KEY=VALUE, got {text!r} (e.g. --set num_epochs=5).")
+    if not sep or not key.strip():
+        raise UserError(f"Expected KEY=VALUE, got {text!r} (e.g. --grid model.norm=none,layer).")
     return key.strip(), value.strip()
 
 
-def _parse_value(text: str) -> Any:
+def has_key(config: ml_collections.ConfigDict, key: str) -> bool:
+    """Whether the dotted ``key`` names a field of ``config``."""
+    node: Any = config
+    for name in key.split("."):
+        if not isinstance(node, ml_collections.ConfigDict) or name not in node:
+            return False
+        node = node[name]
+    return True
+
+
+def _field_type(config: ml_collections.ConfigDict, key: str) -> str:
+    *parents, leaf = key.split(".")
+    node = config
+    for name in parents:
+        node = node[name]
+    return node.get_type(leaf).__name__
+
+
+def parse_value(config: ml_collections.ConfigDict, key: str, text: str) -> Any:
+    """The value ``--config.KEY=TEXT`` sets in ``config`` (which is left unchanged): ``TEXT``
+    read by the parser ml_collections' ``config_flags`` chooses for the field's type (it runs
+    that parser on a copy of the config), so that a grid's values and a command line's
+    overrides follow one rule.
+
+    Raises:
+        UserError: naming the key, if the config has no field ``key`` or ``TEXT`` is not a value
+            of its type.
+    """
+    if not has_key(config, key):
+        raise UserError(
+            f"The config has no key {key!r} (from {key}={text}); check its spelling against "
+            "the config file (every run's config.json lists its keys)."
+        )
+    argv = ["lnexp", f"--config.{key}={text}"]
+    values = flags.FlagValues()
     try:
-        return ast.literal_eval(text)
-    except (ValueError, SyntaxError):
-        return text
+        config_flags.DEFINE_config_dict(
+            "config", copy.deepcopy(config), flag_values=values, lock_config=True, sys_argv=argv
+        )
+        values(argv)
+    except flags.Error as e:
+        reason = str(e).removeprefix(f"flag {argv[1]}: ")
+        raise UserError(
+            f"Cannot set {key}={text}: {reason}; the field holds {_article(key, config)}, and a "
+            f"value is read as its field's type (as --config.{key}=... on a command line is)."
+        ) from None
+    return values["config"].override_values[key]
+
+
+def _article(key: str, config: ml_collections.ConfigDict) -> str:
+    name = _field_type(config, key)
+    return f"{'an' if name[0] in 'aeiou' else 'a'} {name}"
 
 
 def apply_overrides(
     config: ml_collections.ConfigDict, overrides: Overrides
 ) -> ml_collections.ConfigDict:
-    """Sets ``(key, value)`` pairs (dotted keys; text parsed as a Python literal unless the field
-    holds a string; other values set as they are); returns ``config``."""
+    """Sets ``(key, value)`` pairs in order (dotted keys; a text read by :func:`parse_value`,
+    any other value set as it is); returns ``config``."""
     pairs = overrides.items() if isinstance(overrides, Mapping) else overrides
     for key, value in pairs:
-        *parents, leaf = key.split(".")
-        node = config
-        try:
-            for name in parents:
-                node = node[name]
-            if leaf not in node:
-                raise KeyError(leaf)
-            # A string field takes the text as it is (so data.dir=123 stays a path).
-            parse = isinstance(value, str) and node.get_type(leaf) is not str
-            node[leaf] = _parse_value(value) if parse else value
-        except (KeyError, AttributeError) as e:
+        if not has_key(config, key):
             raise UserError(
                 f"The config has no key {key!r} (from {key}={value}); check its spelling "
-                "against the config file."
-            ) from e
-        except TypeError as e:
-            raise UserError(f"Cannot set {key}={value}: {e}") from e
+                "against the config file (every run's config.json lists its keys)."
+            )
+        if isinstance(value, str):
+            value = parse_value(config, key, value)
+        *parents, leaf = key.split(".")
+        node = config
+        for name in parents:
+            node = node[name]
+        try:
+            node[leaf] = value
+        except (TypeError, ValueError) as e:
+            raise UserError(f"Cannot set {key}={value!r}: {e}") from e
     return config
 
 
@@ -119,13 +169,14 @@ def resolve_learning_rate(config: ml_collections.ConfigDict) -> ml_collections.C
     def value(key: str):
         node = config
         for name in key.split("."):
-            node = node.get(name) if isinstance(node, ml_collections.ConfigDict) else None
+            node = node[name]
         return node
 
     def matches(condition: str) -> bool:
         for assignment in condition.split(","):
             key, _, text = assignment.partition("=")
-            if value(key) != _parse_value(text):
+            # A condition's value is read as an override's would be (parse_value).
+            if not has_key(config, key) or value(key) != parse_value(config, key, text):
                 return False
         return True
 

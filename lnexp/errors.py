@@ -8,6 +8,8 @@ library callers can catch it like any ``ValueError``. A run stopped on purpose (
 cluster about to preempt it, or Ctrl-C) raises :class:`Interrupted` once its checkpoint is
 written; :func:`command_line` prints its paragraph and exits 143 (SIGTERM) or 130 (SIGINT), the
 statuses a shell reports for a process those signals ended.
+A mistake on the command line itself (an unknown flag, a config key the config lacks) is reported
+the same way, one ``error:`` paragraph and status 2, by :mod:`lnexp.cli`'s flag parsing.
 The reusable layers raise their own ``ValueError`` subclasses; :func:`config_key` turns those
 about a config value into a :class:`UserError`.
 """
@@ -66,8 +68,9 @@ def command_line(main: Callable[P, int | None]) -> Callable[P, int | None]:
     as ``stopped: ...`` and returns its status (143 or 130), an unhandled Ctrl-C returns 130, all
     without a traceback.
 
-    ``main``'s own return value passes through; ``absl.app.run(main)`` and
-    ``sys.exit(main())`` turn it into the exit status::
+    ``main``'s own return value passes through; :func:`lnexp.cli.run` (``absl.app.run`` with
+    lnexp's flag parsing, which reports a usage error the same way) turns it into the exit
+    status::
 
         @command_line
         def main(argv):

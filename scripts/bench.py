@@ -25,8 +25,9 @@ from __future__ import annotations
 import dataclasses
 import typing
 
-from absl import app, flags
+from absl import flags
 
+from lnexp import cli
 from lnexp.bench.report import run_benchmark, to_markdown
 from lnexp.bench.sections import SECTIONS, BenchConfig
 from lnexp.errors import UserError, command_line
@@ -86,4 +87,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

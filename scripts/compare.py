@@ -4,7 +4,7 @@ Reproduce the paper's Fig. 6 (every cell is a resumable run directory; finished 
 
     python scripts/compare.py --config configs/pimnist.py --workdir runs/fig6 \\
         --grid model.norm=none,batch,layer,weight --grid batch_size=128,4 --seeds 3 \\
-        --set data.dir=PATH_TO_MNIST
+        --config.data.dir=PATH_TO_MNIST
 
 Train the seeds of each cell together in one program (faster for small models at small
 batches; still one run directory per seed, see lnexp/training/loop.py;
@@ -12,7 +12,14 @@ batches; still one run directory per seed, see lnexp/training/loop.py;
 
     python scripts/compare.py --config configs/pimnist.py --workdir runs/fig6_small \\
         --grid model.norm=none,layer --seeds 4 --vectorize_seeds \\
-        --set model.hidden_sizes="(100,100)" --set batch_size=4 --set data.dir=PATH_TO_MNIST
+        --config.model.hidden_sizes="(100,100)" --config.batch_size=4 \\
+        --config.data.dir=PATH_TO_MNIST
+
+``--config.KEY=VALUE`` sets a field of every cell, as for ``python -m lnexp.main`` (after
+``--config``: the config is locked, so a key it does not have is an error). Each value of a
+``--grid KEY=V1,V2,...`` axis is read as ``--config.KEY=V1`` would be, against the field's type;
+all of them are checked before the first cell trains. A cell's directory is named by the values
+as written (``model.norm=layer,batch_size=4``), so running the same command again resumes it.
 
 Only aggregate the run directories that exist::
 
@@ -32,18 +39,25 @@ import shutil
 import sys
 from pathlib import Path
 
-from absl import app, flags
+from absl import flags
 
+from lnexp import cli
 from lnexp import config as config_files
 from lnexp.errors import UserError, command_line
 from lnexp.reporting import grid, runs, summary
 from lnexp.studies.pimnist import claims
 from lnexp.training.metric_writers import quiet_library_logs
 
-_CONFIG = flags.DEFINE_string("config", None, "Config file, e.g. configs/pimnist.py[:arg].")
+_CONFIG = cli.define_config(
+    None, "Config file of every cell, e.g. configs/pimnist.py (not needed with --report)."
+)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory holding one run directory per cell.")
-_GRID = flags.DEFINE_multi_string("grid", [], "KEY=V1,V2,...: one axis of the grid.")
-_SET = flags.DEFINE_multi_string("set", [], "KEY=VALUE: an override shared by every cell.")
+_GRID = flags.DEFINE_multi_string(
+    "grid",
+    [],
+    "KEY=V1,V2,...: one axis of the grid (repeat for more); each value read as "
+    "--config.KEY=V1 would be.",
+)
 _SEEDS = flags.DEFINE_integer("seeds", 1, "Seeds 0..N-1 per cell.")
 _VECTORIZE_SEEDS = flags.DEFINE_bool(
     "vectorize_seeds",
@@ -96,14 +110,15 @@ def main(argv):
         column_key = "batch_size"
     claimed = None
     if not _REPORT.value:
-        if not _CONFIG.value:
+        if _CONFIG.value is None:
             raise UserError("--config is required to run a grid (or pass --report).")
         if _CLAIMS.value:
             _check_claims_config()
+        grid.check_grid(_CONFIG.value, _GRID.value)
         cells = grid.expand_grid(_GRID.value, _SEEDS.value)
-        shared = [config_files.parse_assignment(s) for s in _SET.value]
+        config_path, shared = cli.config_source(_CONFIG)
         failures = grid.run_grid(
-            _CONFIG.value, workdir, cells, shared, vectorize_seeds=_VECTORIZE_SEEDS.value
+            config_path, workdir, cells, shared, vectorize_seeds=_VECTORIZE_SEEDS.value
         )
         for cell, message in failures:
             print(f"FAILED {cell.run_dir(workdir)}: {message}", file=sys.stderr)
@@ -141,10 +156,9 @@ def main(argv):
 
 def _check_claims_config() -> None:
     """Before training: --claims needs the PI-MNIST experiment (the claims are Figure 6's)."""
-    shared = [config_files.parse_assignment(s) for s in _SET.value]
-    experiment = config_files.load_config(_CONFIG.value, shared).get("experiment")
-    claims.check_experiment(experiment, _CONFIG.value)
+    config_path, _ = cli.config_source(_CONFIG)
+    claims.check_experiment(_CONFIG.value.get("experiment"), config_path)
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

@@ -10,8 +10,9 @@ OUT/figure.png (score vs training steps, one line per run), OUT/table.md and OUT
 
 from pathlib import Path
 
-from absl import app, flags
+from absl import flags
 
+from lnexp import cli
 from lnexp.errors import UserError, command_line
 from lnexp.studies.skipthought import report as senteval_report
 from lnexp.training.metric_writers import quiet_library_logs
@@ -54,4 +55,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

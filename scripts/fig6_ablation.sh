@@ -9,10 +9,18 @@
 # Report (validation error over the last 16 epochs; test error beside it):
 #   python -m lnexp.studies.pimnist.ablation --workdir WORKDIR
 set -euo pipefail
+if [[ ${1:-} == -h || ${1:-} == --help ]]; then
+  sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'
+  exit 0
+fi
+if (( $# != 3 )); then
+  echo "error: expected WORKDIR MNIST_DIR choices|rates, got $# arguments (see --help)." >&2
+  exit 2
+fi
 workdir=$1 data=$2 part=$3
 grid() {
   python scripts/compare.py --config configs/pimnist.py --workdir "$workdir" --seeds 2 \
-    --set data.dir="$data" --metric valid_error --metrics train_nll,valid_error "$@"
+    --config.data.dir="$data" --metric valid_error --metrics train_nll,valid_error "$@"
 }
 case $part in
   choices)

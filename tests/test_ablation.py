@@ -42,7 +42,7 @@ def write_run(workdir, cell, seed, valid, *, epochs=EPOCHS, drop=(), **changes):
 @pytest.fixture
 def grid(tmp_path):
     for seed, (c, lr, st) in enumerate([(0.0150, 0.0120, 0.0149), (0.0152, 0.0122, 0.0151)]):
-        write_run(tmp_path, "model.norm=layer", seed, (0.05, c), drop=["data.input_scaling"])
+        write_run(tmp_path, "model.norm=layer", seed, (0.05, c))
         write_run(tmp_path, "model.norm=layer,lr=1e-3", seed, lr, optimizer__learning_rate=1e-3)
         write_run(tmp_path, "model.norm=layer,std", seed, st, data__input_scaling="standardize")
     write_run(
@@ -95,6 +95,18 @@ def test_two_changes_at_once_are_refused(tmp_path):
     write_run(tmp_path, "two", 0, 0.01, model__epsilon=1e-3, optimizer__eps=1e-4)
     with pytest.raises(UserError, match="one at a time"):
         ablation.ablate(find_runs(tmp_path), protocol())
+
+
+def test_a_run_written_before_a_protocol_field_is_refused(tmp_path):
+    """A config.json that lacks a field of the protocol (written before it existed) is refused
+    with the fields named, not read as a choice."""
+    old, older = tmp_path / "old", tmp_path / "older"
+    write_run(old, "model.norm=layer", 0, 0.015, drop=["data.input_scaling"])
+    with pytest.raises(UserError, match=r"seed=0 lacks fields of the protocol \(data\.input_"):
+        ablation.ablate(find_runs(old), protocol())
+    # Fields that are never choices (where the data comes from, ...) may be missing.
+    write_run(older, "model.norm=layer", 0, 0.015, drop=["data.url", "data.source"])
+    assert [r["choice"] for r in ablation.ablate(find_runs(older), protocol())] == ["control"]
 
 
 def test_command_line_writes_the_report(grid):

@@ -16,7 +16,7 @@ import pytest
 from flax import nnx
 
 from lnexp import cells
-from lnexp.bench import machine, recurrent, report
+from lnexp.bench import machine, norms, recurrent, report
 from lnexp.bench.sections import BenchConfig
 from lnexp.bench.timing import Prepared, time_interleaved
 from lnexp.errors import UserError
@@ -564,3 +564,22 @@ def test_draw_section_rows_and_epoch_cost(monkeypatch):
     assert "### draw" in text and "| min/epoch | hours/run |" in text
     with pytest.raises(UserError, match="draw_glimpses"):
         BenchConfig(draw_glimpses=(0,))
+
+
+def test_norms_section_rows_ratios_and_goals():
+    settings = BenchConfig(
+        norms_shapes=("4x8x16", "8x32"), residual_depth=2, norms_repeats=2, norms_warmup=0
+    )
+    result = norms.run(settings)
+    rows = result["rows"]
+    groups = ["4x8x16", "8x32", "4x8x16, 2 residual blocks"]
+    assert [r["group"] for r in rows] == [g for g in groups for _ in norms.NORMS]
+    assert all(r["median_ms"] > 0 for r in rows)
+    for row in rows:
+        if row["norm"] == norms.RMS:
+            assert row["x_rms"] == 1.0
+    assert len(result["goals"]) == 3 and all(
+        g.startswith("Goal lnexp LayerNorm") for g in result["goals"]
+    )
+    with pytest.raises(UserError, match="32x64x128"):
+        BenchConfig(norms_shapes=("32by64",))

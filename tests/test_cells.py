@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import doctest
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
 
-from lnexp import cells, norms
+from lnexp import norms
 from lnexp.cells import GRUCell, LSTMCell, SimpleCell, scan
 
 D, H, B, T = 3, 5, 3, 5
@@ -564,8 +562,3 @@ def test_a_method_added_to_the_registry_works_in_every_cell(scale_only_norm, kin
         rtol=1e-5,
         atol=1e-6,
     )
-
-
-def test_docstring_examples():
-    result = doctest.testmod(cells, optionflags=doctest.ELLIPSIS)
-    assert result.attempted > 0 and result.failed == 0

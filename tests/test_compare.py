@@ -16,7 +16,7 @@ from flax.traverse_util import flatten_dict
 
 from lnexp import config as config_files
 from lnexp.errors import UserError
-from lnexp.reporting.grid import expand_grid, run_grid
+from lnexp.reporting.grid import check_grid, expand_grid, run_grid
 from lnexp.reporting.runs import Run, export, find_runs, read_metrics
 from lnexp.reporting.summary import report, summarize
 from lnexp.studies.pimnist import task as pimnist
@@ -155,7 +155,7 @@ def test_load_config_reads_the_pimnist_config():
         config_files.load_config(REPO / "configs" / "no_such_config.py")
 
 
-def test_apply_overrides_parses_values_as_python_literals():
+def test_apply_overrides_reads_text_as_the_fields_type():
     config = config_files.load_config(REPO / "configs" / "pimnist.py")
     config_files.apply_overrides(
         config,
@@ -168,7 +168,7 @@ def test_apply_overrides_parses_values_as_python_literals():
             ("data.dir", "/tmp/mnist"),
             ("data.limit_train", "100"),
             ("model.normalize_logits", "True"),
-            ("model.bn_unbiased", "None"),
+            ("model.bn_unbiased", "false"),  # absl's spelling of a bool too
         ],
     )
     assert config.num_epochs == 3 and type(config.num_epochs) is int
@@ -179,14 +179,115 @@ def test_apply_overrides_parses_values_as_python_literals():
     assert config.data.dir == "/tmp/mnist"
     assert config.data.limit_train == 100 and type(config.data.limit_train) is int
     assert config.model.normalize_logits is True
-    assert config.model.bn_unbiased is None
+    assert config.model.bn_unbiased is False
 
-    # Placeholders go back to None; a one-element tuple stays a tuple.
+    # An int for a float field is a float; a later override of a tuple replaces it; a
+    # one-element tuple stays a tuple; a string field takes any text as it is.
     config_files.apply_overrides(
-        config, [("data.limit_train", "None"), ("model.hidden_sizes", "(16,)")]
+        config,
+        [
+            ("optimizer.learning_rate", "1"),
+            ("model.hidden_sizes", "(16,)"),
+            ("data.dir", "123"),
+        ],
     )
-    assert config.data.limit_train is None
+    assert config.optimizer.learning_rate == 1.0 and type(config.optimizer.learning_rate) is float
     assert tuple(config.model.hidden_sizes) == (16,)
+    assert config.data.dir == "123"
+
+    # Values that are not text are set as they are (None included: a command line cannot say
+    # None for an int, and neither can a text override).
+    config_files.apply_overrides(config, [("data.limit_train", None), ("model.hidden_sizes", (4,))])
+    assert config.data.limit_train is None and tuple(config.model.hidden_sizes) == (4,)
+    with pytest.raises(UserError, match="data.limit_train=None"):
+        config_files.apply_overrides(config, [("data.limit_train", "None")])
+
+
+@pytest.mark.filterwarnings("ignore:the load_module:DeprecationWarning")  # config_flags' loader
+def test_a_text_override_is_read_as_the_command_line_reads_it():
+    """lnexp.config.parse_value and ``--config.KEY=VALUE`` (ml_collections' config_flags on the
+    same config file): one rule, so a grid's cell is the config its command line would give."""
+    from absl import flags
+    from ml_collections import config_flags
+
+    path = str(REPO / "configs" / "pimnist.py")
+    overrides = [
+        ("num_epochs", "3"),
+        ("batch_size", "4"),
+        ("optimizer.learning_rate", "3e-4"),
+        ("optimizer.learning_rate", "1"),
+        ("model.epsilon", "1e-3"),
+        ("model.norm", "batch"),
+        ("model.kernel_init", "normal_0.01"),
+        ("model.hidden_sizes", "(100,100)"),
+        ("model.normalize_logits", "true"),
+        ("data.dir", "/data/mnist"),
+        ("data.input_scaling", "standardize"),
+        ("data.limit_train", "64"),
+        ("optimizer.schedule", "cosine"),
+    ]
+    for key, text in overrides:
+        argv = ["lnexp", f"--config={path}", f"--config.{key}={text}"]
+        values = flags.FlagValues()
+        config_flags.DEFINE_config_file("config", flag_values=values, sys_argv=argv)
+        values(argv)
+        from_flags = values["config"].value
+        from_api = config_files.load_config(path, [(key, text)])
+        assert from_api.to_json() == from_flags.to_json(), (key, text)
+        assert (
+            config_files.parse_value(config_files.load_config(path), key, text)
+            == (values["config"].override_values[key])
+        )
+
+
+def test_grid_values_are_checked_against_the_config_before_training():
+    config = config_files.load_config(REPO / "configs" / "pimnist.py")
+    check_grid(config, ["model.norm=none,layer", "batch_size=128, 4", "optimizer.eps=1e-4"])
+    with pytest.raises(UserError) as info:
+        check_grid(config, ["model.norm=none", "batch_size=128,four"])
+    message = str(info.value)
+    assert message.startswith("--grid batch_size=128,four: Cannot set batch_size=four")
+    assert "the field holds an int" in message
+    with pytest.raises(UserError, match=r"--grid model.nrom=layer: The config has no key 'model"):
+        check_grid(config, ["model.nrom=layer"])
+    with pytest.raises(UserError, match="no values"):
+        check_grid(config, ["model.norm=,"])
+
+
+def committed_cells() -> list[Path]:
+    """Every committed run directory of a grid: results/**/<cell>/seed=<s>/config.json."""
+    return sorted(p.parent for p in (REPO / "results").rglob("seed=*/config.json"))
+
+
+def test_committed_grid_cells_come_out_as_they_were_made():
+    """Cell names and configs are unchanged by the parsing rule, so those runs resume: each
+    committed cell's values, read from its directory name, give the config.json it holds."""
+    run_dirs = committed_cells()
+    assert len(run_dirs) >= 100
+    cells = {run_dir.parent.name for run_dir in run_dirs}
+    assert {"model.norm=layer,batch_size=4", "model.norm=layer,optimizer.learning_rate=3e-5"} <= (
+        cells
+    )
+    configs = {}
+    for run_dir in run_dirs:
+        stored = json.loads((run_dir / "config.json").read_text())
+        name = run_dir.parent.name
+        values = [config_files.parse_assignment(a) for a in name.split(",")]
+        seed = int(run_dir.name.removeprefix("seed="))
+        (cell,) = expand_grid([f"{k}={v}" for k, v in values], seeds=seed + 1)[seed:]
+        assert (cell.name, cell.run_dir(run_dir.parents[1])) == (name, run_dir)
+        experiment = stored["experiment"]
+        if experiment not in configs:
+            configs[experiment] = config_files.load_config(REPO / "configs" / f"{experiment}.py")
+        config = config_files.apply_overrides(
+            configs[experiment].copy_and_resolve_references(), [*values, ("seed", str(seed))]
+        )
+        made = json.loads(config.to_json_best_effort())
+        for key, _ in [*values, ("seed", "")]:
+            ours, theirs = made, stored
+            for part in key.split("."):
+                ours, theirs = ours[part], theirs[part]
+            assert json.dumps(ours) == json.dumps(theirs), (run_dir, key)
 
 
 @pytest.mark.parametrize(
@@ -198,6 +299,7 @@ def test_apply_overrides_parses_values_as_python_literals():
         ("num_epochs", "many", "num_epochs=many"),  # a string for an int
         ("num_epochs", "1.5", "num_epochs=1.5"),  # a float for an int
         ("model.normalize_logits", "maybe", "normalize_logits"),
+        ("model.hidden_sizes", "(16, 8", "hidden_sizes"),
     ],
 )
 def test_apply_overrides_rejects_unknown_keys_and_bad_types(key, value, match):
@@ -513,11 +615,12 @@ def test_cli_runs_a_grid_skips_finished_cells_and_reports(tmp_path, tiny_mnist_d
         f"--workdir={workdir}",
         "--grid=model.norm=none,layer",
         "--seeds=1",
-        "--set=num_epochs=1",
-        f"--set=data.dir={data_dir}",
-        "--set=model.hidden_sizes=(16,)",
-        "--set=batch_size=32",
-        "--set=data.limit_train=64",
+        "--config.num_epochs=1",
+        f"--config.data.dir={data_dir}",
+        "--config.model.hidden_sizes=(16,)",
+        "--config.batch_size",  # absl's two forms: --flag=value and --flag value.
+        "32",
+        "--config.data.limit_train=64",
     ]
     result = run_cli(*grid_args)
     assert result.returncode == 0, result.stdout + result.stderr
@@ -561,6 +664,27 @@ def test_cli_runs_a_grid_skips_finished_cells_and_reports(tmp_path, tiny_mnist_d
     assert result.returncode == 2 and "No run directories" in result.stderr
     result = run_cli(f"--workdir={workdir}", "--grid=model.norm=layer")
     assert result.returncode == 2 and "--config is required" in result.stderr
+
+
+def test_cli_refuses_a_bad_grid_or_override_before_training(tmp_path):
+    """One ``error:`` paragraph naming the key, exit status 2, and no cell made."""
+    workdir = tmp_path / "grid"
+    base = ["--config=configs/pimnist.py", f"--workdir={workdir}"]
+    cases = [
+        (["--grid", "batch_size=128,four"], ["--grid batch_size=128,four", "batch_size=four"]),
+        (["--grid=model.nrom=layer,none"], ["--grid model.nrom=layer,none", "no key 'model.nrom'"]),
+        (["--config.model.nrom=batch"], ["--config.model.nrom=batch", "no key 'model.nrom'"]),
+        (["--config.num_epochs=1.5"], ["--config.num_epochs=1.5", "invalid literal for int()"]),
+        (["--set=num_epochs=1"], ["Unknown command line flag 'set'"]),  # Gone: --config.KEY=V.
+        (["stray"], ["unexpected arguments: stray"]),
+    ]
+    for args, words in cases:
+        result = run_cli(*base, *args)
+        assert result.returncode == 2, (args, result.stdout + result.stderr)
+        assert result.stderr.startswith("error: ") and "Traceback" not in result.stderr, args
+        for word in words:
+            assert word in result.stderr, (args, word, result.stderr)
+    assert not workdir.exists()
 
 
 def test_summarize_at_an_earlier_epoch(synthetic_workdir):

@@ -23,8 +23,8 @@ VARIANTS = [
     "skipthought.py:tiny",
 ]
 # The fields added with learning-rate schedules and weight decay, at the values every config
-# keeps (plain Adam at a constant rate; lnexp.training.run_dir.ADDED_FIELDS resumes old runs
-# whose config.json lacks them).
+# keeps (plain Adam at a constant rate: the values of the runs written before they existed, whose
+# config.json must name them to resume; CHANGELOG.md).
 OPTIMIZER_ADDED = {
     "schedule": "constant",
     "warmup_steps": 0,

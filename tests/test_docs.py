@@ -5,10 +5,11 @@ example of the modules.
 Commands are read from the fenced ``bash``/``sh``/``shell``/``console`` (and unlabeled) blocks of
 README.md and docs/**/*.md, from commands indented as code outside them, and from inline code
 spans that start with ``python``, ``bash scripts/`` or ``scripts/``; backslash-continued lines
-are joined. A program's flags are what its ``--help`` lists (absl and argparse alike, one
-subprocess per program, cached); ``--config.KEY=VALUE`` overrides and the ``KEY=...`` of
-``--set``/``--grid`` must be keys of the config file the command names (``--config``).
-Placeholders (``PATH_TO_MNIST``, ``DIR``, ``KEY``) are fine as values.
+are joined. A program's flags are what its absl ``--help`` lists (one subprocess for all the
+programs, cached); ``--config.KEY=VALUE`` overrides and the ``KEY=...`` of ``--grid`` must be
+keys of the config file the command names (``--config``). Placeholders (``PATH_TO_MNIST``,
+``DIR``, ``KEY``) are fine as values. Every command of the README's table answers ``--help``
+with exit status 0 and lists the flags the documentation passes it.
 """
 
 from __future__ import annotations
@@ -33,10 +34,10 @@ MAX_README_LINES = 200
 OWN_PROJECT_BEFORE_LINE = 80
 
 COMMAND_LANGS = {"", "bash", "sh", "shell", "console"}
-# The config a program reads when a command names none (``--set`` overrides apply to it).
+# The config a program reads when a command names none (``--config.KEY`` overrides apply to it).
 DEFAULT_CONFIGS = {("-m", "lnexp.studies.transformer.gradients"): "configs/transformer.py"}
 # Flags whose values are KEY=VALUE overrides of the command's config.
-OVERRIDE_FLAGS = ("set", "grid")
+OVERRIDE_FLAGS = ("grid",)
 
 
 def markdown_files() -> list[Path]:
@@ -255,8 +256,6 @@ def _option_names(help_text: str) -> set[str]:
             names.add(absl.group(2))
             if absl.group(1):
                 names.add("no" + absl.group(2))
-        elif re.match(r"^\s+-", line):  # argparse: "  -h, --help  help", "  --out OUT  help".
-            names.update(re.findall(r"--([\w-]+)", re.split(r"\s{2,}", line.strip())[0]))
     return names
 
 
@@ -449,7 +448,7 @@ def all_commands(problems: list[str]) -> list[Command]:
 
 def _flag_tokens(args: list[str]) -> list[tuple[str, str | None]]:
     """(name, value) for every ``--name[=value]``; a value in the next token is taken when that
-    token is not a flag (it may be a positional: only --config, --set and --grid use it)."""
+    token is not a flag (it may be a positional: only --config and --grid use it)."""
     out = []
     for i, token in enumerate(args):
         if not token.startswith("--") or len(token) == 2:
@@ -583,3 +582,85 @@ def test_a_broken_command_is_reported(tmp_path):
     assert "scripts/no_such_script.py does not exist" in text
     assert "configs/seqmnist.py has no key 'model.cel'" in text
     assert len(problems) == 4, text
+
+
+# ------------------------------------------------------------- (e) the README's commands
+
+
+def readme_table_commands() -> list[str]:
+    """The commands of the README's "Commands" table (its first column), as written."""
+    text = README.read_text(encoding="utf-8")
+    section = text[text.index("\n## Commands\n") :]
+    section = section[: section.index("\n## ", 1)]
+    return re.findall(r"^\| `([^`]+)` \|", section, flags=re.MULTILINE)
+
+
+def help_argv(command: str) -> tuple[tuple[str, ...], list[str]]:
+    """The program part of a documented command (the words before its first flag or
+    placeholder: ``('-m', 'lnexp.data.download', 'mnist')``, ``('scripts/compare.py',)``,
+    ``('bash', 'scripts/fig6_ablation.sh')``) and the command line that asks it for --help."""
+    words = shlex.split(command)
+    program = []
+    for word in words[1:] if words[0] in ("python", "python3") else words:
+        if (word.startswith("-") and word != "-m") or _is_placeholder(word):
+            break
+        program.append(word)
+    if words[0] in ("python", "python3"):
+        argv = [sys.executable, *program, "--help"]
+    elif words[0] == "mkdocs":
+        argv = [sys.executable, "-m", "mkdocs", *program[1:], "--help"]
+    else:
+        argv = [*program, "--help"]
+    return tuple(program), argv
+
+
+@pytest.mark.slow
+def test_every_readme_command_answers_help_with_the_flags_the_docs_use():
+    """Each command of the README's table, with --help, in a subprocess (all at once): exit
+    status 0, and every flag that a command of the README or docs/ passes that program is in
+    its help text."""
+    import concurrent.futures
+
+    table = readme_table_commands()
+    assert len(table) >= 15, f"only {len(table)} commands in the README's table"
+    used: dict[tuple[str, ...], set[str]] = {}
+    for command in all_commands([]):
+        key = command.argv if command.kind == "python" else ("bash", command.argv[0])
+        used.setdefault(key, set()).update(name for name, _ in _flag_tokens(command.args))
+    jobs = {}
+    for command in table:
+        program, argv = help_argv(command)
+        if program[:2] == ("-m", "mkdocs") or program[:1] == ("mkdocs",):
+            pytest.importorskip("mkdocs", reason="mkdocs (requirements.txt) builds the docs site")
+        jobs[command] = (program, argv)
+
+    def run(argv: list[str]) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            argv, cwd=REPO, capture_output=True, text=True, timeout=300, env=_env()
+        )
+
+    workers = max(2, os.cpu_count() or 2)
+    with concurrent.futures.ThreadPoolExecutor(workers) as pool:
+        results = {c: pool.submit(run, argv) for c, (_, argv) in jobs.items()}
+        results = {c: future.result() for c, future in results.items()}
+
+    problems = []
+    for command, (program, argv) in jobs.items():
+        result = results[command]
+        text = result.stdout + result.stderr
+        shown = f"`{' '.join(argv[1:] if argv[0] == sys.executable else argv)}`"
+        if result.returncode != 0:
+            problems.append(f"{shown}: exit status {result.returncode}, not 0:\n{text}")
+            continue
+        key = program[:2] if program[:1] == ("-m",) else program[:1]
+        if program[:1] == ("bash",):
+            key = program[:2]
+        names = set(used.get(key, set()))
+        names |= {w.lstrip("-").partition("=")[0] for w in shlex.split(command) if w[:1] == "-"}
+        names -= {"m"}
+        for name in sorted(names):
+            name = name.split(".", 1)[0]  # --config.model.norm: --config
+            dashes = "-" if len(name) == 1 else "--"
+            if not re.search(rf"{dashes}(\[no\])?{re.escape(name)}(?![\w-])", text):
+                problems.append(f"{shown}: its help does not list {dashes}{name}")
+    assert not problems, "\n".join(problems)

@@ -32,6 +32,7 @@ import numpy as np
 import pytest
 from conftest import REPO, story_sentence
 
+from lnexp import cli
 from lnexp.data import cache, download, gutenberg, mnist, senteval, senteval_sources, text
 from lnexp.data.fetch import USER_AGENT, DownloadError
 from lnexp.data.fetch import download as fetch_file
@@ -152,6 +153,29 @@ def run_download(*args: str, timeout: float = 120) -> subprocess.CompletedProces
         text=True,
         timeout=timeout,
     )
+
+
+def download_here(*args: str) -> int:
+    """``python -m lnexp.data.download ARGS`` in this process (capsys sees what it prints): its
+    flags parsed as the command line parses them; returns the exit status."""
+    argv = ["lnexp.data.download", *args]
+    return cli.call(download.main, argv, download.define_flags, takes_arguments=True)
+
+
+def test_download_usage_errors_are_one_paragraph_and_status_2(tmp_path, capsys):
+    cases = [
+        ((), "Name the data set to fetch: one of mnist, senteval, books"),
+        (("mnst",), "Unknown data set 'mnst'"),
+        (("mnist", str(tmp_path), "extra"), "Unexpected arguments: extra"),
+        (("mnist", "--tasks", "MR"), "--tasks: not an option of mnist (it takes --url)"),
+        (("books", "--pause=soon"), "flag --pause=soon: could not convert"),
+        (("senteval", "--urll=x"), "Unknown command line flag 'urll'"),
+    ]
+    for args, words in cases:
+        assert download_here(*args) == 2, args
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and words in err and "Traceback" not in err, err
+    assert not any(tmp_path.iterdir())  # Nothing was fetched.
 
 
 def run_pimnist(workdir: Path, *overrides: str) -> subprocess.CompletedProcess:
@@ -583,7 +607,7 @@ def test_senteval_sources_are_sentevals(tmp_path):
 
 def test_download_senteval_lays_out_data_downstream(senteval_server, tmp_path):
     out = tmp_path / "downstream"
-    assert download.main(["senteval", str(out), "--url", senteval_server.url]) == 0
+    assert download_here("senteval", str(out), "--url", senteval_server.url) == 0
     assert sorted(p.name for p in out.iterdir()) == sorted(senteval_sources.TASKS)  # No litter.
     mr = senteval.load_binary(out / "MR")
     assert len(mr.sentences) == 16 and mr.sentences[7] == "caf\xe9 scene ."
@@ -600,7 +624,7 @@ def test_download_senteval_lays_out_data_downstream(senteval_server, tmp_path):
     assert all("lnexp" in agent for agent in senteval_server.user_agents)
 
     requests = len(senteval_server.requests)
-    assert download.main(["senteval", str(out), "--url", senteval_server.url]) == 0
+    assert download_here("senteval", str(out), "--url", senteval_server.url) == 0
     assert len(senteval_server.requests) == requests  # All there: nothing fetched again.
 
 
@@ -617,7 +641,7 @@ def test_download_senteval_failure_keeps_the_rest_and_recovers(
     else:
         senteval_server.faults["/sick_train.zip"] = fault
     start = time.monotonic()
-    assert download.main(["senteval", str(out), "--url", senteval_server.url]) == 2
+    assert download_here("senteval", str(out), "--url", senteval_server.url) == 2
     assert time.monotonic() - start < QUICK_S
     captured = capsys.readouterr()
     assert "5 SentEval tasks fetched, 0 already there, 1 failed" in captured.out
@@ -631,7 +655,7 @@ def test_download_senteval_failure_keeps_the_rest_and_recovers(
     senteval_server.files["/sick_train.zip"] = good
     senteval_server.faults.clear()
     requests = len(senteval_server.requests)
-    assert download.main(["senteval", str(out), "--url", senteval_server.url]) == 0
+    assert download_here("senteval", str(out), "--url", senteval_server.url) == 0
     assert sorted(senteval_server.requests[requests:]) == [
         "/sick_test_annotated.zip",
         "/sick_train.zip",
@@ -747,7 +771,7 @@ def test_shipped_book_list_is_the_shared_corpus(books_dir):
 
 def test_download_books_into_the_corpus_layout(gutenberg_server, book_list, tmp_path, capsys):
     out = tmp_path / "books"
-    assert download.main(books_command(gutenberg_server, out, book_list)) == 0
+    assert download_here(*books_command(gutenberg_server, out, book_list)) == 0
     assert "4 books fetched, 0 already there, 0 failed" in capsys.readouterr().out
     for book in BOOKS:
         path = out / book.author / f"{book.title}.txt"
@@ -761,7 +785,7 @@ def test_download_books_into_the_corpus_layout(gutenberg_server, book_list, tmp_
 
     (out / "Austen, Jane" / "Pride and Prejudice.txt").unlink()
     requests = len(gutenberg_server.requests)
-    assert download.main(books_command(gutenberg_server, out, book_list)) == 0
+    assert download_here(*books_command(gutenberg_server, out, book_list)) == 0
     assert gutenberg_server.requests[requests:] == ["/cache/epub/1342/pg1342.txt"]  # Only that.
     assert "1 books fetched, 3 already there" in capsys.readouterr().out
 
@@ -770,7 +794,7 @@ def test_download_books_lists_failures_and_exits_2(gutenberg_server, book_list, 
     gutenberg_server.faults["/cache/epub/2788/pg2788.txt"] = "404"
     gutenberg_server.files["/cache/epub/1399/pg1399.txt"] = b"<html>Too many requests</html>"
     out = tmp_path / "books"
-    assert download.main(books_command(gutenberg_server, out, book_list)) == 2
+    assert download_here(*books_command(gutenberg_server, out, book_list)) == 2
     captured = capsys.readouterr()
     assert "2 books fetched, 0 already there, 2 failed" in captured.out
     assert "HTTP error 404" in captured.out and "no '*** START OF' line" in captured.out

@@ -1,7 +1,7 @@
 """The optimizer of a config (lnexp.training.optimizer): the defaults are the plain Adam of the
 runs before schedules existed (bit for bit), the learning rate at chosen steps of each schedule,
-AdamW's mask, gradient clipping, the names refused before any work, and old run directories
-that still resume."""
+AdamW's mask, gradient clipping, the names refused before any work, and the clear refusal of
+run directories written before these fields existed."""
 
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ from lnexp import config_ranges, training
 from lnexp.config import import_file, resolve_learning_rate
 from lnexp.errors import UserError
 from lnexp.training.optimizer import learning_rate_schedule, make_optimizer, matrices
-from lnexp.training.run_dir import ADDED_FIELDS, RunDir
+from lnexp.training.run_dir import RunDir
 
 PEAK = 1e-3
 
@@ -107,17 +107,6 @@ def test_adamw_without_decay_is_adam_bit_for_bit():
     theirs, _ = run_updates(optax.adam(PEAK))
     for a, b in zip(jax.tree.leaves(ours), jax.tree.leaves(theirs), strict=True):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
-
-
-def test_added_fields_are_the_defaults_of_configs_common():
-    """The table that lets old run directories resume holds configs/common.py's defaults."""
-    opt = opt_block().to_dict()
-    added = {
-        k.removeprefix("optimizer."): v
-        for k, v in ADDED_FIELDS.items()
-        if k.startswith("optimizer.")
-    }
-    assert added == {k: opt[k] for k in added} == OPTIMIZER_ADDED
 
 
 # --------------------------------------------------------------------------------------------
@@ -318,27 +307,64 @@ def test_new_fields_out_of_range_are_refused(key, value, words):
 # Run directories written before these fields existed.
 
 
-def old_run_dir(path, config: ml_collections.ConfigDict) -> RunDir:
-    """A run directory with a checkpoint whose config.json lacks the fields of ADDED_FIELDS."""
-    saved = json.loads(config.to_json_best_effort())
-    for key in ADDED_FIELDS:
-        *block, leaf = key.split(".")
-        (saved[block[0]] if block else saved).pop(leaf)
-    saved.pop("loss_scale")
-    path.mkdir(parents=True, exist_ok=True)
-    (path / "config.json").write_text(json.dumps(saved))
-    (path / "checkpoints" / "17").mkdir(parents=True)
-    return RunDir(path)
+def without_optimizer_fields(path) -> dict:
+    """Drops the fields of OPTIMIZER_ADDED from ``path``'s config.json, as it was written before
+    they existed; returns the dropped values."""
+    saved = json.loads(path.read_text())
+    dropped = {k: saved["optimizer"].pop(k) for k in OPTIMIZER_ADDED}
+    path.write_text(json.dumps(saved))
+    return dropped
 
 
-def test_old_run_directories_resume_with_the_defaults(tmp_path):
+def test_run_directories_from_before_the_fields_are_refused_until_they_are_added(tmp_path):
     config = load_config("pimnist")
-    run = old_run_dir(tmp_path, config)
+    run = RunDir(tmp_path)
+    run.write_config(config)
+    (tmp_path / "checkpoints" / "17").mkdir(parents=True)
+    dropped = without_optimizer_fields(run.config_path)
+    with pytest.raises(UserError) as info:
+        run.check_compatible(config)
+    message = str(info.value)
+    missing = ", ".join(sorted(f"optimizer.{k}" for k in OPTIMIZER_ADDED))
+    for words in (str(run.config_path), f"(missing: {missing})", "add the missing fields"):
+        assert words in message, message
+    assert 'optimizer.schedule="constant"' in message and "decay_steps=null" in message
+    assert "new --workdir" in message
+    assert "\n" not in message  # One paragraph.
+    assert (tmp_path / "checkpoints" / "17").is_dir()
+    # Also a changed field is named, in the same paragraph.
+    also = r"missing: .* also differs from this config in: model\.norm\."
+    with pytest.raises(UserError, match=also):
+        run.check_compatible(load_config("pimnist", model__norm="batch"))
+    # With the fields written back as the run was trained, it resumes (more epochs, as before).
+    saved = json.loads(run.config_path.read_text())
+    saved["optimizer"].update(dropped)
+    run.config_path.write_text(json.dumps(saved))
     run.check_compatible(config)
-    run.check_compatible(load_config("pimnist", num_epochs=80))  # More epochs, as before.
+    run.check_compatible(load_config("pimnist", num_epochs=80))
     for key, value in [("optimizer.warmup_steps", 10), ("optimizer.schedule", "cosine")]:
         with pytest.raises(UserError, match=f"changed: {key}"):
             run.check_compatible(load_config("pimnist", **{key.replace(".", "__"): value}))
+
+
+def test_a_run_from_before_the_fields_is_refused_with_its_checkpoints_intact(
+    tiny_mnist_dir, tmp_path
+):
+    training.train_and_evaluate(make_config(tiny_mnist_dir, num_epochs=1), tmp_path)
+    run = RunDir(tmp_path)
+    (step,) = run.checkpoint_steps()
+    files = {p: p.read_bytes() for p in run.checkpoint_dir.rglob("*") if p.is_file()}
+    records = run.metrics_path.read_text()
+    dropped = without_optimizer_fields(run.config_path)
+    with pytest.raises(UserError, match="lacks fields that the config has now"):
+        training.train_and_evaluate(make_config(tiny_mnist_dir, num_epochs=2), tmp_path)
+    assert run.checkpoint_steps() == [step] and run.metrics_path.read_text() == records
+    assert {p: p.read_bytes() for p in run.checkpoint_dir.rglob("*") if p.is_file()} == files
+    saved = json.loads(run.config_path.read_text())
+    saved["optimizer"].update(dropped)
+    run.config_path.write_text(json.dumps(saved))
+    record = training.train_and_evaluate(make_config(tiny_mnist_dir, num_epochs=2), tmp_path)
+    assert record["epoch"] == 2 and run.checkpoint_steps()[-1] > step
 
 
 def test_more_epochs_are_refused_when_the_rate_decays_until_the_end(tmp_path):

@@ -9,6 +9,7 @@ dependencies of JAX, Flax and NumPy: the layers, cells and models need no more.
 
 from __future__ import annotations
 
+import ast
 import email.message
 import email.parser
 import importlib.metadata
@@ -47,22 +48,51 @@ EXPERIMENTS = {
 TEST = {"pytest", "pytest-xdist", "hypothesis", "ruff", "setuptools"}
 # requirements.txt may end with the docs site's toolchain, which is not the package's.
 DOCS_BLOCK = re.compile(r"#\s*Docs site", re.IGNORECASE)
-# The modules a user of the library imports (the models without their experiments). The DRAW
-# and skip-thought models import optax, which comes with Flax (one of Flax's dependencies).
+# The modules a user of the library imports (the models without their experiments): every
+# module of lnexp.models, and the layers and cells they are built from.
 CORE_MODULES = [
     "lnexp",
     "lnexp.norms",
     "lnexp.cells",
-    "lnexp.models.mlp",
-    "lnexp.models.recurrent",
-    "lnexp.models.transformer",
-    "lnexp.models.draw",
-    "lnexp.models.skipthought",
+    "lnexp.models",
+    *sorted(f"lnexp.models.{p.stem}" for p in (REPO / "lnexp" / "models").glob("[!_]*.py")),
 ]
+# What those modules may import by name: the core, the standard library and lnexp itself. The
+# fresh interpreter below cannot tell an import of optax (or orbax) from Flax's own, since Flax
+# depends on both; this list can.
+CORE_IMPORTS = {"jax", "flax", "numpy", "lnexp", "__future__", *sys.stdlib_module_names}
 _REQUIREMENT = re.compile(
     r"\s*(?P<name>[A-Za-z0-9][A-Za-z0-9._-]*)\s*(?:\[(?P<extras>[^\]]*)\])?"
     r"\s*(?P<spec>[^;]*?)\s*(?:;\s*(?P<marker>.*))?"
 )
+
+
+def module_file(module: str) -> Path:
+    """The source file of an ``lnexp`` module in the checkout."""
+    base = REPO.joinpath(*module.split("."))
+    return base / "__init__.py" if base.is_dir() else base.with_suffix(".py")
+
+
+def imported_at_load(module: str) -> set[str]:
+    """The modules that ``module``'s source imports when it is loaded: its top-level statements
+    (a function's own imports run only when it is called; ``if TYPE_CHECKING:`` blocks never)."""
+    tree = ast.parse(module_file(module).read_text())
+    found = set()
+    todo = list(tree.body)
+    while todo:
+        node = todo.pop()
+        if isinstance(node, ast.Import):
+            found |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            found.add(node.module)
+            # `from lnexp import cells` loads lnexp.cells.
+            if node.module == "lnexp" or node.module.startswith("lnexp."):
+                found |= {f"{node.module}.{a.name}" for a in node.names}
+        elif isinstance(node, ast.If) and "TYPE_CHECKING" not in ast.unparse(node.test):
+            todo += node.body + node.orelse
+        elif isinstance(node, ast.Try):
+            todo += node.body + node.orelse + node.finalbody
+    return found
 
 
 def canonical(name: str) -> str:
@@ -215,6 +245,23 @@ def test_wheel_holds_the_package_and_its_data(wheel):
         f"missing from the wheel: {sorted(expected - in_wheel)}; "
         f"in the wheel only: {sorted(in_wheel - expected)}"
     )
+
+
+def test_core_modules_import_only_jax_flax_numpy_and_the_standard_library():
+    """Every module that the core modules load (lnexp's own followed) names only the core."""
+    assert {"lnexp.models.draw", "lnexp.models.skipthought"} <= set(CORE_MODULES)
+    seen, todo, outside = set(), list(CORE_MODULES), {}
+    while todo:
+        module = todo.pop()
+        if module in seen or not module_file(module).is_file():
+            continue  # `from lnexp.models import x` names x, which may be no module.
+        seen.add(module)
+        for name in imported_at_load(module):
+            if name == "lnexp" or name.startswith("lnexp."):
+                todo.append(name)
+            elif name.partition(".")[0] not in CORE_IMPORTS:
+                outside.setdefault(module, set()).add(name)
+    assert not outside, f"imports beyond jax, flax and numpy: {outside}"
 
 
 # Runs in `python -I` from an empty directory: the unpacked wheel first on sys.path, every

@@ -6,7 +6,6 @@ state in the checkpoint), float16's dynamic loss scaling, and the float32 path u
 
 from __future__ import annotations
 
-import doctest
 import json
 import math
 
@@ -23,10 +22,10 @@ from lnexp import cells, config_ranges, norms
 from lnexp.errors import UserError
 from lnexp.models.transformer import causal_attention
 from lnexp.studies import Task
-from lnexp.training import loss_scale, train_and_evaluate
+from lnexp.training import train_and_evaluate
 from lnexp.training.batches import Chunk
 from lnexp.training.loss_scale import DynamicLossScale, all_finite, from_config
-from lnexp.training.run_dir import ADDED_FIELDS, RunDir
+from lnexp.training.run_dir import RunDir
 from lnexp.training.trainer import Trainer, make_mesh, put
 
 LOW = [jnp.bfloat16, jnp.float16]
@@ -174,15 +173,33 @@ def test_dtype_is_a_choice_refused_before_any_work():
         assert word in message
 
 
-def test_old_run_directories_resume_in_float32():
-    """Run directories written before config.dtype read as float32 without loss scaling: the
-    table that lets them resume holds configs/common.py's defaults."""
-    config = load_config("pimnist").to_dict()
-    added = {k: v for k, v in ADDED_FIELDS.items() if k == "dtype" or k.startswith("loss_")}
-    assert added["dtype"] == config["dtype"] == "float32"
-    assert {k.removeprefix("loss_scale."): v for k, v in added.items() if k != "dtype"} == config[
-        "loss_scale"
-    ]
+def test_run_directories_from_before_dtype_are_refused_until_it_is_added(tmp_path):
+    """A run directory written before config.dtype and config.loss_scale existed (trained in
+    float32 without loss scaling) resumes only once its config.json names them."""
+    config = load_config("pimnist")
+    run = RunDir(tmp_path)
+    run.write_config(config)
+    (tmp_path / "checkpoints" / "17").mkdir(parents=True)
+    saved = json.loads(run.config_path.read_text())
+    before = {"dtype": saved.pop("dtype"), "loss_scale": saved.pop("loss_scale")}
+    run.config_path.write_text(json.dumps(saved))
+    with pytest.raises(UserError) as info:
+        run.check_compatible(config)
+    message = str(info.value)
+    fields = ["dtype", *(f"loss_scale.{k}" for k in sorted(before["loss_scale"]))]
+    assert f"(missing: {', '.join(fields)})" in message, message
+    assert 'dtype="float32"' in message and "new --workdir" in message
+    assert (tmp_path / "checkpoints" / "17").is_dir()
+    # The values of the runs from before: float32, the default loss-scale block.
+    assert before == {
+        "dtype": "float32",
+        "loss_scale": {"initial": 2.0**15, "growth_interval": 2000, "factor": 2.0, "minimum": 1.0},
+    }
+    run.config_path.write_text(json.dumps({**saved, **before}))
+    run.check_compatible(config)
+
+
+def test_loss_scaling_only_in_float16():
     assert from_config(load_config("pimnist")) is None
     assert from_config(load_config("pimnist", dtype="bfloat16")) is None
     assert from_config(load_config("pimnist", dtype="float16")) == DynamicLossScale()
@@ -208,10 +225,6 @@ def test_loss_scale_lowers_on_overflow_and_grows_after_the_interval():
     assert bool(all_finite(grads)) and not bool(all_finite({"w": jnp.array([1.0, jnp.inf])}))
     collapsed = scaler.collapsed(np.array([1.0, 1.0, 2.0]), np.array([1.0, 0.0, 1.0]))
     assert collapsed.tolist() == [True, False, False]
-
-
-def test_loss_scale_docstring_examples():
-    assert doctest.testmod(loss_scale).failed == 0
 
 
 def _overflow_trainer(scaler):

@@ -1,5 +1,6 @@
-"""lnexp.training.run_dir: checkpoints with the model apart from the optimizer state, records,
-config compatibility and the resume agreement (one process here; two in test_multihost)."""
+"""lnexp.training.run_dir and lnexp.training.checkpoints: checkpoints with the model apart from
+the optimizer state, records, config compatibility and the resume agreement (one process here;
+two in test_multihost)."""
 
 from __future__ import annotations
 
@@ -10,11 +11,13 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
+import orbax.checkpoint as ocp
 import pytest
 from flax import nnx
 
 from lnexp.errors import UserError
-from lnexp.training.run_dir import ResumeView, RunDir, resume_step
+from lnexp.training.checkpoints import ResumeView, resume_step
+from lnexp.training.run_dir import RunDir
 from lnexp.training.trainer import make_train_state
 
 
@@ -50,11 +53,25 @@ def test_model_restores_without_the_optimizer_state(tmp_path):
     assert len(jax.tree.leaves(full)) == len(jax.tree.leaves(state))
 
 
-def test_checkpoints_of_the_earlier_layout_are_refused_with_a_message(tmp_path):
-    (tmp_path / "checkpoints" / "17" / "default").mkdir(parents=True)
+def test_checkpoints_of_the_earlier_layout_do_not_read_back_and_are_kept(tmp_path):
+    """A checkpoint of one ``default`` item (written before the model and the optimizer state
+    were kept apart) reads back as any unreadable one: refused when named, set aside (never
+    deleted) when the newest one is asked for."""
+    manager = ocp.CheckpointManager(
+        tmp_path / "checkpoints", options=ocp.CheckpointManagerOptions(create=True)
+    )
+    manager.save(17, args=ocp.args.StandardSave(small_state()))
+    manager.close()
     run = RunDir(tmp_path)
-    with run.checkpoints() as checkpoints, pytest.raises(UserError, match="earlier lnexp"):
-        checkpoints.restore_model(17)
+    assert run.checkpoint_steps() == [17]
+    model = nnx.Sequential(nnx.Linear(3, 4, rngs=nnx.Rngs(0)), nnx.BatchNorm(4, rngs=nnx.Rngs(0)))
+    with pytest.raises(UserError, match=r"step 17 .* does not read back \(.*model"):
+        run.trained_model(model, step=17)
+    assert run.checkpoint_steps() == [17]
+    with pytest.raises(UserError, match="No checkpoint in .* reads back"):
+        run.trained_model(model)
+    assert [p.name for p in run.damaged_checkpoints()] == ["17.damaged"]
+    assert (tmp_path / "checkpoints" / "17.damaged" / "default").is_dir()
     with run.checkpoints() as checkpoints, pytest.raises(UserError, match="No checkpoint for"):
         checkpoints.restore(18)
 

@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -15,7 +16,7 @@ from flax import nnx
 import lnexp
 from lnexp import training
 from lnexp.errors import UserError
-from lnexp.models.skipthought import SkipThought, token_mean_loss
+from lnexp.models.skipthought import SkipThought, token_mean_loss, token_nll
 from lnexp.studies.skipthought.encode import SentenceEncoder
 
 
@@ -55,6 +56,15 @@ def test_tied_embeddings_give_vocab_logits():
     ids = random_ids(np.random.default_rng(1), 3, 5, 30)
     logits = model.logits(model.decoder_next, model.encode(ids), ids)
     assert logits.shape == (3, 5, 30)
+
+
+def test_token_nll_is_optax_op_for_op():
+    """The model needs only JAX; its per-token NLL is optax's, the same computation."""
+    optax = pytest.importorskip("optax")
+    logits, targets = jnp.zeros((2, 3, 6)), jnp.ones((2, 3), jnp.int32)
+    ours = jax.make_jaxpr(token_nll)(logits, targets)
+    theirs = jax.make_jaxpr(optax.softmax_cross_entropy_with_integer_labels)(logits, targets)
+    assert str(ours) == str(theirs)
 
 
 def test_token_mean_loss_weights_tokens_not_sentences():

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from lnexp.bench import recurrent
+from lnexp.bench import norms, recurrent
 from lnexp.bench.section import Section
 from lnexp.studies.draw import bench as draw
 from lnexp.studies.pimnist import bench as pimnist
@@ -19,6 +19,7 @@ from lnexp.studies.skipthought import bench as skipthought
 from lnexp.studies.transformer import bench as transformer
 
 SECTIONS: dict[str, Section] = {
+    "norms": norms,
     "pimnist": pimnist,
     "recurrent": recurrent,
     "skipthought": skipthought,
@@ -41,6 +42,7 @@ class BenchConfig(
     seeds.Settings,
     pimnist.Settings,
     recurrent.Settings,
+    norms.Settings,
 ):
     """Every section's settings in one frozen dataclass (each section reads its own); the fields,
     their defaults and their help are the sections' (``scripts/bench.py`` makes each a flag)."""

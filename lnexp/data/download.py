@@ -1,5 +1,7 @@
 """Command line: fetch the data sets lnexp uses, checked, into the layouts it reads.
 
+usage: python -m lnexp.data.download {mnist,senteval,books} [DIR] [flags]
+
 ::
 
     python -m lnexp.data.download mnist [DIR] [--url URL]
@@ -21,16 +23,20 @@ a command that failed halfway can simply be run again.
   ``--config.data.dir`` of ``configs/skipthought.py`` (:func:`lnexp.data.gutenberg.download_books`);
   ``--url``: a template with ``{id}``; ``--list``: another CSV of ``id,author,title``.
 
-It prints what was fetched, what was there and what failed; any failure ends with one ``error:``
-paragraph saying what to do, and exit status 2.
+Flags (``--url URL`` and ``--url=URL`` alike) may come before or after the data set and ``DIR``;
+a flag of another data set is refused. It prints what was fetched, what was there and what
+failed; any failure ends with one ``error:`` paragraph saying what to do, and exit status 2.
 """
 
 from __future__ import annotations
 
-import argparse
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
+from absl import flags
+
+from lnexp import cli
 from lnexp.data import gutenberg, mnist, senteval_sources
 from lnexp.data.cache import dataset_dir
 from lnexp.data.fetch import Report
@@ -39,50 +45,80 @@ from lnexp.errors import EXIT_INTERRUPTED, UserError, command_line
 _SHOWN_FAILURES = 10  # Failures listed one per line; the rest are counted.
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m lnexp.data.download",
-        description="Fetch a data set lnexp uses into DIR (default: its folder in the data cache, "
-        "$LNEXP_DATA/<name> or ~/.cache/lnexp/data/<name>).",
+DATASETS = ("mnist", "senteval", "books")
+"""The data sets the command fetches, the first argument of its command line."""
+
+_OPTIONS = {"mnist": ("url",), "senteval": ("tasks", "url"), "books": ("url", "list", "pause")}
+"""The flags each data set takes."""
+
+
+def define_flags() -> None:
+    """The command line's flags (defined only when the module runs as a program)."""
+    flags.DEFINE_string(
+        "url",
+        None,
+        f"mnist: a mirror directory URL (default {mnist.DEFAULT_URL}); senteval: a mirror holding "
+        "every source file by its name (default: the sources SentEval's script lists); books: "
+        f"a book URL template with {{id}} (default {gutenberg.DEFAULT_URL}).",
     )
-    commands = parser.add_subparsers(
-        dest="dataset", required=True, metavar="{mnist,senteval,books}"
+    flags.DEFINE_list(
+        "tasks",
+        list(senteval_sources.TASKS),
+        "senteval: comma-separated tasks (default: all of them).",
     )
-
-    p = commands.add_parser("mnist", help="the four MNIST IDX files, checked by SHA-256")
-    p.add_argument("dir", nargs="?", type=Path, help="where the files go")
-    p.add_argument("--url", default=mnist.DEFAULT_URL, help="a mirror directory URL")
-
-    p = commands.add_parser("senteval", help="SentEval's downstream tasks (data/downstream)")
-    p.add_argument("dir", nargs="?", type=Path, help="SentEval's data/downstream folder")
-    p.add_argument(
-        "--tasks",
-        default=",".join(senteval_sources.TASKS),
-        help="comma-separated tasks (default: all of %(default)s)",
+    flags.DEFINE_string(
+        "list", None, "books: a CSV of id,author,title (default: the shipped list)."
     )
-    p.add_argument("--url", help="a mirror holding every source file by its name")
-
-    p = commands.add_parser("books", help="Project Gutenberg novels as <Author>/<Title>.txt")
-    p.add_argument("dir", nargs="?", type=Path, help="the corpus folder")
-    p.add_argument("--url", default=gutenberg.DEFAULT_URL, help="book URL template with {id}")
-    p.add_argument("--list", type=Path, help="CSV of id,author,title (default: the shipped list)")
-    p.add_argument(
-        "--pause", type=float, default=gutenberg.PAUSE_S, help="seconds between requests"
-    )
-    return parser
+    flags.DEFINE_float("pause", gutenberg.PAUSE_S, "books: seconds between requests.")
 
 
-def run(args: argparse.Namespace) -> tuple[Report, Path, str]:
-    """Runs one download command; returns its report, the directory and what the things are."""
-    directory = args.dir if args.dir is not None else dataset_dir(args.dataset)
-    if args.dataset == "mnist":
-        return mnist.download_mnist(directory, args.url), directory, "MNIST files"
-    if args.dataset == "senteval":
-        tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
-        report = senteval_sources.download_senteval(directory, tasks, url=args.url)
+def parse_arguments(argv: Sequence[str]) -> tuple[str, Path | None]:
+    """``[program, DATASET, DIR?]`` -> ``(DATASET, DIR or None)``; a usage error otherwise,
+    also for a flag of another data set."""
+    args = list(argv[1:])
+    if not args:
+        raise UserError(
+            f"Name the data set to fetch: one of {', '.join(DATASETS)} "
+            "(python -m lnexp.data.download mnist [DIR]; see --help)."
+        )
+    dataset, rest = args[0], args[1:]
+    if dataset not in DATASETS:
+        raise UserError(
+            f"Unknown data set {dataset!r}: the command fetches one of {', '.join(DATASETS)}."
+        )
+    if len(rest) > 1:
+        raise UserError(
+            f"Unexpected arguments: {' '.join(rest[1:])}. The command takes a data set and at "
+            f"most one directory (python -m lnexp.data.download {dataset} [DIR])."
+        )
+    others = [
+        f"--{name}"
+        for name in ("url", "tasks", "list", "pause")
+        if flags.FLAGS[name].present and name not in _OPTIONS[dataset]
+    ]
+    if others:
+        takes = ", ".join(f"--{name}" for name in _OPTIONS[dataset])
+        raise UserError(
+            f"{', '.join(others)}: not an option of {dataset} (it takes {takes}); see --help."
+        )
+    return dataset, Path(rest[0]) if rest else None
+
+
+def run(dataset: str, directory: Path | None = None) -> tuple[Report, Path, str]:
+    """Runs one download command with the parsed flags; returns its report, the directory and
+    what the things are."""
+    FLAGS = flags.FLAGS
+    directory = directory if directory is not None else dataset_dir(dataset)
+    if dataset == "mnist":
+        url = FLAGS.url or mnist.DEFAULT_URL
+        return mnist.download_mnist(directory, url), directory, "MNIST files"
+    if dataset == "senteval":
+        tasks = [t.strip() for t in FLAGS.tasks if t.strip()]
+        report = senteval_sources.download_senteval(directory, tasks, url=FLAGS.url)
         return report, directory, "SentEval tasks"
-    books = gutenberg.read_book_list(args.list) if args.list else None
-    report = gutenberg.download_books(directory, books=books, url=args.url, pause_s=args.pause)
+    books = gutenberg.read_book_list(Path(FLAGS.list)) if FLAGS.list else None
+    url = FLAGS.url or gutenberg.DEFAULT_URL
+    report = gutenberg.download_books(directory, books=books, url=url, pause_s=FLAGS.pause)
     return report, directory, "books"
 
 
@@ -125,19 +161,21 @@ def print_report(report: Report, directory: Path, what: str) -> None:
 
 
 @command_line
-def main(argv: list[str] | None = None) -> int:
-    """The command line; returns the exit status (0, or 2 after an ``error:`` paragraph)."""
-    args = build_parser().parse_args(argv)
+def main(argv: Sequence[str]) -> int:
+    """The command line (``argv``: the program, the data set, maybe DIR; the flags parsed);
+    returns the exit status (0, or 2 after an ``error:`` paragraph)."""
+    dataset, directory = parse_arguments(argv)
     try:
-        report, directory, what = run(args)
+        report, directory, what = run(dataset, directory)
     except KeyboardInterrupt:
         print("Interrupted; nothing incomplete was kept.", file=sys.stderr)
         return EXIT_INTERRUPTED
     print_report(report, directory, what)
     if report.failed:
-        raise UserError(failure_message(args.dataset, report, directory, what))
+        raise UserError(failure_message(dataset, report, directory, what))
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    define_flags()
+    cli.run(main, takes_arguments=True)

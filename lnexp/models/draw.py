@@ -45,14 +45,13 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-import optax
 from flax import nnx
 
 from lnexp.cells import LSTMCell
 
 Array = jax.Array
 
-__all__ = ["DRAW", "filterbank", "gaussian_kl", "negative_bound"]
+__all__ = ["DRAW", "bernoulli_nll", "filterbank", "gaussian_kl", "negative_bound"]
 
 
 def filterbank(
@@ -325,6 +324,24 @@ def gaussian_kl(mu: Array, log_sigma: Array) -> Array:
     return 0.5 * jnp.sum(jnp.square(mu) + jnp.exp(2 * log_sigma) - 2 * log_sigma - 1, axis=-1)
 
 
+def bernoulli_nll(logits: Array, labels: Array) -> Array:
+    """The negative log-likelihood of ``labels`` (in ``{0, 1}``) under ``Bernoulli(s(logits))``,
+    elementwise, in nats: ``optax.sigmoid_binary_cross_entropy`` by the same operations, so that
+    this module needs only JAX::
+
+        BCE = -x log s(c) - (1 - x) log(1 - s(c)),  log(1 - s(c)) = log s(-c)
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> from lnexp.models.draw import bernoulli_nll
+        >>> round(float(bernoulli_nll(jnp.float32(0.0), jnp.float32(1.0))), 4)  # log 2
+        0.6931
+    """
+    labels = labels.astype(logits.dtype)
+    log_p, log_not_p = jax.nn.log_sigmoid(logits), jax.nn.log_sigmoid(-logits)
+    return -labels * log_p - (1.0 - labels) * log_not_p
+
+
 def negative_bound(model: DRAW, x: Array, noise: Array) -> tuple[Array, Array, Array]:
     """The negative variational bound of each image in nats, and its two parts.
 
@@ -339,6 +356,6 @@ def negative_bound(model: DRAW, x: Array, noise: Array) -> tuple[Array, Array, A
         the glimpses' KL terms.
     """
     canvas, kl = model(x, noise)
-    recon = jnp.sum(optax.sigmoid_binary_cross_entropy(canvas, x.astype(jnp.float32)), -1)
+    recon = jnp.sum(bernoulli_nll(canvas, x.astype(jnp.float32)), -1)
     kl = jnp.sum(kl, axis=0)
     return recon + kl, recon, kl

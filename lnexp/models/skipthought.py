@@ -22,7 +22,6 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-import optax
 from flax import nnx
 
 from lnexp.cells import GRUCell, scan, symmetric_uniform
@@ -120,10 +119,27 @@ class SkipThought(nnx.Module):
         ):
             logits = self.logits(decoder, encoding, targets).astype(jnp.float32)
             mask = (targets != 0).astype(jnp.float32)
-            nll = optax.softmax_cross_entropy_with_integer_labels(logits, targets)
+            nll = token_nll(logits, targets)
             out[f"{name}_nll"] = jnp.sum(nll * mask, axis=-1)
             out[f"{name}_tokens"] = jnp.sum(mask, axis=-1)
         return out
+
+
+def token_nll(logits: Array, targets: Array) -> Array:
+    """The negative log-likelihood of each integer target under ``softmax(logits)`` over the last
+    axis, in nats: ``optax.softmax_cross_entropy_with_integer_labels`` by the same operations,
+    so that this module needs only JAX::
+
+        NLL = logsumexp_j(logits_j) - logits_target
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> from lnexp.models.skipthought import token_nll
+        >>> round(float(token_nll(jnp.zeros((1, 4)), jnp.array([2]))[0]), 4)  # log 4
+        1.3863
+    """
+    label_logits = jnp.take_along_axis(logits, targets[..., None], axis=-1).take(0, axis=-1)
+    return jax.nn.logsumexp(logits, axis=-1) - label_logits
 
 
 def token_mean_loss(values: dict[str, Any]) -> tuple[Array, dict[str, Array]]:

@@ -2,7 +2,11 @@
 
 Every cell is an ordinary run directory ``WORKDIR/<k1=v1,k2=v2>/seed=<s>/`` trained by
 :func:`lnexp.training.train_and_evaluate`, or with the other seeds of its configuration by
-:func:`lnexp.training.train_seeds` (so it resumes, and finished cells are skipped).
+:func:`lnexp.training.train_seeds` (so it resumes, and finished cells are skipped). A cell's
+directory is named by the values as they were written; its config is the config file's, with
+the shared overrides, then the cell's values, then its seed applied
+(:func:`lnexp.config.load_config`). Each value is read as ``--config.KEY=VALUE`` would read it
+(:func:`lnexp.config.parse_value`), and :func:`check_grid` reads them all before any training.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ from typing import Any
 
 import ml_collections
 
-from lnexp.config import load_config, parse_assignment
+from lnexp.config import load_config, parse_assignment, parse_value
 from lnexp.errors import UserError
 from lnexp.reporting.runs import read_metrics
 from lnexp.training.run_dir import RunDir
@@ -51,6 +55,27 @@ def expand_grid(grid: Sequence[str], seeds: int) -> list[Cell]:
     ]
 
 
+def check_grid(config: ml_collections.ConfigDict, grid: Sequence[str]) -> None:
+    """Reads every value of every ``--grid KEY=V1,V2,...`` axis against ``config``'s fields, as
+    ``--config.KEY=V1`` would be read, so that a misspelled key or a value of the wrong type
+    stops the grid before its first cell trains.
+
+    Raises:
+        UserError: naming the axis and the key, for a key the config does not have, a value its
+            field's type cannot read, or an axis without values.
+    """
+    for text in grid:
+        key, values = parse_assignment(text)
+        given = [v.strip() for v in values.split(",") if v.strip()]
+        if not given:
+            raise UserError(f"--grid {text}: the axis has no values (KEY=V1,V2,...).")
+        for value in given:
+            try:
+                parse_value(config, key, value)
+            except UserError as e:
+                raise UserError(f"--grid {text}: {e}") from None
+
+
 def _finished(run_dir: Path, num_epochs: int) -> bool:
     records = read_metrics(run_dir)
     return bool(records) and records[-1]["epoch"] >= num_epochs
@@ -60,12 +85,17 @@ def run_grid(
     config_path: str,
     workdir: Path,
     cells: Sequence[Cell],
-    shared: Sequence[tuple[str, str]] = (),
+    shared: Sequence[tuple[str, Any]] = (),
     log=print,
     *,
     vectorize_seeds: bool = False,
 ) -> list[tuple[Cell, str]]:
     """Trains every unfinished cell, one after the other; returns the cells that failed.
+
+    ``config_path`` is the config file (``path[:arg]``); ``shared`` are the overrides every cell
+    shares, ``(key, value)`` pairs applied before the cell's own values (a text is read by
+    :func:`lnexp.config.parse_value`, any other value set as it is: what
+    :func:`lnexp.cli.config_source` gives for the command line's ``--config.KEY=VALUE``).
 
     With ``vectorize_seeds``, the unfinished seeds of a configuration that resume from the same
     step are trained together in one program (:func:`lnexp.training.train_seeds`). If that fails

@@ -22,13 +22,14 @@ from __future__ import annotations
 
 import json
 import math
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from absl import flags
 
+from lnexp import cli
 from lnexp.errors import UserError, command_line
 from lnexp.reporting.runs import Run, find_runs
 
@@ -117,29 +118,33 @@ def choice_markdown(rows: Sequence[dict[str, Any]], key: str, by: Sequence[str],
     return "\n".join(lines) + "\n"
 
 
-@command_line
-def main(argv: Sequence[str] | None = None) -> None:
-    import argparse
+def define_flags() -> None:
+    """The command line's flags (defined only when the module runs as a program)."""
+    flags.DEFINE_string("workdir", None, "The sweep's grid directory (of scripts/compare.py).")
+    flags.DEFINE_string("key", "optimizer.learning_rate", "The swept key.")
+    flags.DEFINE_string("by", "model.norm,batch_size", "Comma-separated keys of a configuration.")
+    flags.DEFINE_string("metric", "valid_error", "Lower is better; never a test metric.")
+    flags.mark_flag_as_required("workdir")
 
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--workdir", required=True, help="The sweep's grid directory.")
-    parser.add_argument("--key", default="optimizer.learning_rate", help="The swept key.")
-    parser.add_argument("--by", default="model.norm,batch_size", help="Keys of a configuration.")
-    parser.add_argument("--metric", default="valid_error", help="Lower is better; never test.")
-    args = parser.parse_args(argv)
-    by = [k for k in args.by.split(",") if k]
-    if args.metric.startswith("test"):
+
+@command_line
+def main(argv: Sequence[str]) -> None:
+    del argv
+    FLAGS = flags.FLAGS
+    by = [k for k in FLAGS.by.split(",") if k]
+    if FLAGS.metric.startswith("test"):
         raise UserError("Choose hyperparameters on the validation split, not on test.")
-    runs = find_runs(Path(args.workdir))
+    workdir = Path(FLAGS.workdir)
+    runs = find_runs(workdir)
     if not runs:
-        raise UserError(f"No run directories with metrics under {args.workdir}.")
-    rows = choose(runs, args.key, by, metric=args.metric)
-    text = choice_markdown(rows, args.key, by, args.metric)
-    workdir = Path(args.workdir)
+        raise UserError(f"No run directories with metrics under {workdir}.")
+    rows = choose(runs, FLAGS.key, by, metric=FLAGS.metric)
+    text = choice_markdown(rows, FLAGS.key, by, FLAGS.metric)
     (workdir / "choice.md").write_text(text)
     (workdir / "choice.json").write_text(json.dumps(rows, indent=2, default=str) + "\n")
     print(text)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    define_flags()
+    cli.run(main)

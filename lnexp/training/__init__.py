@@ -7,8 +7,12 @@
   with a seed axis of size 1 (one run) or ``S`` (vmapped);
 * :mod:`~lnexp.training.optimizer`: the optimizer of a config (Adam, AdamW, SGD; warmup and
   a constant or cosine learning-rate schedule);
-* :mod:`~lnexp.training.run_dir`: a run directory (config compatibility, ``config.json``,
-  checkpoints with the model apart from the optimizer state, ``metrics.jsonl``);
+* :mod:`~lnexp.training.run_dir`: a run directory (``config.json``, its lock,
+  ``metrics.jsonl``);
+* :mod:`~lnexp.training.checkpoints`: its checkpoints, the model apart from the optimizer state,
+  damaged ones set aside, the step a run resumes from;
+* :mod:`~lnexp.training.config_changes`: which config changes a run may resume across;
+* :mod:`~lnexp.training.disk_faults`: a full or read-only disk reported as one error;
 * :mod:`~lnexp.training.checks`: settings refused before any work;
 * :mod:`~lnexp.training.records`: an epoch's record, its log line, the divergence errors;
 * :mod:`~lnexp.training.batches`: the batch schedule;

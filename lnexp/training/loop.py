@@ -16,7 +16,7 @@ data and the loss. Its shape:
 * After each epoch (one pass over the data, or ``steps_per_epoch`` steps when the config sets
   it) every evaluation split is evaluated in one jitted pass, each seed's record goes to its
   ``metrics.jsonl`` and TensorBoard, and an orbax checkpoint of each seed's own state is written
-  (the last ``checkpoint.keep`` are kept; :mod:`lnexp.training.run_dir`). Re-running on the same
+  (the last ``checkpoint.keep`` are kept; :mod:`lnexp.training.checkpoints`). Re-running on the same
   run directories resumes from the last one, and since batches depend only on ``(seed, epoch)``
   a resumed run is bitwise identical on CPU.
 * SIGTERM (a cluster's preemption notice) or Ctrl-C stops the run after the chunk in flight,
@@ -65,10 +65,11 @@ from lnexp.errors import Interrupted
 from lnexp.studies import build_task
 from lnexp.training import checks, loss_scale, preemption, records
 from lnexp.training.batches import Schedule
+from lnexp.training.checkpoints import restore_readable
 from lnexp.training.metric_writers import MetricWriter, ProgressLine
 from lnexp.training.optimizer import make_optimizer
 from lnexp.training.preemption import StopSignals
-from lnexp.training.run_dir import RunDir, held, restore_readable
+from lnexp.training.run_dir import RunDir, held
 from lnexp.training.trainer import Trainer, TrainState, make_mesh, put
 
 
@@ -118,9 +119,9 @@ def train_seeds(
         UserError: For a config, data or divergence problem the user can fix, a task with
             sequence lengths, or seeds whose run directories resume from different steps.
 
-    Example:
-        >>> records = train_seeds(config, [0, 1, 2], [f"runs/ln/seed={s}" for s in range(3)])
-        ... # doctest: +SKIP
+    Usage (``config`` from :func:`lnexp.config.load_config`; trains, so not run as a doctest)::
+
+        records = train_seeds(config, [0, 1, 2], [f"runs/ln/seed={s}" for s in range(3)])
     """
     seeds = [int(s) for s in seeds]
     checks.check_seeds(seeds, [Path(w).resolve() for w in workdirs])

@@ -118,12 +118,11 @@ class Trainer:
         loss_scale: Dynamic loss scaling (float16 models; see the module docstring), or
             ``None``.
 
-    Example:
-        >>> trainer = Trainer(task, tx, mesh, seed)  # doctest: +SKIP
-        >>> together = Trainer(task, tx, mesh, [0, 1], models=[task.model, other.model])
-        ... # doctest: +SKIP
-        >>> state, metrics = together.train_chunk(state, data, together.stack_chunks(chunks))
-        ... # doctest: +SKIP
+    Usage (as :mod:`lnexp.training.loop` builds it from a task, an optimizer and a mesh)::
+
+        trainer = Trainer(task, tx, mesh, seed)
+        together = Trainer(task, tx, mesh, [0, 1], models=[task.model, other.model])
+        state, metrics = together.train_chunk(state, data, together.stack_chunks(chunks))
     """
 
     def __init__(

@@ -14,7 +14,6 @@ points elsewhere when the MNIST files moved).
 
 from __future__ import annotations
 
-import argparse
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -22,8 +21,10 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+from absl import flags
 from flax import nnx
 
+from lnexp import cli
 from lnexp.errors import UserError, command_line
 from lnexp.models.draw import DRAW
 from lnexp.studies.draw import task as experiment
@@ -110,25 +111,30 @@ def write_pictures(
     return paths
 
 
+def define_flags() -> None:
+    """The command line's flags (defined only when the module runs as a program)."""
+    flags.DEFINE_string("workdir", None, "A DRAW run directory.")
+    flags.DEFINE_integer("samples", 64, "Samples from the prior.")
+    flags.DEFINE_integer("digits", 8, "Test digits redrawn.")
+    flags.DEFINE_integer("glimpse_columns", 8, "Canvases shown per digit.")
+    flags.DEFINE_integer("seed", 0, "The prior samples' seed.")
+    flags.DEFINE_integer("checkpoint", None, "Step (default: newest).")
+    flags.DEFINE_string("data_dir", None, "MNIST's IDX files, if moved.")
+    flags.mark_flag_as_required("workdir")
+
+
 @command_line
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--workdir", type=Path, required=True, help="A DRAW run directory.")
-    parser.add_argument("--samples", type=int, default=64, help="Samples from the prior.")
-    parser.add_argument("--digits", type=int, default=8, help="Test digits redrawn.")
-    parser.add_argument("--glimpse_columns", type=int, default=8, help="Canvases shown per digit.")
-    parser.add_argument("--seed", type=int, default=0, help="The prior samples' seed.")
-    parser.add_argument("--checkpoint", type=int, default=None, help="Step (default: newest).")
-    parser.add_argument("--data_dir", default=None, help="MNIST's IDX files, if moved.")
-    args = parser.parse_args(argv)
+def main(argv: Sequence[str]) -> int:
+    del argv
+    FLAGS = flags.FLAGS
     paths = write_pictures(
-        args.workdir,
-        samples=args.samples,
-        digits=args.digits,
-        glimpse_columns=args.glimpse_columns,
-        seed=args.seed,
-        step=args.checkpoint,
-        data_dir=args.data_dir,
+        Path(FLAGS.workdir),
+        samples=FLAGS.samples,
+        digits=FLAGS.digits,
+        glimpse_columns=FLAGS.glimpse_columns,
+        seed=FLAGS.seed,
+        step=FLAGS.checkpoint,
+        data_dir=FLAGS.data_dir,
     )
     for path in paths.values():
         print(f"Wrote {path}")
@@ -136,4 +142,5 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    define_flags()
+    cli.run(main)

@@ -18,14 +18,15 @@ at the last epoch the figure shows.
 
 from __future__ import annotations
 
-import argparse
 import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from absl import flags
 
+from lnexp import cli
 from lnexp.errors import UserError, command_line
 from lnexp.reporting import runs as run_files
 from lnexp.reporting.runs import Run
@@ -241,19 +242,23 @@ def write(workdir: Path, out: Path, *, export: bool = False) -> str:
     return text
 
 
+def define_flags() -> None:
+    """The command line's flags (defined only when the module runs as a program)."""
+    flags.DEFINE_string("workdir", None, "A grid over model.norm (of scripts/compare.py).")
+    flags.DEFINE_string("out", None, "Directory for the report.")
+    flags.DEFINE_bool("export", False, "Also copy the runs' metrics into OUT/draw_runs.")
+    flags.mark_flags_as_required(["workdir", "out"])
+
+
 @command_line
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--workdir", type=Path, required=True, help="A grid over model.norm.")
-    parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument(
-        "--export", action="store_true", help="Also copy the runs' metrics into OUT/draw_runs."
-    )
-    args = parser.parse_args(argv)
-    print(write(args.workdir, args.out, export=args.export))
-    print(f"Wrote the report into {args.out}")
+def main(argv: Sequence[str]) -> int:
+    del argv
+    FLAGS = flags.FLAGS
+    print(write(Path(FLAGS.workdir), Path(FLAGS.out), export=FLAGS.export))
+    print(f"Wrote the report into {FLAGS.out}")
     return 0
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    define_flags()
+    cli.run(main)

@@ -27,14 +27,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from absl import app, flags
+from absl import flags
 from flax.traverse_util import flatten_dict
 
-from lnexp import config as config_files
+from lnexp import cli
 from lnexp.errors import UserError, command_line
 from lnexp.reporting.runs import Run, find_runs
 from lnexp.reporting.tuning import tail_mean
-from lnexp.training.run_dir import ADDED_FIELDS, RESUMABLE_CHANGES
+from lnexp.training.config_changes import RESUMABLE_CHANGES
 
 METHOD_KEY = "model.norm"
 CONTROL = "control"  # The label of the runs at the protocol itself.
@@ -46,9 +46,7 @@ IGNORED = frozenset({"seed", "data.dir", "data.source", *RESUMABLE_CHANGES})
 
 def choice_of(config: Mapping[str, Any], protocol: Mapping[str, Any]) -> dict[str, Any]:
     """The fields of the flattened run ``config`` that differ from the ``protocol`` (flattened),
-    other than ``model.norm`` and :data:`IGNORED`; a field the run's config.json predates
-    (:data:`lnexp.training.run_dir.ADDED_FIELDS`) counts at its old value."""
-    config = {**{k: v for k, v in ADDED_FIELDS.items() if k in protocol}, **config}
+    other than ``model.norm`` and :data:`IGNORED`."""
     changed = {}
     for key in sorted(set(config) | set(protocol)):
         if key in IGNORED or key == METHOD_KEY:
@@ -80,6 +78,14 @@ def ablate(
     for run in runs:
         if run.records[-1]["epoch"] < run.config["num_epochs"]:
             continue  # Still training.
+        if missing := sorted(k for k in protocol.keys() - run.config.keys() if k not in IGNORED):
+            raise UserError(
+                f"The config.json of the run {run.cell}/seed={run.seed} lacks fields of the "
+                f"protocol ({', '.join(missing)}): it was written before they existed. Add them "
+                "to its config.json with the values the run was trained with (CHANGELOG.md lists "
+                "those of runs written before a field existed), or move it out of the grid "
+                "directory."
+            )
         choice = choice_of(run.config, protocol)
         if len(choice) > 1:
             raise UserError(
@@ -242,36 +248,39 @@ def paper_final_errors(batch_size: int) -> dict[str, float]:
     return {m: float(c["test_error"][-1]) for (b, m), c in curves.items() if b == batch_size}
 
 
-_WORKDIR = flags.DEFINE_string("workdir", None, "The ablation's grid directory.")
-_CONFIG = flags.DEFINE_string("config", "configs/pimnist.py", "The protocol's config file.")
-_WINDOW = flags.DEFINE_integer("window", 20, "Epochs at the end of each run that are scored.")
+def define_flags() -> None:
+    """The command line's flags (defined only when the module runs as a program)."""
+    flags.DEFINE_string("workdir", None, "The ablation's grid directory.")
+    cli.define_config("configs/pimnist.py", "The protocol's config file.")
+    flags.DEFINE_integer("window", 20, "Epochs at the end of each run that are scored.")
+    flags.mark_flag_as_required("workdir")
 
 
 @command_line
 def main(argv: Sequence[str]) -> None:
     del argv
-    if not _WORKDIR.value:
-        raise UserError("--workdir is required: the ablation's grid directory.")
-    if _WINDOW.value < 1:
-        raise UserError(f"--window={_WINDOW.value}: score at least one epoch (e.g. --window=20).")
-    workdir = Path(_WORKDIR.value)
-    protocol_config = config_files.load_config(_CONFIG.value)
+    FLAGS = flags.FLAGS
+    if FLAGS.window < 1:
+        raise UserError(f"--window={FLAGS.window}: score at least one epoch (e.g. --window=20).")
+    workdir = Path(FLAGS.workdir)
+    protocol_config = FLAGS.config
     protocol = flatten_dict(protocol_config.to_dict(), sep=".")
     runs = find_runs(workdir)
     if not runs:
         raise UserError(f"No run directories with metrics under {workdir}.")
-    rows = ablate(runs, protocol, window=_WINDOW.value)
+    rows = ablate(runs, protocol, window=FLAGS.window)
     if not rows:
         raise UserError(f"No run under {workdir} has finished yet.")
     choices = choose(rows, protocol)
     paper = paper_final_errors(protocol_config.batch_size)
-    text = ablation_markdown(rows, choices, _WINDOW.value, paper)
+    text = ablation_markdown(rows, choices, FLAGS.window, paper)
     (workdir / "ablation.md").write_text(text)
-    report = {"window": _WINDOW.value, "rows": rows, "choices": choices}
+    report = {"window": FLAGS.window, "rows": rows, "choices": choices}
     (workdir / "ablation.json").write_text(json.dumps(report, indent=2) + "\n")
     print(text)
     print(f"Wrote {workdir / 'ablation.md'}, {workdir / 'ablation.json'}")
 
 
 if __name__ == "__main__":
-    app.run(main)
+    define_flags()
+    cli.run(main)

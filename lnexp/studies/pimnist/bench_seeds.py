@@ -56,9 +56,10 @@ def time_seeds(
         call, training steps per second summed over seeds, compile time, and the speedup over
         training the seeds one after the other (1.0 for the first row).
 
-    Example:
-        >>> rows = time_seeds(config, 4)  # doctest: +SKIP
-        >>> rows[1]["speedup"]  # doctest: +SKIP
+    Usage (times training, so not run as a doctest)::
+
+        rows = time_seeds(config, 4)
+        rows[1]["speedup"]
     """
     if num_seeds < 1 or repeats < 1 or warmup < 0:
         raise UserError(

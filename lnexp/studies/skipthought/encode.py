@@ -19,9 +19,10 @@ from pathlib import Path
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-from absl import app, flags, logging
+from absl import flags, logging
 from flax import nnx
 
+from lnexp import cli
 from lnexp.data.text import Vocabulary, sentence_ids_from_text
 from lnexp.errors import UserError, command_line
 from lnexp.studies.skipthought.task import build_model
@@ -132,4 +133,4 @@ if __name__ == "__main__":
     flags.DEFINE_string("input", None, "Text file, one sentence per line.")
     flags.DEFINE_string("output", None, "Where the .npy of vectors goes.")
     flags.DEFINE_integer("checkpoint", None, "Checkpoint step (default: the latest).")
-    app.run(main)
+    cli.run(main)

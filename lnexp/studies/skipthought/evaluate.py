@@ -41,8 +41,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from absl import app, flags, logging
+from absl import flags, logging
 
+from lnexp import cli
 from lnexp.data import senteval
 from lnexp.errors import UserError, command_line
 
@@ -480,4 +481,4 @@ if __name__ == "__main__":
         "Standardize the vectors before the logistic regressions (the skip-thought protocol "
         "feeds them as they are).",
     )
-    app.run(main)
+    cli.run(main)

@@ -12,12 +12,14 @@ second matrix, ``proj`` here). The seed sets both the initialization and the bat
 Command (writes ``OUT/gradients.json``, ``OUT/gradients.md`` and ``OUT/gradients.png``)::
 
     python -m lnexp.studies.transformer.gradients --config configs/transformer.py \\
-        --set data.dir=PATH_TO_BOOKS --depths 6,12 --seeds 3 --out results/transformer_gradients
+        --config.data.dir=PATH_TO_BOOKS --depths 6,12 --seeds 3 --out results/transformer_gradients
+
+(``--config`` defaults to ``configs/transformer.py``; ``--config.KEY=VALUE`` overrides any of its
+fields, as for ``python -m lnexp.main``.)
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 from collections.abc import Sequence
 from pathlib import Path
@@ -26,11 +28,12 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+from absl import flags
 from flax import nnx
 
-from lnexp import config as config_files
+from lnexp import cli
 from lnexp.data.chars import load_char_corpus
-from lnexp.errors import command_line
+from lnexp.errors import UserError, command_line
 from lnexp.studies.transformer import task as experiment
 
 MATRICES = (("attn", "qkv"), ("attn", "out"), ("mlp", "fc"), ("mlp", "proj"))
@@ -156,25 +159,33 @@ def write(rows: Sequence[dict], out: Path) -> None:
     figure(rows, out / "gradients.png")
 
 
+def define_flags() -> None:
+    """The command line's flags (defined only when the module runs as a program)."""
+    cli.define_config("configs/transformer.py", "The Transformer's config file.")
+    flags.DEFINE_list("depths", ["6", "12"], "Comma-separated depths.")
+    flags.DEFINE_integer("seeds", 3, "Seeds 0..N-1: each sets the initialization and the batch.")
+    flags.DEFINE_integer("batch_size", 64, "Training windows in the batch of each gradient.")
+    flags.DEFINE_string("out", None, "Directory for the JSON, table and figure.")
+    flags.mark_flag_as_required("out")
+
+
 @command_line
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--config", default="configs/transformer.py")
-    parser.add_argument("--set", action="append", default=[], help="KEY=VALUE override.")
-    parser.add_argument("--depths", default="6,12", help="Comma-separated depths.")
-    parser.add_argument("--seeds", type=int, default=3)
-    parser.add_argument("--batch_size", type=int, default=64)
-    parser.add_argument("--out", required=True, help="Directory for the JSON, table and figure.")
-    args = parser.parse_args(argv)
-    overrides = [config_files.parse_assignment(s) for s in args.set]
-    config = config_files.load_config(args.config, overrides)
-    depths = [int(d) for d in args.depths.split(",") if d.strip()]
-    rows = measure(config, depths=depths, seeds=args.seeds, batch_size=args.batch_size)
-    write(rows, Path(args.out))
+def main(argv: Sequence[str]) -> int:
+    del argv
+    FLAGS = flags.FLAGS
+    try:
+        depths = [int(d) for d in FLAGS.depths if d.strip()]
+    except ValueError:
+        raise UserError(
+            f"--depths={','.join(FLAGS.depths)}: expected integers, e.g. 6,12."
+        ) from None
+    rows = measure(FLAGS.config, depths=depths, seeds=FLAGS.seeds, batch_size=FLAGS.batch_size)
+    write(rows, Path(FLAGS.out))
     print(markdown(rows))
-    print(f"Wrote {args.out}/gradients.json, gradients.md, gradients.png")
+    print(f"Wrote {FLAGS.out}/gradients.json, gradients.md, gradients.png")
     return 0
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    define_flags()
+    cli.run(main)

@@ -22,14 +22,15 @@ and ``OUT/norms_runs/``, from which ``--warmup OUT/warmup_runs`` makes the same 
 
 from __future__ import annotations
 
-import argparse
 import json
 import re
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+from absl import flags
 
+from lnexp import cli
 from lnexp.errors import UserError, command_line
 from lnexp.reporting import grid, runs
 from lnexp.reporting.runs import Run, find_runs
@@ -260,22 +261,28 @@ def write(
     return "\n".join(text)
 
 
+def define_flags() -> None:
+    """The command line's flags (defined only when the module runs as a program)."""
+    flags.DEFINE_string("warmup", None, "The placement x rate x warmup grid (WORKDIR).")
+    flags.DEFINE_string("norms", None, "The layer/rms/none grid (WORKDIR).")
+    flags.DEFINE_string("out", None, "Directory for the reports.")
+    flags.DEFINE_bool("export", False, "Also copy the runs' metrics into OUT/<grid>_runs.")
+    flags.mark_flag_as_required("out")
+
+
 @command_line
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--warmup", type=Path, help="The placement x rate x warmup grid.")
-    parser.add_argument("--norms", type=Path, help="The layer/rms/none grid.")
-    parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument(
-        "--export", action="store_true", help="Also copy the runs' metrics into OUT/<grid>_runs."
-    )
-    args = parser.parse_args(argv)
-    if args.warmup is None and args.norms is None:
+def main(argv: Sequence[str]) -> int:
+    del argv
+    FLAGS = flags.FLAGS
+    if FLAGS.warmup is None and FLAGS.norms is None:
         raise UserError("Pass --warmup WORKDIR and/or --norms WORKDIR (grids of compare.py).")
-    print(write(args.out, warmup=args.warmup, norms=args.norms, export=args.export))
-    print(f"Wrote the reports into {args.out}")
+    warmup = Path(FLAGS.warmup) if FLAGS.warmup is not None else None
+    norms = Path(FLAGS.norms) if FLAGS.norms is not None else None
+    print(write(Path(FLAGS.out), warmup=warmup, norms=norms, export=FLAGS.export))
+    print(f"Wrote the reports into {FLAGS.out}")
     return 0
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    define_flags()
+    cli.run(main)

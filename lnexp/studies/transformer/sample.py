@@ -30,9 +30,10 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-from absl import app, flags, logging
+from absl import flags, logging
 from flax import nnx
 
+from lnexp import cli
 from lnexp.data.chars import UNKNOWN, decode, encode
 from lnexp.errors import UserError, command_line
 from lnexp.studies.transformer.task import build_model
@@ -167,4 +168,4 @@ if __name__ == "__main__":
     flags.DEFINE_integer("top_k", None, "Sample among the k likeliest characters only.")
     flags.DEFINE_integer("seed", 0, "Random seed: the same seed gives the same text.")
     flags.DEFINE_integer("checkpoint", None, "Checkpoint step (default: the newest).")
-    app.run(main)
+    cli.run(main)
