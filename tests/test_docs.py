@@ -664,3 +664,15 @@ def test_every_readme_command_answers_help_with_the_flags_the_docs_use():
             if not re.search(rf"{dashes}(\[no\])?{re.escape(name)}(?![\w-])", text):
                 problems.append(f"{shown}: its help does not list {dashes}{name}")
     assert not problems, "\n".join(problems)
+
+
+def test_the_readme_table_lists_every_program_the_docs_use():
+    """ "The commands in the README table are all of them": every program a command of the
+    README or docs/ runs (but Python's own venv) has a row, so the --help test above runs it."""
+    programs = {help_argv(command)[0] for command in readme_table_commands()}
+
+    def listed(used: tuple[str, ...]) -> bool:
+        return any(tuple(p[: len(used)]) == used or used[: len(p)] == tuple(p) for p in programs)
+
+    used = {c.argv if c.kind == "python" else ("bash", c.argv[0]) for c in all_commands([])}
+    assert sorted(u for u in used if not listed(tuple(u)) and tuple(u) != ("-m", "venv")) == []
