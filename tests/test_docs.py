@@ -676,3 +676,64 @@ def test_the_readme_table_lists_every_program_the_docs_use():
 
     used = {c.argv if c.kind == "python" else ("bash", c.argv[0]) for c in all_commands([])}
     assert sorted(u for u in used if not listed(tuple(u)) and tuple(u) != ("-m", "venv")) == []
+
+
+def _workdir_in_results(args: list[str]) -> str | None:
+    for i, token in enumerate(args):
+        value = token.partition("=")[2] if token.startswith("--workdir=") else None
+        if token == "--workdir" and i + 1 < len(args):
+            value = args[i + 1]
+        if value and value.startswith("results/"):
+            return value
+    return None
+
+
+def test_documented_reports_on_committed_results_run_as_written(tmp_path):
+    """The quick commands of the README and docs/, as written: every report they run on a
+    folder of results/ (``scripts/compare.py --report``, the ablation's report), each on a copy
+    of that folder. Each exits 0 and, unless it asks for another epoch, rewrites the committed
+    markdown reports unchanged: the reports regenerate from the committed runs."""
+    import concurrent.futures
+    import shutil
+
+    reports = {("scripts/compare.py",), ("-m", "lnexp.studies.pimnist.ablation")}
+    jobs = {}
+    for command in all_commands([]):
+        workdir = _workdir_in_results(command.args)
+        if command.argv not in reports or workdir is None or "--export" in command.args:
+            continue
+        if command.argv == ("scripts/compare.py",) and "--report" not in command.args:
+            continue
+        jobs.setdefault(command.text, (command, workdir))
+    assert len(jobs) >= 3, sorted(jobs)
+
+    def run(index: int, command: Command, workdir: str):
+        root = tmp_path / str(index)
+        shutil.copytree(REPO / workdir, root / workdir)
+        for name in ("configs", "scripts"):
+            (root / name).symlink_to(REPO / name)
+        done = subprocess.run(
+            [sys.executable, *command.argv, *command.args],
+            cwd=root, capture_output=True, text=True, timeout=300, env=_env(),
+        )  # fmt: skip
+        return root, done
+
+    with concurrent.futures.ThreadPoolExecutor(max_workers=4) as pool:
+        futures = {
+            text: pool.submit(run, i, command, workdir)
+            for i, (text, (command, workdir)) in enumerate(sorted(jobs.items()))
+        }
+    problems = []
+    for text, future in futures.items():
+        command, workdir = jobs[text]
+        root, done = future.result()
+        if done.returncode != 0:
+            problems.append(f"{command.where}: `{text}` exited {done.returncode}:\n{done.stderr}")
+            continue
+        if any(a.startswith("--at_epoch") for a in command.args):
+            continue
+        for report in sorted((REPO / workdir).glob("*.md")):
+            written = root / workdir / report.name
+            if written.read_text(encoding="utf-8") != report.read_text(encoding="utf-8"):
+                problems.append(f"{command.where}: `{text}` rewrote {workdir}/{report.name}")
+    assert not problems, "\n\n".join(problems)
