@@ -40,22 +40,29 @@ def parse_assignment(text: str) -> tuple[str, str]:
     return key.strip(), value.strip()
 
 
+def _parent(config: ml_collections.ConfigDict, key: str) -> tuple[Any, str]:
+    """The ConfigDict holding the dotted ``key``'s last part, and that part; ``(None, leaf)``
+    when a parent along the way is missing or not a ConfigDict."""
+    *parents, leaf = key.split(".")
+    node: Any = config
+    for name in parents:
+        if not isinstance(node, ml_collections.ConfigDict) or name not in node:
+            return None, leaf
+        node = node[name]
+    return (node, leaf) if isinstance(node, ml_collections.ConfigDict) else (None, leaf)
+
+
 def has_key(config: ml_collections.ConfigDict, key: str) -> bool:
     """Whether the dotted ``key`` names a field of ``config``."""
-    node: Any = config
-    for name in key.split("."):
-        if not isinstance(node, ml_collections.ConfigDict) or name not in node:
-            return False
-        node = node[name]
-    return True
+    node, leaf = _parent(config, key)
+    return node is not None and leaf in node
 
 
-def _field_type(config: ml_collections.ConfigDict, key: str) -> str:
-    *parents, leaf = key.split(".")
-    node = config
-    for name in parents:
-        node = node[name]
-    return node.get_type(leaf).__name__
+def _no_key(key: str, value: Any) -> UserError:
+    return UserError(
+        f"The config has no key {key!r} (from {key}={value}); check its spelling against the "
+        "config file (every run's config.json lists its keys)."
+    )
 
 
 def parse_value(config: ml_collections.ConfigDict, key: str, text: str) -> Any:
@@ -69,10 +76,7 @@ def parse_value(config: ml_collections.ConfigDict, key: str, text: str) -> Any:
             of its type.
     """
     if not has_key(config, key):
-        raise UserError(
-            f"The config has no key {key!r} (from {key}={text}); check its spelling against "
-            "the config file (every run's config.json lists its keys)."
-        )
+        raise _no_key(key, text)
     argv = ["lnexp", f"--config.{key}={text}"]
     values = flags.FlagValues()
     try:
@@ -90,7 +94,8 @@ def parse_value(config: ml_collections.ConfigDict, key: str, text: str) -> Any:
 
 
 def _article(key: str, config: ml_collections.ConfigDict) -> str:
-    name = _field_type(config, key)
+    node, leaf = _parent(config, key)
+    name = node.get_type(leaf).__name__
     return f"{'an' if name[0] in 'aeiou' else 'a'} {name}"
 
 
@@ -101,17 +106,11 @@ def apply_overrides(
     any other value set as it is); returns ``config``."""
     pairs = overrides.items() if isinstance(overrides, Mapping) else overrides
     for key, value in pairs:
-        if not has_key(config, key):
-            raise UserError(
-                f"The config has no key {key!r} (from {key}={value}); check its spelling "
-                "against the config file (every run's config.json lists its keys)."
-            )
         if isinstance(value, str):
-            value = parse_value(config, key, value)
-        *parents, leaf = key.split(".")
-        node = config
-        for name in parents:
-            node = node[name]
+            value = parse_value(config, key, value)  # Refuses a missing key too.
+        elif not has_key(config, key):
+            raise _no_key(key, value)
+        node, leaf = _parent(config, key)
         try:
             node[leaf] = value
         except (TypeError, ValueError) as e:
@@ -167,10 +166,8 @@ def resolve_learning_rate(config: ml_collections.ConfigDict) -> ml_collections.C
         return config
 
     def value(key: str):
-        node = config
-        for name in key.split("."):
-            node = node[name]
-        return node
+        node, leaf = _parent(config, key)
+        return node[leaf]
 
     def matches(condition: str) -> bool:
         for assignment in condition.split(","):
