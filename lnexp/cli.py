@@ -51,7 +51,7 @@ import ml_collections
 from absl import app, flags
 from ml_collections import config_flags
 
-from lnexp.errors import exit_with_error
+from lnexp.errors import UserError, exit_with_error
 
 # The flags that define_config() defines belong to the command that calls it (its --help lists
 # them), not to this module; this module defines no flags of its own.
@@ -139,11 +139,14 @@ def _reported(argv: Sequence[str]) -> Iterator[None]:
         exit_with_error(unloadable(e))
     except (AttributeError, KeyError) as e:  # An override of a key the config does not have.
         exit_with_error(_missing_key(e, argv))
+    except Exception as e:  # A config file that is no Python (config_flags imports it here).
+        exit_with_error(unloadable(e))
 
 
 def _check_configs() -> None:
-    """config_flags defers a config file that cannot be read to the first use of the config;
-    reported here, before the command starts any work."""
+    """The parsed config checked before the command starts any work: a config file that cannot
+    be read (config_flags defers reading it to the first use), and every field of an
+    experiment's config (:func:`lnexp.studies.check_config`: ranges, names, the model)."""
     if CONFIG_FLAG not in flags.FLAGS:
         return
     flag = flags.FLAGS[CONFIG_FLAG]
@@ -153,8 +156,15 @@ def _check_configs() -> None:
     if config is not None and not isinstance(config, ml_collections.ConfigDict):
         try:
             config.to_dict()
-        except OSError as e:
+        except Exception as e:  # noqa: BLE001 (whatever the file raises: it cannot be loaded)
             exit_with_error(unloadable(e))
+    if isinstance(config, ml_collections.ConfigDict) and "experiment" in config:
+        from lnexp.studies import check_config  # Here: a command without a config needs no JAX.
+
+        try:
+            check_config(config)
+        except UserError as e:
+            exit_with_error(e)
 
 
 def parse_flags(argv: Sequence[str], *, takes_arguments: bool = False) -> list[str]:

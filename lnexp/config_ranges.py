@@ -1,7 +1,9 @@
-"""The valid range of every numeric config field, declared once: :data:`RANGES`.
+"""The valid values of every config field, declared once: :data:`RANGES` for the numbers,
+:data:`CHOICES` and :data:`TEXTS` for the strings.
 
-:func:`check_ranges` checks a whole config against the table before any work (the training
-loop's :func:`lnexp.training.checks.check_config` and ``python -m lnexp.main`` call it), and
+:func:`check_ranges` checks a whole config against the tables before any work (through
+:func:`lnexp.studies.check_config`, which the flag parsing of every command with a ``--config``
+and the training loop call before any run directory exists), and
 refuses the first value out of range with one :class:`~lnexp.errors.UserError` naming the field
 and its range. A field is named by its dotted key (``optimizer.learning_rate``); the same key
 means the same thing in every config of ``configs/``. A tuple value (``model.hidden_sizes``,
@@ -9,16 +11,26 @@ means the same thing in every config of ``configs/``. A tuple value (``model.hid
 here. tests/test_faults.py fails for a numeric field of any config without an entry, so a new
 field gets its range when it is added.
 
-The string fields that name the computation dtype, the optimizer and its schedule have their
-valid names declared in :data:`CHOICES`, checked by the same :func:`check_ranges`, so a misspelt
-``optimizer.schedule`` (or ``dtype=float61``) is refused before any work too.
+Every number must also be finite and fit the type it is computed in: a float within float32's
+range, an integer within int32's (``inf``, ``nan`` and ``1e400`` are never a value), and a tuple
+of numbers holds numbers only (``--config.model.hidden_sizes=(a,b)`` is refused here, not deep
+inside JAX).
+
+The string fields that name a choice have their valid names declared in :data:`CHOICES` (those
+of the loop, the optimizer and the MNIST data) and in each study's ``CHOICES`` (its model's
+names, in ``lnexp/studies/<name>/task.py``, from the layers' own tables), checked by the same
+:func:`check_ranges`, so a misspelt ``optimizer.schedule`` (or ``model.norm=Layer``) is refused
+before any work too. The other string fields (a directory, a URL, a label) are declared in
+:data:`TEXTS`: never empty. tests/test_faults.py fails for a string field of any config that is
+in neither table.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import ml_collections
@@ -26,6 +38,8 @@ import ml_collections
 from lnexp.errors import UserError
 
 INF = math.inf
+FLOAT32_MAX = 3.4028234663852886e38  # numpy.finfo(numpy.float32).max: computed in float32.
+INT32_MAX = 2**31 - 1  # Sizes, counts and seeds become int32 arrays and indices.
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,7 +60,7 @@ class Range:
             return False
         if self.integer and not isinstance(value, int):
             return False
-        if isinstance(value, float) and math.isnan(value):
+        if not representable(value):
             return False
         above = value > self.low if self.open_low else value >= self.low
         below = value < self.high if self.open_high else value <= self.high
@@ -67,6 +81,13 @@ class Range:
         else:
             text = kind
         return text + (" (or None)" if self.optional else "")
+
+
+def representable(value: int | float) -> bool:
+    """Finite, and within the range of the type it is computed in (float32, int32)."""
+    if isinstance(value, int):
+        return -INT32_MAX - 1 <= value <= INT32_MAX
+    return math.isfinite(value) and abs(value) <= FLOAT32_MAX
 
 
 def _num(x: float) -> str:
@@ -150,29 +171,82 @@ RANGES: dict[str, Range] = {
 
 @dataclasses.dataclass(frozen=True)
 class Choice:
-    """One of ``values``, the names a string field accepts."""
+    """One of ``names``, the names a string field accepts (``optional``: or ``None``).
+    ``names`` may be a function giving them, read at each check (a registry that grows)."""
 
-    values: tuple[str, ...]
+    names: tuple[str, ...] | Callable[[], tuple[str, ...]]
     what: str = ""  # What the field is, for the message.
+    optional: bool = False
+
+    @property
+    def values(self) -> tuple[str, ...]:
+        return tuple(self.names() if callable(self.names) else self.names)
 
 
-# The string fields whose names the training machinery reads, by dotted key (the model's names,
-# such as model.norm, are checked by the layers that read them: lnexp.errors.config_key).
+# The string fields whose names the training machinery reads, by dotted key. A study's model
+# names (model.norm, ...) are declared in its task module's CHOICES (study_choices).
 CHOICES: dict[str, Choice] = {
+    "experiment": Choice(
+        ("pimnist", "seqmnist", "skipthought", "transformer", "draw"), "the experiment"
+    ),
     "dtype": Choice(("float32", "bfloat16", "float16"), "the computation dtype"),
     "optimizer.name": Choice(("adam", "adamw", "sgd"), "the optimizer"),
     "optimizer.schedule": Choice(("constant", "cosine"), "the learning-rate schedule"),
-    "data.input_scaling": Choice(("unit", "standardize"), "MNIST's input scaling"),
+    "data.source": Choice(("cache", "tfds"), "where MNIST comes from"),
 }
 
 
-def check_choice(key: str, value: Any) -> None:
-    """Refuses ``value`` for the field ``key`` unless it is one of its :data:`CHOICES`.
+@dataclasses.dataclass(frozen=True)
+class Text:
+    """A string field that is not a choice: never empty; ``url``: an ``http(s)://`` or
+    ``file://`` address; ``optional``: ``None`` is allowed (left unset)."""
+
+    what: str
+    url: bool = False
+    optional: bool = False
+
+    def problem(self, value: Any) -> str | None:
+        """Why ``value`` is no value of the field, or ``None``."""
+        if not isinstance(value, str):
+            return f"{self.what} must be a string"
+        if not value.strip():
+            unset = " (leave the field out to leave it unset)" if self.optional else ""
+            return f"{self.what} must not be empty{unset}"
+        if self.url and not value.startswith(("http://", "https://", "file://")):
+            return f"{self.what} must be an http://, https:// or file:// address"
+        return None
+
+
+# Every other string field of every config in configs/, by dotted key.
+TEXTS: dict[str, Text] = {
+    "variant": Text("the config's variant (a label)"),
+    "data.dir": Text("the data directory", optional=True),
+    "data.url": Text("the address MNIST is downloaded from", url=True),
+    "data.binarized_dir": Text("the binarized MNIST directory", optional=True),
+    "data.cache_dir": Text("the corpus cache directory", optional=True),
+}
+
+
+def study_choices(experiment: Any) -> Mapping[str, Choice]:
+    """The choices a study declares for its fields (its task module's ``CHOICES``, e.g. the
+    normalizations its model takes), or none for an unknown experiment (refused by
+    :data:`CHOICES`' ``experiment``)."""
+    if experiment not in CHOICES["experiment"].values:
+        return {}
+    module = importlib.import_module(f"lnexp.studies.{experiment}.task")
+    return getattr(module, "CHOICES", {})
+
+
+def check_choice(key: str, value: Any, choices: Mapping[str, Choice] | None = None) -> None:
+    """Refuses ``value`` for the field ``key`` unless it is one of its names (in ``choices``,
+    by default :data:`CHOICES`).
 
     Raises:
         UserError: naming the field, its value, the valid values and the fix.
     """
-    choice = CHOICES[key]
+    choice = (CHOICES if choices is None else choices)[key]
+    if value is None and choice.optional:
+        return
     if value not in choice.values:
         names = ", ".join(repr(v) for v in choice.values)
         raise UserError(
@@ -212,26 +286,45 @@ def check_ranges(config: ml_collections.ConfigDict) -> None:
     Raises:
         UserError: naming the field, its value and the valid range or names.
     """
+    choices = {**CHOICES, **study_choices(config.get("experiment"))}
     for key, value in flat_items(config):
-        if key in CHOICES:
-            check_choice(key, value)
-            continue
-        allowed = RANGES.get(key)
-        if allowed is None or (value is None and allowed.optional):
-            continue  # Not a field of a config in configs/ (tests/test_faults.py).
-        is_tuple = isinstance(value, tuple | list)
-        values = _elements(value) if is_tuple else [value]
-        bad = [v for v in values if not allowed.contains(v)]
-        if bad:
-            raise UserError(
-                f"config.{key}={value!r} is out of range: {allowed.what} must be "
-                f"{allowed.describe()}{f' (not {bad[0]!r})' if is_tuple else ''}. "
-                f"Set a valid value with --config.{key}=VALUE."
+        if key in choices:
+            check_choice(key, value, choices)
+        elif key in TEXTS:
+            text = TEXTS[key]
+            why = None if value is None and text.optional else text.problem(value)
+            if why:
+                raise UserError(
+                    f"config.{key}={value!r} is not valid: {why}. Set it with --config.{key}=VALUE."
+                )
+        elif key in RANGES and not (value is None and RANGES[key].optional):
+            _check_range(key, value, RANGES[key])
+        # Else not a field of a config in configs/ (tests/test_faults.py).
+
+
+def _check_range(key: str, value: Any, allowed: Range) -> None:
+    is_tuple = isinstance(value, tuple | list)
+    values = _elements(key, value) if is_tuple else [value]
+    bad = [v for v in values if not allowed.contains(v)]
+    if bad:
+        number = isinstance(bad[0], int | float) and not isinstance(bad[0], bool)
+        also = ""
+        if number and not representable(bad[0]):
+            also = (
+                f", at most {INT32_MAX}" if allowed.integer else ", finite and in float32's range"
             )
+        raise UserError(
+            f"config.{key}={value!r} is out of range: {allowed.what} must be "
+            f"{allowed.describe()}{also}{f' (not {bad[0]!r})' if is_tuple else ''}. "
+            f"Set a valid value with --config.{key}=VALUE."
+        )
 
 
-def _elements(value: Any) -> list[Any]:
-    """The elements of a (nested) tuple, strings left out (``tuned_rates``' conditions)."""
-    if isinstance(value, tuple | list):
-        return [e for v in value for e in _elements(v)]
-    return [] if isinstance(value, str) else [value]
+def _elements(key: str, value: tuple | list) -> list[Any]:
+    """The numbers of a tuple field: its elements, or for ``optimizer.tuned_rates`` (pairs of
+    a condition and a rate) the rates, a malformed pair being a bad element itself."""
+    if key != "optimizer.tuned_rates":
+        return list(value)
+    pairs = [p for p in value if isinstance(p, tuple | list) and len(p) == 2]
+    malformed = [p for p in value if p not in pairs or not isinstance(p[0], str)]
+    return malformed[:1] + [rate for _, rate in pairs]

@@ -48,12 +48,21 @@ class Interrupted(Exception):
         self.exit_status = EXIT_TERMINATED if signal_name == "SIGTERM" else EXIT_INTERRUPTED
 
 
+def one_line(message: object) -> str:
+    """``message`` as one line: line breaks in it (a value the user typed may hold some) written
+    as escapes (``\\n``), so that the paragraph stays one."""
+    return str(message).translate(_LINE_BREAKS)
+
+
+_LINE_BREAKS = {ord(c): repr(c)[1:-1] for c in "\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029"}
+
+
 def print_error(message: object) -> None:
     """Prints ``error: <message>`` on stderr, on a line of its own (after a progress line that
     a terminal shows in place)."""
     sys.stdout.flush()
     start = "\n" if sys.stderr.isatty() else ""
-    print(f"{start}error: {message}", file=sys.stderr)
+    print(f"{start}error: {one_line(message)}", file=sys.stderr)
 
 
 def exit_with_error(message: object) -> NoReturn:
@@ -87,7 +96,7 @@ def command_line(main: Callable[P, int | None]) -> Callable[P, int | None]:
         except Interrupted as e:
             sys.stdout.flush()
             start = "\n" if sys.stderr.isatty() else ""
-            print(f"{start}stopped: {e}", file=sys.stderr)
+            print(f"{start}stopped: {one_line(e)}", file=sys.stderr)
             return e.exit_status
         except KeyboardInterrupt:
             print("\nInterrupted.", file=sys.stderr)

@@ -11,59 +11,60 @@ pod); see :mod:`lnexp.training.distributed`.
 
 from absl import flags
 
-from lnexp import cli
-from lnexp.config_ranges import check_ranges
+from lnexp import cli, flag_kinds
 from lnexp.errors import command_line
 from lnexp.training import distributed
 from lnexp.training.loop import train_and_evaluate
 from lnexp.training.metric_writers import quiet_library_logs
 
-_CONFIG = cli.define_config(None, "Experiment config file, e.g. configs/pimnist.py.")
-_WORKDIR = flags.DEFINE_string("workdir", None, "Run directory (created; resumed if it exists).")
-flags.mark_flags_as_required(["config", "workdir"])
 
-# A run over several processes (lnexp.training.distributed); unset flags fall back to the
-# variables named.
-_COORDINATOR_ADDRESS = flags.DEFINE_string(
-    "coordinator_address",
-    None,
-    "HOST:PORT of process 0's coordinator service, the same for every process of a run over "
-    "several processes (default: $JAX_COORDINATOR_ADDRESS).",
-)
-_NUM_PROCESSES = flags.DEFINE_integer(
-    "num_processes", None, "Number of processes of the run (default: $JAX_NUM_PROCESSES)."
-)
-_PROCESS_ID = flags.DEFINE_integer(
-    "process_id", None, "This process's number, 0 .. num_processes - 1 (default: $JAX_PROCESS_ID)."
-)
-_LOCAL_DEVICE_IDS = flags.DEFINE_list(
-    "local_device_ids",
-    None,
-    "Local devices this process uses, e.g. 0,1 (default: $JAX_LOCAL_DEVICE_IDS, else all).",
-)
-_DISTRIBUTED = flags.DEFINE_bool(
-    "distributed",
-    None,
-    "Let JAX detect the settings above from the cluster (SLURM, Open MPI, Cloud TPU pods) "
-    "(default: $LNEXP_DISTRIBUTED=1).",
-)
+def define_flags() -> None:
+    """This command's flags (defined only when it runs: :mod:`lnexp.cli`)."""
+    cli.define_config(None, "Experiment config file, e.g. configs/pimnist.py.")
+    flag_kinds.path("workdir", None, "Run directory (created; resumed if it exists).")
+    flags.mark_flags_as_required(["config", "workdir"])
+    # A run over several processes (lnexp.training.distributed); unset flags fall back to the
+    # variables named.
+    flag_kinds.text(
+        "coordinator_address",
+        None,
+        "HOST:PORT of process 0's coordinator service, the same for every process of a run "
+        "over several processes (default: $JAX_COORDINATOR_ADDRESS).",
+    )
+    flag_kinds.count(
+        "num_processes", None, "Number of processes of the run (default: $JAX_NUM_PROCESSES)."
+    )
+    flag_kinds.count(
+        "process_id",
+        None,
+        "This process's number, 0 .. num_processes - 1 (default: $JAX_PROCESS_ID).",
+        low=0,
+    )
+    flag_kinds.counts(
+        "local_device_ids",
+        None,
+        "Local devices this process uses, e.g. 0,1 (default: $JAX_LOCAL_DEVICE_IDS, else all).",
+    )
+    flags.DEFINE_bool(
+        "distributed",
+        None,
+        "Let JAX detect the settings above from the cluster (SLURM, Open MPI, Cloud TPU pods) "
+        "(default: $LNEXP_DISTRIBUTED=1).",
+    )
 
 
 @command_line
 def main(argv: list[str]) -> None:
     del argv  # cli.run refuses arguments that are not flags.
     quiet_library_logs()
-    config = _CONFIG.value
-    check_ranges(config)  # Before any work: no process starts on a value out of range.
+    f = flags.FLAGS
+    config = f.config  # Checked by the flag parsing (lnexp.cli): ranges, names, model.
     distributed.initialize(
-        _COORDINATOR_ADDRESS.value,
-        _NUM_PROCESSES.value,
-        _PROCESS_ID.value,
-        _LOCAL_DEVICE_IDS.value,
-        _DISTRIBUTED.value,
+        f.coordinator_address, f.num_processes, f.process_id, f.local_device_ids, f.distributed
     )
-    train_and_evaluate(config, _WORKDIR.value)
+    train_and_evaluate(config, f.workdir)
 
 
 if __name__ == "__main__":
+    define_flags()
     cli.run(main)

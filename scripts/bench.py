@@ -27,64 +27,48 @@ import typing
 
 from absl import flags
 
-from lnexp import cli
+from lnexp import cli, flag_kinds
 from lnexp.bench.report import run_benchmark, to_markdown
+from lnexp.bench.section import define_flag
 from lnexp.bench.sections import SECTIONS, BenchConfig
-from lnexp.errors import UserError, command_line
-
-_SECTIONS = flags.DEFINE_list(
-    "sections", ["pimnist"], f"Sections to run, in order ({', '.join(SECTIONS)}), or 'all'."
-)
-_OUT = flags.DEFINE_string("out", "results/bench.json", "Where the JSON results go.")
-_MARKDOWN = flags.DEFINE_string("markdown", None, "Also write the markdown report here.")
+from lnexp.errors import command_line
 
 
-def _define_setting_flags() -> dict[str, tuple[flags.FlagHolder, type | None]]:
-    """One flag per field of :class:`BenchConfig` (the sections' settings), with the field's
-    default and help: name -> (flag, element type of a list flag, else None)."""
+def define_flags() -> None:
+    """The command line's flags: the sections, the outputs, and one flag per field of
+    :class:`BenchConfig` (the sections' settings), of the kind each field declares."""
+    flag_kinds.names(
+        "sections",
+        ["pimnist"],
+        f"Sections to run, in order ({', '.join(SECTIONS)}), or 'all'.",
+        list(SECTIONS),
+        extra=["all"],
+    )
+    flag_kinds.path("out", "results/bench.json", "Where the JSON results go.", kind="file")
+    flag_kinds.path("markdown", None, "Also write the markdown report here.", kind="file")
     types = typing.get_type_hints(BenchConfig)
-    defined = {}
     for field in dataclasses.fields(BenchConfig):
-        kind, help_text = types[field.name], field.metadata["help"]
-        element = None
-        if typing.get_origin(kind) is tuple:
-            element = typing.get_args(kind)[0]
-            flag = flags.DEFINE_list(field.name, [str(v) for v in field.default], help_text)
-        elif kind is bool:
-            flag = flags.DEFINE_bool(field.name, field.default, help_text)
-        elif kind is int:
-            flag = flags.DEFINE_integer(field.name, field.default, help_text)
-        else:  # str, or str | None
-            flag = flags.DEFINE_string(field.name, field.default, help_text)
-        defined[field.name] = (flag, element)
-    return defined
-
-
-_SETTINGS = _define_setting_flags()
+        define_flag(field, types[field.name])
 
 
 def _settings() -> BenchConfig:
-    values = {}
-    for name, (flag, element) in _SETTINGS.items():
-        if element is None:
-            values[name] = flag.value
-            continue
-        try:
-            values[name] = tuple(element(v) for v in flag.value)
-        except ValueError:
-            raise UserError(f"--{name} takes {element.__name__}s, got {flag.value}.") from None
-    return BenchConfig(**values)
+    values = {
+        field.name: flags.FLAGS[field.name].value for field in dataclasses.fields(BenchConfig)
+    }
+    return BenchConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
 
 
 @command_line
 def main(argv):
     del argv
-    results = run_benchmark(_SECTIONS.value, _settings(), out=_OUT.value, markdown=_MARKDOWN.value)
+    f = flags.FLAGS
+    results = run_benchmark(f.sections, _settings(), out=f.out, markdown=f.markdown)
     print(to_markdown(results))
-    written = [p for p in (_OUT.value, _MARKDOWN.value) if p]
+    written = [p for p in (f.out, f.markdown) if p]
     if written:
         print("Wrote " + ", ".join(written))
 
 
 if __name__ == "__main__":
+    define_flags()
     cli.run(main)

@@ -41,84 +41,105 @@ from pathlib import Path
 
 from absl import flags
 
-from lnexp import cli
+from lnexp import cli, flag_kinds
 from lnexp import config as config_files
 from lnexp.errors import UserError, command_line
 from lnexp.reporting import grid, runs, summary
 from lnexp.studies.pimnist import claims
 from lnexp.training.metric_writers import quiet_library_logs
 
-_CONFIG = cli.define_config(
-    None, "Config file of every cell, e.g. configs/pimnist.py (not needed with --report)."
-)
-_WORKDIR = flags.DEFINE_string("workdir", None, "Directory holding one run directory per cell.")
-_GRID = flags.DEFINE_multi_string(
-    "grid",
-    [],
-    "KEY=V1,V2,...: one axis of the grid (repeat for more); each value read as "
-    "--config.KEY=V1 would be.",
-)
-_SEEDS = flags.DEFINE_integer("seeds", 1, "Seeds 0..N-1 per cell.")
-_VECTORIZE_SEEDS = flags.DEFINE_bool(
-    "vectorize_seeds",
-    False,
-    "Train the seeds of each configuration together in one program (jax.vmap over a seed "
-    "axis; faster for small models). Not for skip-thoughts.",
-)
-_REPORT = flags.DEFINE_bool("report", False, "Only aggregate existing run directories.")
-_LINES = flags.DEFINE_string("lines", None, "Key drawn as lines (default: the first grid key).")
-_COLUMNS = flags.DEFINE_string(
-    "columns", None, "Key drawn as columns (default: the second grid key)."
-)
-_METRICS = flags.DEFINE_list("metrics", ["train_nll", "test_error"], "Rows of the figure.")
-_METRIC = flags.DEFINE_string(
-    "metric", "test_error", "Metric of the table (valid_error when choosing hyperparameters)."
-)
-_EXPORT = flags.DEFINE_string(
-    "export", None, "Also copy every run's config.json and metrics.jsonl, and the report, here."
-)
-_AT_EPOCH = flags.DEFINE_integer("at_epoch", None, "Tabulate this epoch instead of the last.")
-_CLAIMS = flags.DEFINE_bool(
-    "claims",
-    False,
-    "Also test the paper's Figure 6 claims on the runs (PI-MNIST only) and write "
-    "WORKDIR/claims.md and WORKDIR/claims.json.",
-)
-_NLL_THRESHOLD = flags.DEFINE_float(
-    "nll_threshold",
-    claims.DEFAULT_NLL_THRESHOLD,
-    "--claims: the convergence test counts the epochs until the training NLL is below this.",
-)
-_ERROR_THRESHOLD = flags.DEFINE_float(
-    "error_threshold",
-    claims.DEFAULT_ERROR_THRESHOLD,
-    "--claims: the convergence test counts the epochs until the test error is below this "
-    "(a fraction: 0.02 is 2 %).",
-)
-flags.mark_flag_as_required("workdir")
+
+def define_flags() -> None:
+    """The command line's flags (defined only when it runs: :mod:`lnexp.cli`)."""
+    cli.define_config(
+        None, "Config file of every cell, e.g. configs/pimnist.py (not needed with --report)."
+    )
+    flag_kinds.path("workdir", None, "Directory holding one run directory per cell.")
+    flag_kinds.assignments(
+        "grid",
+        "KEY=V1,V2,...: one axis of the grid (repeat for more); each value read as "
+        "--config.KEY=V1 would be.",
+        example="model.norm=none,layer",
+    )
+    flag_kinds.count("seeds", 1, "Seeds 0..N-1 per cell.")
+    flags.DEFINE_bool(
+        "vectorize_seeds",
+        False,
+        "Train the seeds of each configuration together in one program (jax.vmap over a seed "
+        "axis; faster for small models). Not for skip-thoughts.",
+    )
+    flags.DEFINE_bool("report", False, "Only aggregate existing run directories.")
+    flag_kinds.text("lines", None, "Key drawn as lines (default: the first grid key).")
+    flag_kinds.text("columns", None, "Key drawn as columns (default: the second grid key).")
+    flag_kinds.texts(
+        "metrics",
+        ["train_nll", "test_error"],
+        "Rows of the figure.",
+        pattern=METRIC_NAME,
+        example="train_nll,test_error",
+    )
+    flag_kinds.text(
+        "metric",
+        "test_error",
+        "Metric of the table (valid_error when choosing hyperparameters).",
+        pattern=METRIC_NAME,
+    )
+    flag_kinds.path(
+        "export", None, "Also copy every run's config.json and metrics.jsonl, and the report, here."
+    )
+    flag_kinds.count("at_epoch", None, "Tabulate this epoch instead of the last.")
+    flags.DEFINE_bool(
+        "claims",
+        False,
+        "Also test the paper's Figure 6 claims on the runs (PI-MNIST only) and write "
+        "WORKDIR/claims.md and WORKDIR/claims.json.",
+    )
+    flag_kinds.number(
+        "nll_threshold",
+        claims.DEFAULT_NLL_THRESHOLD,
+        "--claims: the convergence test counts the epochs until the training NLL is below this.",
+        low=0.0,
+        open_low=True,
+    )
+    flag_kinds.number(
+        "error_threshold",
+        claims.DEFAULT_ERROR_THRESHOLD,
+        "--claims: the convergence test counts the epochs until the test error is below this "
+        "(a fraction: 0.02 is 2 %).",
+        low=0.0,
+        high=1.0,
+        open_low=True,
+    )
+    flags.mark_flag_as_required("workdir")
+
+
+METRIC_NAME = r"[a-z][a-z0-9_]*"
+"""A metric's name as a record holds it (``test_error``)."""
 
 
 @command_line
 def main(argv):
     del argv
     quiet_library_logs()
-    workdir = Path(_WORKDIR.value)
-    keys = [config_files.parse_assignment(g)[0] for g in _GRID.value]
-    line_key = _LINES.value or (keys[0] if keys else "model.norm")
-    column_key = _COLUMNS.value or (keys[1] if len(keys) > 1 else None)
-    if _REPORT.value and not _GRID.value and _COLUMNS.value is None:
+    f = flags.FLAGS
+    grid_axes = f.grid or []
+    workdir = Path(f.workdir)
+    keys = [config_files.parse_assignment(g)[0] for g in grid_axes]
+    line_key = f.lines or (keys[0] if keys else "model.norm")
+    column_key = f.columns or (keys[1] if len(keys) > 1 else None)
+    if f.report and not grid_axes and f.columns is None:
         column_key = "batch_size"
     claimed = None
-    if not _REPORT.value:
-        if _CONFIG.value is None:
+    if not f.report:
+        if f.config is None:
             raise UserError("--config is required to run a grid (or pass --report).")
-        if _CLAIMS.value:
+        if f.claims:
             _check_claims_config()
-        grid.check_grid(_CONFIG.value, _GRID.value)
-        cells = grid.expand_grid(_GRID.value, _SEEDS.value)
-        config_path, shared = cli.config_source(_CONFIG)
+        grid.check_grid(f.config, grid_axes)
+        cells = grid.expand_grid(grid_axes, f.seeds)
+        config_path, shared = cli.config_source(f[cli.CONFIG_FLAG])
         failures = grid.run_grid(
-            config_path, workdir, cells, shared, vectorize_seeds=_VECTORIZE_SEEDS.value
+            config_path, workdir, cells, shared, vectorize_seeds=f.vectorize_seeds
         )
         for cell, message in failures:
             print(f"FAILED {cell.run_dir(workdir)}: {message}", file=sys.stderr)
@@ -126,39 +147,41 @@ def main(argv):
         workdir,
         line_key=line_key,
         column_key=column_key,
-        metrics=_METRICS.value,
-        metric=_METRIC.value,
-        at_epoch=_AT_EPOCH.value,
+        metrics=f.metrics,
+        metric=f.metric,
+        at_epoch=f.at_epoch,
     )
-    if _CLAIMS.value:
+    if f.claims:
         claimed = claims.write_claims(
             workdir,
-            nll_threshold=_NLL_THRESHOLD.value,
-            error_threshold=_ERROR_THRESHOLD.value,
+            nll_threshold=f.nll_threshold,
+            error_threshold=f.error_threshold,
         )
-    if _EXPORT.value:
-        export_dir = Path(_EXPORT.value)
+    if f.export:
+        export_dir = Path(f.export)
         exported = runs.export(workdir, export_dir)
         names = ["figure.png", "summary.md", "summary.json"]
         names += [f for f in ("claims.md", "claims.json") if (workdir / f).exists()]
         for name in names:
             shutil.copyfile(workdir / name, export_dir / name)
         print(f"Exported {exported} runs and the report to {export_dir}")
-    print(summary.summary_markdown(rows, _METRIC.value))
+    print(summary.summary_markdown(rows, f.metric))
     print(f"Wrote {workdir / 'figure.png'}, {workdir / 'summary.md'}, {workdir / 'summary.json'}")
     if claimed is not None:
         print(claims.claims_markdown(claimed))
         print(f"Wrote {workdir / 'claims.md'}, {workdir / 'claims.json'}")
-    if not _REPORT.value and failures:
+    if not f.report and failures:
         return 1
     return 0
 
 
 def _check_claims_config() -> None:
     """Before training: --claims needs the PI-MNIST experiment (the claims are Figure 6's)."""
-    config_path, _ = cli.config_source(_CONFIG)
-    claims.check_experiment(_CONFIG.value.get("experiment"), config_path)
+    f = flags.FLAGS
+    config_path, _ = cli.config_source(f[cli.CONFIG_FLAG])
+    claims.check_experiment(f.config.get("experiment"), config_path)
 
 
 if __name__ == "__main__":
+    define_flags()
     cli.run(main)

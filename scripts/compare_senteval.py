@@ -12,47 +12,51 @@ from pathlib import Path
 
 from absl import flags
 
-from lnexp import cli
-from lnexp.errors import UserError, command_line
+from lnexp import cli, flag_kinds
+from lnexp.errors import command_line
 from lnexp.studies.skipthought import report as senteval_report
+from lnexp.studies.skipthought.evaluate import TASKS
 from lnexp.training.metric_writers import quiet_library_logs
 
-_RUNS = flags.DEFINE_multi_string("run", [], "LABEL=RUN_DIR, once per run.")
-_DATA = flags.DEFINE_string("data_dir", None, "SentEval's data/downstream directory.")
-_TASKS = flags.DEFINE_list("tasks", ["MR", "SUBJ", "TREC", "SICK"], "Tasks to evaluate.")
-_STEPS = flags.DEFINE_list("steps", None, "Checkpoint steps to evaluate (default: all).")
-_FOLDS = flags.DEFINE_integer("folds", 10, "Cross-validation folds.")
-_STANDARDIZE = flags.DEFINE_bool(
-    "standardize", False, "Standardize the vectors first (the paper's protocol does not)."
-)
-_OUT = flags.DEFINE_string("out", None, "Output directory.")
+
+def define_flags() -> None:
+    """The command line's flags (defined only when it runs: :mod:`lnexp.cli`)."""
+    flag_kinds.assignments(
+        "run", "LABEL=RUN_DIR, once per run.", example="plain=runs/st", value_is_dir=True
+    )
+    flag_kinds.path("data_dir", None, "SentEval's data/downstream directory.", must_exist=True)
+    flag_kinds.names("tasks", ["MR", "SUBJ", "TREC", "SICK"], "Tasks to evaluate.", TASKS)
+    flag_kinds.counts("steps", None, "Checkpoint steps to evaluate (default: all).")
+    flag_kinds.count("folds", 10, "Cross-validation folds.", low=2)
+    flags.DEFINE_bool(
+        "standardize", False, "Standardize the vectors first (the paper's protocol does not)."
+    )
+    flag_kinds.path("out", None, "Output directory.")
+    flags.mark_flags_as_required(["run", "data_dir", "out"])
 
 
 @command_line
 def main(argv):
     del argv
     quiet_library_logs()
-    if not _RUNS.value or not _DATA.value or not _OUT.value:
-        raise UserError("--run (at least one), --data_dir and --out are required.")
+    f = flags.FLAGS
     runs = {}
-    for spec in _RUNS.value:
-        label, sep, path = spec.partition("=")
-        if not sep or not label or not path:
-            raise UserError(f"--run {spec!r}: expected LABEL=RUN_DIR.")
-        runs[label] = Path(path)
-    steps = [int(s) for s in _STEPS.value] if _STEPS.value else None
+    for spec in f.run:
+        label, _, path = spec.partition("=")
+        runs[label.strip()] = Path(path.strip())
     senteval_report.report(
         runs,
-        Path(_DATA.value),
-        _TASKS.value,
-        Path(_OUT.value),
-        steps=steps,
-        folds=_FOLDS.value,
-        standardize=_STANDARDIZE.value,
+        Path(f.data_dir),
+        f.tasks,
+        Path(f.out),
+        steps=f.steps,
+        folds=f.folds,
+        standardize=f.standardize,
     )
-    print((Path(_OUT.value) / "table.md").read_text())
-    print(f"Wrote {_OUT.value}/figure.png, table.md, table.json")
+    print((Path(f.out) / "table.md").read_text())
+    print(f"Wrote {f.out}/figure.png, table.md, table.json")
 
 
 if __name__ == "__main__":
+    define_flags()
     cli.run(main)

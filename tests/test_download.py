@@ -168,7 +168,7 @@ def test_download_usage_errors_are_one_paragraph_and_status_2(tmp_path, capsys):
         (("mnst",), "Unknown data set 'mnst'"),
         (("mnist", str(tmp_path), "extra"), "Unexpected arguments: extra"),
         (("mnist", "--tasks", "MR"), "--tasks: not an option of mnist (it takes --url)"),
-        (("books", "--pause=soon"), "flag --pause=soon: could not convert"),
+        (("books", "--pause=soon"), "flag --pause=soon: 'soon' is not a number"),
         (("senteval", "--urll=x"), "Unknown command line flag 'urll'"),
     ]
     for args, words in cases:

@@ -297,7 +297,8 @@ def test_command_line_on_a_trained_run(tmp_path):
     record = json.loads(result_file.read_text())
     assert record["step"] == 20 and set(record["results"]) == {"SUBJ", "SICK"}
     assert "| SUBJ |" in out.stdout and "| SICK |" in out.stdout
-    bad = subprocess.run(cmd[:4] + [f"--data_dir={tmp_path / 'nowhere'}"], cwd=REPO,
+    (tmp_path / "empty").mkdir()  # A directory without the tasks' folders.
+    bad = subprocess.run(cmd[:4] + [f"--data_dir={tmp_path / 'empty'}"], cwd=REPO,
                          capture_output=True, text=True, env={"JAX_PLATFORMS": "cpu"})  # fmt: skip
     assert bad.returncode == 2 and "error: No folder" in bad.stderr
 
@@ -358,3 +359,9 @@ def test_report_evaluates_each_checkpoint_once_and_writes_the_table(tmp_path, mo
     assert (
         len(calls) == 8 and "Protocol: standardized" in (tmp_path / "out" / "table.md").read_text()
     )
+    # A saved evaluation cut short (or not a record) is evaluated again, never a traceback.
+    saved = tmp_path / "ln" / "eval" / "200.json"
+    saved.write_text(saved.read_text()[:20])
+    (tmp_path / "plain" / "eval" / "200.json").write_text("[]")
+    senteval_report.report(runs, tmp_path, ["MR"], tmp_path / "out", standardize=True)
+    assert sorted(calls[8:]) == [("ln", 200), ("plain", 200)]

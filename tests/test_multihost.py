@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import socket
 import subprocess
+import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -39,6 +40,7 @@ from lnexp.training.run_dir import RunDir
 NORM = "batch"  # Its statistics are over the global batch, which spans both processes.
 OVERRIDES = (f"--config.model.norm={NORM}", "--config.num_epochs=2")
 TIMEOUT_S = 240
+PEER_TIMEOUT_S = 20  # $LNEXP_PEER_TIMEOUT_S of these runs (60 s by default).
 
 
 def free_port() -> int:
@@ -53,15 +55,23 @@ def run_processes(
     *overrides: str,
     logs: Path,
     extra: tuple[tuple[str, ...], ...] = ((), ()),
+    fault: tuple[str, int] | None = None,
+    timeout_s: float = TIMEOUT_S,
 ) -> list[SimpleNamespace]:
     """Runs one process per entry of ``extra`` (its own further flags) as one run; returns each
-    one's ``returncode`` and ``stderr``. Kills them all past ``TIMEOUT_S``."""
+    one's ``returncode``, ``stderr`` and ``seconds``. Kills them all past ``timeout_s``.
+    ``fault``: ``(name, process)``, a disk fault injected into that process
+    (tests/faulty_process.py)."""
     port = free_port()
     logs.mkdir(parents=True, exist_ok=True)
     processes = []
+    start = time.monotonic()
     try:
         for i, flags in enumerate(extra):
-            command = cli_command(workdir, data_dir, *overrides) + [
+            command = cli_command(workdir, data_dir, *overrides)
+            if fault is not None:
+                command[1:3] = [str(REPO / "tests" / "faulty_process.py"), fault[0], str(fault[1])]
+            command += [
                 f"--coordinator_address=localhost:{port}",
                 f"--num_processes={len(extra)}",
                 f"--process_id={i}",
@@ -70,13 +80,20 @@ def run_processes(
             with (logs / f"{i}.log").open("w") as log:  # Files: a full pipe cannot block one.
                 processes.append(
                     subprocess.Popen(
-                        command, cwd=REPO, env=cli_env(1), stdout=log, stderr=subprocess.STDOUT
+                        command,
+                        cwd=REPO,
+                        env={**cli_env(1), "LNEXP_PEER_TIMEOUT_S": str(PEER_TIMEOUT_S)},
+                        stdout=log,
+                        stderr=subprocess.STDOUT,
                     )
                 )
     finally:
-        wait_all(processes, TIMEOUT_S)
+        wait_all(processes, timeout_s)
+    seconds = time.monotonic() - start
     return [
-        SimpleNamespace(returncode=p.returncode, stderr=(logs / f"{i}.log").read_text())
+        SimpleNamespace(
+            returncode=p.returncode, stderr=(logs / f"{i}.log").read_text(), seconds=seconds
+        )
         for i, p in enumerate(processes)
     ]
 
@@ -185,6 +202,70 @@ def test_processes_that_disagree_are_refused(tiny_mnist_dir, tmp_path, flags, wo
     for result in results:
         assert_clean_cli_error(result, *words)
     assert not (tmp_path / "elsewhere" / "config.json").exists()
+
+
+# --------------------------------------------------------------------------------------------
+# 1b. A disk fault seen by one process alone ends every process, soon, with the error.
+
+FAULT_BOUND_S = 100  # PEER_TIMEOUT_S, plus the processes' start (on a loaded machine).
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("fault", "process", "words"),
+    [
+        ("lock", 0, "the lock file .lock"),
+        ("config", 0, "config.json"),
+        ("record", 0, "metrics.jsonl"),
+        ("checkpoint", 1, "checkpoint"),
+    ],
+)
+def test_a_disk_fault_on_one_process_ends_every_process(
+    fault, process, words, tiny_mnist_dir, tmp_path
+):
+    """The process that met the fault says what it was; the other one says which process
+    stopped the run (for a checkpoint, whose write fails inside orbax's background save, JAX's
+    own message that another task died); both exit with an error within FAULT_BOUND_S, never
+    waiting at a collective until JAX's default timeouts (5 to 20 minutes)."""
+    results = run_processes(
+        tmp_path / "run",
+        tiny_mnist_dir,
+        *OVERRIDES,
+        logs=tmp_path / "logs",
+        fault=(fault, process),
+        timeout_s=FAULT_BOUND_S + 60,
+    )
+    assert results[0].seconds < FAULT_BOUND_S, (results[0].seconds, results[0].stderr[-2000:])
+    for i, result in enumerate(results):
+        assert result.returncode != 0, f"process {i}:\n{result.stderr[-3000:]}"
+    failed, other = results[process].stderr, results[1 - process].stderr
+    assert "Traceback" not in failed and "error: " in failed and words in failed, failed[-3000:]
+    told = f"error: Process {process} could not" in other and "Traceback" not in other
+    assert told or (fault == "checkpoint" and "another task died" in other), other[-3000:]
+
+
+@pytest.mark.slow
+def test_a_checkpoint_one_process_fails_to_read_part_way(two_process_run, tiny_mnist_dir, tmp_path):
+    """Process 1 alone fails to read each checkpoint, after orbax began: the processes agree
+    that it does not read back (moved aside, never deleted) and end together, soon."""
+    import shutil
+
+    workdir = shutil.copytree(two_process_run[0], tmp_path / "run")
+    steps = RunDir(workdir).checkpoint_steps()
+    results = run_processes(
+        workdir,
+        tiny_mnist_dir,
+        *OVERRIDES,
+        logs=tmp_path / "logs",
+        fault=("restore", 1),
+        timeout_s=FAULT_BOUND_S + 60,
+    )
+    assert results[0].seconds < FAULT_BOUND_S
+    for result in results:
+        assert_clean_cli_error(result, "No checkpoint in", "reads back")
+    assert sorted(p.name for p in (workdir / "checkpoints").iterdir()) == sorted(
+        f"{s}.damaged" for s in steps
+    )
 
 
 # --------------------------------------------------------------------------------------------

@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 from conftest import load_config
 
-from lnexp.config_ranges import CHOICES
 from lnexp.data.mnist import load_mnist, pixels_to_unit_interval
 from lnexp.errors import UserError
 from lnexp.models.initializers import get_initializer
@@ -35,8 +34,7 @@ def test_standardizer_uses_the_training_split_and_floors_the_std():
     np.testing.assert_allclose(jax.jit(standardize)(jnp.asarray(train)), x, rtol=1e-5, atol=1e-6)
 
 
-def test_input_scaling_choices_match_the_declared_names():
-    assert CHOICES["data.input_scaling"].values == pimnist.INPUT_SCALINGS
+def test_unit_scaling_is_the_default():
     config = load_config("pimnist")
     assert config.data.input_scaling == "unit"
 

@@ -185,3 +185,28 @@ def test_real_books_tiny_run(books_dir, corpus_cache, tmp_path):
     assert np.isfinite(record["valid_nll"]) and record["valid_next_ppl"] < 500
     stats = json.loads((tmp_path / "run" / "corpus_stats.json").read_text())
     assert stats["books"] >= 100
+
+
+def test_encode_refuses_a_damaged_vocabulary_and_moves_no_checkpoint(trained_run, tmp_path):
+    """vocab.txt cut short: the model built from it cannot hold the checkpoint, one paragraph,
+    the checkpoints untouched (never set aside as damaged for it)."""
+    import contextlib
+    import io
+    import shutil
+
+    from lnexp import cli
+    from lnexp.studies.skipthought import encode
+
+    run = shutil.copytree(trained_run / "run", tmp_path / "run")
+    words = (run / "vocab.txt").read_text(encoding="utf-8").splitlines()
+    (run / "vocab.txt").write_text("\n".join(words[: len(words) // 2]) + "\n", encoding="utf-8")
+    (tmp_path / "in.txt").write_text("a sentence .\n")
+    steps = sorted(p.name for p in (run / "checkpoints").iterdir())
+    argv = ["encode", f"--workdir={run}", f"--input={tmp_path / 'in.txt'}"]
+    argv.append(f"--output={tmp_path / 'out.npy'}")
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        status = cli.call(encode.main, argv, encode.define_flags)
+    assert status == 2 and "holds a model of other shapes" in err.getvalue(), err.getvalue()
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == steps
+    assert not (tmp_path / "out.npy").exists()

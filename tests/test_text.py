@@ -144,11 +144,13 @@ def test_cache_key_changes_with_contents_and_settings(tmp_path):
     assert text.corpus_key(paths, books, {"vocab_size": 10}) != key
 
 
-def test_corrupt_cache_is_rebuilt(tiny_books_dir, tmp_path):
+@pytest.mark.parametrize("damage", ["not a zip", "cut short"])
+def test_corrupt_cache_is_rebuilt(tiny_books_dir, tmp_path, damage):
     kwargs = dict(vocab_size=50, valid_books=1, cache_dir=tmp_path, show_progress=False)
     text.load_corpus(tiny_books_dir, **kwargs)
     (cache_file,) = tmp_path.glob("corpus-*.npz")
-    cache_file.write_bytes(b"not a zip file")
+    whole = cache_file.read_bytes()
+    cache_file.write_bytes(b"not a zip file" if damage == "not a zip" else whole[: len(whole) // 2])
     assert text.load_corpus(tiny_books_dir, **kwargs).stats["sentences"] == 240
 
 

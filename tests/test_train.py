@@ -407,7 +407,7 @@ def test_cli_unknown_norm(tiny_dir, tmp_path):
 
 def test_failed_start_does_not_block_the_corrected_run(tiny_dir, tmp_path):
     """A run refused for a bad config value leaves no config behind that refuses the fix."""
-    with pytest.raises(UserError, match="Unknown normalization 'foo'"):
+    with pytest.raises(UserError, match="config.model.norm='foo' is not a valid name"):
         training.train_and_evaluate(make_config(tiny_dir, model__norm="foo"), tmp_path)
     assert not (tmp_path / "config.json").exists()
     last = training.train_and_evaluate(make_config(tiny_dir, num_epochs=1), tmp_path)

@@ -341,3 +341,33 @@ def test_study_report_names_divergence_and_verdicts(tmp_path):
     for name in ("warmup.png", "norms.png"):
         assert (tmp_path / "out" / name).read_bytes()[:4] == b"\x89PNG"
     assert json.loads((tmp_path / "out/warmup.json").read_text())[0]["status"] == "diverged"
+
+
+def sample_command(workdir) -> tuple[int, str]:
+    """``python -m lnexp.studies.transformer.sample`` in this process."""
+    import contextlib
+    import io
+
+    from lnexp import cli
+    from lnexp.studies.transformer import sample
+
+    err = io.StringIO()
+    argv = ["sample", f"--workdir={workdir}", "--length=5"]
+    with contextlib.redirect_stderr(err):
+        return cli.call(sample.main, argv, sample.define_flags), err.getvalue()
+
+
+@pytest.mark.parametrize("damage", ['"abc', '{"a": 1}', '"ab"'])
+def test_sample_refuses_a_damaged_chars_json_and_moves_no_checkpoint(trained_run, tmp_path, damage):
+    """Cut short or not a string: one paragraph naming the file; one of the wrong length (the
+    model built from it cannot hold the checkpoint): one paragraph, the checkpoints untouched
+    (never set aside as damaged for it)."""
+    import shutil
+
+    run = shutil.copytree(trained_run, tmp_path / "run")
+    (run / "chars.json").write_text(damage)
+    steps = sorted(p.name for p in (run / "checkpoints").iterdir())
+    status, err = sample_command(run)
+    assert status == 2 and "Traceback" not in err, err
+    assert ("chars.json is damaged" in err) != ("holds a model of other shapes" in err), err
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == steps

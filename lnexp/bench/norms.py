@@ -25,7 +25,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from lnexp import norms
-from lnexp.bench.section import CommonSettings, check_at_least, setting
+from lnexp.bench.section import CommonSettings, setting
 from lnexp.bench.timing import Prepared, Row, prepare_jax, time_rows
 from lnexp.errors import UserError
 
@@ -39,19 +39,14 @@ class Settings(CommonSettings):
     norms_shapes: tuple[str, ...] = setting(
         ("32x64x128", "128x1000"),
         "norms: activation shapes, e.g. 32x64x128 (the Transformer's) and 128x1000 (the MLP's).",
+        pattern=r"[1-9][0-9]*(x[1-9][0-9]*)+",
+        example="32x64x128,128x1000",
     )
     residual_depth: int = setting(
-        4, "norms: residual blocks of the stack timed at the first shape (0: no stack rows)."
+        4, "norms: residual blocks of the stack timed at the first shape (0: no stack rows).", low=0
     )
     norms_repeats: int = setting(50, "norms: timed calls per row (median kept).")
-    norms_warmup: int = setting(5, "norms: untimed calls per row after compiling.")
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        check_at_least(self, 1, ("norms_repeats",))
-        check_at_least(self, 0, ("residual_depth", "norms_warmup"))
-        for text in self.norms_shapes:
-            parse_shape(text)
+    norms_warmup: int = setting(5, "norms: untimed calls per row after compiling.", low=0)
 
 
 def parse_shape(text: str) -> tuple[int, ...]:

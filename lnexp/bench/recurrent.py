@@ -24,7 +24,7 @@ import numpy as np
 from flax import nnx
 
 from lnexp import cells
-from lnexp.bench.section import CommonSettings, check_at_least, setting
+from lnexp.bench.section import CommonSettings, setting
 from lnexp.bench.timing import (
     TORCH_INSTALL,
     Prepared,
@@ -35,7 +35,6 @@ from lnexp.bench.timing import (
     prepare_jax,
     time_rows,
 )
-from lnexp.errors import UserError
 
 Array = jax.Array
 
@@ -49,15 +48,8 @@ class Settings(CommonSettings):
     input: int = setting(256, "recurrent: input features per time step.")
     steps: int = setting(30, "recurrent: time steps per sequence.")
     repeats: int = setting(20, "recurrent: timed steps per row (median kept).")
-    warmup: int = setting(3, "recurrent: untimed steps per row after compiling.")
+    warmup: int = setting(3, "recurrent: untimed steps per row after compiling.", low=0)
     unrolls: tuple[int, ...] = setting((1, 10), "recurrent: scan unroll factors.")
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        check_at_least(self, 1, ("batch", "hidden", "input", "steps", "repeats"))
-        check_at_least(self, 0, ("warmup",))
-        if not self.unrolls or min(self.unrolls) < 1:
-            raise UserError(f"--unrolls must be positive integers, got {list(self.unrolls)}.")
 
     @property
     def tokens(self) -> int:

@@ -5,9 +5,10 @@ A section is a module with
 
 * ``Settings``: a frozen dataclass of the section's own settings, subclassing
   :class:`CommonSettings` (or another section's ``Settings`` whose fields it reads too). Every
-  field has a default and ``metadata={'help': ...}``; ``scripts/bench.py`` makes each field a
-  flag of the same name, and checks the values in ``__post_init__`` (raising
-  :class:`~lnexp.errors.UserError`; call ``super().__post_init__()`` first);
+  field is a :func:`setting`: its default, its help and what its values may be, which
+  ``scripts/bench.py`` makes a flag of the same name (of the kind :mod:`lnexp.flag_kinds`
+  declares: a bad value is refused when the command line is parsed) and
+  :meth:`CommonSettings.__post_init__` checks again for a ``Settings`` made in Python;
 * ``run(settings) -> SectionResult``: times the section's rows;
 * ``COLUMNS``: the columns of its markdown table, ``(row key, title, format spec)``; a spec
   ending in ``x`` prints a ratio (``'.2fx'`` -> ``1.23x``).
@@ -19,25 +20,91 @@ A new section is its module and one entry in :mod:`lnexp.bench.sections` (its na
 from __future__ import annotations
 
 import dataclasses
+import re
+import typing
 from collections.abc import Sequence
 from typing import Any, NotRequired, Protocol, TypedDict
+
+from absl import flags
 
 from lnexp.bench.timing import Row
 from lnexp.errors import UserError
 
 Column = tuple[str, str, str]
 
-
-def setting(default: Any, help: str) -> Any:  # noqa: A002 (absl's name for it)
-    """A field of a section's ``Settings``: its default and its flag's help."""
-    return dataclasses.field(default=default, metadata={"help": help})
+flags.disclaim_key_flags()  # define_flag's flags belong to scripts/bench.py (its --help).
 
 
-def check_at_least(settings: Any, minimum: int, names: Sequence[str]) -> None:
-    """Raises a :class:`UserError` naming the first of ``names`` below ``minimum``."""
-    for name in names:
-        if getattr(settings, name) < minimum:
-            raise UserError(f"--{name} must be at least {minimum}, got {getattr(settings, name)}.")
+def setting(
+    default: Any,
+    help: str,  # noqa: A002 (absl's name for it)
+    *,
+    low: int = 1,
+    choices: Sequence[str] | None = None,
+    pattern: str | None = None,
+    example: str = "",
+    path: str | None = None,
+    allow_empty: bool = False,
+) -> Any:
+    """A field of a section's ``Settings``: its default, its flag's help and its values.
+
+    Args:
+        default: The default value (a tuple for a list flag).
+        help: The flag's help.
+        low: An integer (or each of a tuple of them) is at least this.
+        choices: The names a tuple of strings takes.
+        pattern: A regular expression each string of a tuple matches (``example``: a valid
+            list, for the message).
+        path: A string field names a directory: ``'in'`` (it must exist) or ``'out'``.
+        allow_empty: A free string field may be empty.
+    """
+    kind = {"low": low, "choices": choices, "pattern": pattern, "example": example}
+    kind.update(path=path, allow_empty=allow_empty)
+    return dataclasses.field(default=default, metadata={"help": help, **kind})
+
+
+def define_flag(field: dataclasses.Field, annotation: Any) -> flags.FlagHolder:
+    """The flag of a :func:`setting` field (named as it), of the kind its values are."""
+    from lnexp import flag_kinds  # Here: a section imports no absl flags machinery otherwise.
+
+    meta, name, default = field.metadata, field.name, field.default
+    if annotation is bool:
+        return flags.DEFINE_bool(name, default, meta["help"])
+    if annotation is int:
+        return flag_kinds.count(name, default, meta["help"], low=meta["low"])
+    if typing.get_origin(annotation) is tuple and typing.get_args(annotation)[0] is int:
+        return flag_kinds.counts(name, list(default), meta["help"], low=meta["low"])
+    if typing.get_origin(annotation) is tuple:
+        if meta["choices"] is not None:
+            return flag_kinds.names(name, list(default), meta["help"], meta["choices"])
+        return flag_kinds.texts(
+            name, list(default), meta["help"], pattern=meta["pattern"], example=meta["example"]
+        )
+    if meta["path"] is not None:
+        return flag_kinds.path(name, default, meta["help"], must_exist=meta["path"] == "in")
+    return flag_kinds.text(name, default, meta["help"], allow_empty=meta["allow_empty"])
+
+
+def check_setting(field: dataclasses.Field, value: Any) -> None:
+    """Refuses a value of a :func:`setting` field that its flag would refuse.
+
+    Raises:
+        UserError: naming the flag and what its values may be.
+    """
+    meta = field.metadata
+    items = value if isinstance(value, tuple | list) else (value,)
+    problem = None
+    if isinstance(value, tuple | list) and not value:
+        problem = "lists nothing"
+    elif all(isinstance(v, int) and not isinstance(v, bool) for v in items):
+        if min(items) < meta["low"]:
+            problem = f"must be at least {meta['low']}"
+    elif meta["choices"] is not None and set(items) - set(meta["choices"]):
+        problem = f"takes {', '.join(meta['choices'])}"
+    elif meta["pattern"] is not None and not all(re.fullmatch(meta["pattern"], v) for v in items):
+        problem = f"takes values such as {meta['example']}"
+    if problem:
+        raise UserError(f"--{field.name}={value!r}: {problem}.")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,16 +115,20 @@ class CommonSettings:
         True, "Time the torch.compile'd rows (compiling takes tens of seconds)."
     )
     torch_threads: int = setting(
-        0, "torch.set_num_threads for the PyTorch rows; 0: os.cpu_count()."
+        0, "torch.set_num_threads for the PyTorch rows; 0: os.cpu_count().", low=0
     )
     data_dir: str | None = setting(
-        None, "fig6, seeds: directory of the MNIST IDX files (those sections train on them)."
+        None,
+        "fig6, seeds: directory of the MNIST IDX files (those sections train on them).",
+        path="in",
     )
-    seed: int = setting(0, "Seed of parameters and synthetic data.")
+    seed: int = setting(0, "Seed of parameters and synthetic data.", low=0)
 
     def __post_init__(self) -> None:
-        if self.torch_threads < 0:
-            raise UserError(f"--torch_threads must be at least 0, got {self.torch_threads}.")
+        """Checks every field of the (sub)class's settings (:func:`check_setting`)."""
+        for field in dataclasses.fields(self):
+            if field.metadata.get("help") is not None and getattr(self, field.name) is not None:
+                check_setting(field, getattr(self, field.name))
 
 
 class SectionResult(TypedDict):

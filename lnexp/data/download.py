@@ -36,7 +36,7 @@ from pathlib import Path
 
 from absl import flags
 
-from lnexp import cli
+from lnexp import cli, flag_kinds
 from lnexp.data import gutenberg, mnist, senteval_sources
 from lnexp.data.cache import dataset_dir
 from lnexp.data.fetch import Report
@@ -54,22 +54,27 @@ _OPTIONS = {"mnist": ("url",), "senteval": ("tasks", "url"), "books": ("url", "l
 
 def define_flags() -> None:
     """The command line's flags (defined only when the module runs as a program)."""
-    flags.DEFINE_string(
+    flag_kinds.text(
         "url",
         None,
         f"mnist: a mirror directory URL (default {mnist.DEFAULT_URL}); senteval: a mirror holding "
         "every source file by its name (default: the sources SentEval's script lists); books: "
         f"a book URL template with {{id}} (default {gutenberg.DEFAULT_URL}).",
     )
-    flags.DEFINE_list(
+    flag_kinds.names(
         "tasks",
         list(senteval_sources.TASKS),
         "senteval: comma-separated tasks (default: all of them).",
+        senteval_sources.TASKS,
     )
-    flags.DEFINE_string(
-        "list", None, "books: a CSV of id,author,title (default: the shipped list)."
+    flag_kinds.path(
+        "list",
+        None,
+        "books: a CSV of id,author,title (default: the shipped list).",
+        kind="file",
+        must_exist=True,
     )
-    flags.DEFINE_float("pause", gutenberg.PAUSE_S, "books: seconds between requests.")
+    flag_kinds.number("pause", gutenberg.PAUSE_S, "books: seconds between requests.", low=0.0)
 
 
 def parse_arguments(argv: Sequence[str]) -> tuple[str, Path | None]:

@@ -28,6 +28,7 @@ import hashlib
 import json
 import os
 import re
+import zipfile
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
@@ -284,7 +285,7 @@ def load_corpus(
     if path.exists():
         try:
             return _read_cache(path)
-        except (OSError, ValueError, KeyError) as e:
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:
             logging.warning("Rebuilding the corpus: the cache file %s is unreadable (%s).", path, e)
     corpus = _build(root, books, settings, show_progress)
     _write_cache(corpus, path)

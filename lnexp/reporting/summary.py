@@ -115,6 +115,26 @@ def summary_markdown(rows: Sequence[dict[str, Any]], metric: str = "test_error")
     return "\n".join(lines) + "\n"
 
 
+def holes_markdown(runs: Sequence[Run]) -> str:
+    """A paragraph naming the runs whose records skip epochs (a torn ``metrics.jsonl`` that no
+    kept checkpoint could repair, :meth:`lnexp.training.run_dir.RunDir.truncate_records`), or
+    nothing when none does."""
+    holes = []
+    for run in runs:
+        epochs = {r["epoch"] for r in run.records if "epoch" in r}
+        missing = sorted(set(range(1, max(epochs, default=0) + 1)) - epochs)
+        if missing:
+            holes.append(
+                f"{run.cell} seed {run.seed} lacks epoch(s) {', '.join(map(str, missing))}"
+            )
+    if not holes:
+        return ""
+    return (
+        "\n**Records missing** (a metrics.jsonl torn by a crash, whose checkpoint was no longer "
+        f"kept): {'; '.join(holes)}.\n"
+    )
+
+
 def report(
     workdir: Path,
     *,
@@ -136,7 +156,7 @@ def report(
             f"{workdir}/<cell>/seed=<s>/metrics.jsonl)."
         )
     rows = summarize(runs, metric, at_epoch)
-    (workdir / "summary.md").write_text(summary_markdown(rows, metric))
+    (workdir / "summary.md").write_text(summary_markdown(rows, metric) + holes_markdown(runs))
     (workdir / "summary.json").write_text(json.dumps(rows, indent=2) + "\n")
     plot_figure(
         runs,

@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 from absl import flags
 
-from lnexp import cli
+from lnexp import cli, flag_kinds
 from lnexp.errors import UserError, command_line
 from lnexp.reporting.runs import Run, find_runs
 
@@ -120,10 +120,12 @@ def choice_markdown(rows: Sequence[dict[str, Any]], key: str, by: Sequence[str],
 
 def define_flags() -> None:
     """The command line's flags (defined only when the module runs as a program)."""
-    flags.DEFINE_string("workdir", None, "The sweep's grid directory (of scripts/compare.py).")
-    flags.DEFINE_string("key", "optimizer.learning_rate", "The swept key.")
-    flags.DEFINE_string("by", "model.norm,batch_size", "Comma-separated keys of a configuration.")
-    flags.DEFINE_string("metric", "valid_error", "Lower is better; never a test metric.")
+    flag_kinds.path(
+        "workdir", None, "The sweep's grid directory (of scripts/compare.py).", must_exist=True
+    )
+    flag_kinds.text("key", "optimizer.learning_rate", "The swept key.")
+    flag_kinds.text("by", "model.norm,batch_size", "Comma-separated keys of a configuration.")
+    flag_kinds.text("metric", "valid_error", "Lower is better; never a test metric.")
     flags.mark_flag_as_required("workdir")
 
 

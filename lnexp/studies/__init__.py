@@ -40,6 +40,7 @@ import ml_collections
 import numpy as np
 from flax import nnx
 
+from lnexp.config_ranges import check_ranges
 from lnexp.errors import UserError
 
 Batch = Mapping[str, jax.Array]
@@ -102,16 +103,44 @@ class Task:
         return len(next(iter(self.train_data.values())))
 
 
-def build_task(config: ml_collections.ConfigDict) -> Task:
-    """Builds the task of the experiment named by ``config.experiment``."""
+def _task_module(config: ml_collections.ConfigDict) -> Any:
     name = config.experiment
     if name not in EXPERIMENTS:
         raise UserError(
             f"Unknown experiment {name!r} in config.experiment: expected one of "
             f"{list(EXPERIMENTS)}. Start from a config in configs/ rather than writing one."
         )
-    module: Any = importlib.import_module(f"lnexp.studies.{name}.task")
-    return module.build_task(config)
+    return importlib.import_module(f"lnexp.studies.{name}.task")
+
+
+def build_task(config: ml_collections.ConfigDict) -> Task:
+    """Builds the task of the experiment named by ``config.experiment``."""
+    return _task_module(config).build_task(config)
+
+
+def check_config(config: ml_collections.ConfigDict) -> None:
+    """Refuses a config the experiment cannot run, before any data is read or any run directory
+    created: every field against its declaration (:func:`lnexp.config_ranges.check_ranges`),
+    then the study's model built abstractly (``nnx.eval_shape``: nothing allocated), so that
+    what its layers refuse (a width the heads do not divide, a norm a cell does not take) is
+    refused now too. A task module whose model depends on the data (a vocabulary) gives
+    stand-in sizes for it in ``PREVIEW_SIZES``.
+
+    Raises:
+        UserError: naming the field and the fix.
+    """
+    check_ranges(config)
+    module = _task_module(config)
+    sizes = getattr(module, "PREVIEW_SIZES", {})
+    try:
+        nnx.eval_shape(lambda: module.build_model(config, rngs=nnx.Rngs(0), **sizes))
+    except UserError:
+        raise
+    except (TypeError, ValueError) as e:
+        raise UserError(
+            f"config.model: the model cannot be built from these fields ({e}). Fix the field "
+            "with --config.model.KEY=VALUE (the config file documents each)."
+        ) from None
 
 
 def _reference_module(config: Mapping[str, Any]) -> Any:

@@ -5,7 +5,9 @@ the step every process and seed resumes from.
 items, ``model/`` (the parameters and the model's other variables, e.g. batch-norm running
 averages: all that evaluating or encoding needs) and ``training/`` (the optimizer state, the step
 and the epoch: what only resuming needs), so that :meth:`Checkpoints.restore_model` restores a
-model without building its optimizer.
+model without building its optimizer. A checkpoint at the end of an epoch also keeps a copy of
+that epoch's record of ``metrics.jsonl`` (``record/``, JSON; :meth:`Checkpoints.saved_record`),
+so that a record the file lost (a torn last line) is put back from it on resume.
 
 A checkpoint that does not read back (damaged files, a missing item) is moved aside to
 ``checkpoints/<step>.damaged/`` (never deleted) when a run resumes from the one before it
@@ -46,6 +48,7 @@ DAMAGED = ".damaged"  # The suffix of a checkpoint moved aside: checkpoints/<ste
 # A checkpoint's items: what a model needs, and what only resuming its training needs.
 MODEL_ITEM, TRAINING_ITEM = "model", "training"
 ITEMS = (MODEL_ITEM, TRAINING_ITEM)
+RECORD_ITEM = "record"  # Optional: the epoch's record (checkpoints from before it lack it).
 
 
 class Checkpoints:
@@ -68,8 +71,14 @@ class Checkpoints:
             # A save cut short (a kill, a full disk) leaves <step>.orbax-checkpoint-tmp*: removed
             # when a run opens the checkpoints again.
             cleanup_tmp_directories=keep is not None,
+            # Over several processes, one whose save failed never reaches the save's barrier:
+            # the others stop waiting for it after this long (orbax's default: 20 minutes).
+            async_options=ocp.AsyncOptions(timeout_secs=distributed.PEER_TIMEOUT_S)
+            if jax.process_count() > 1
+            else None,
         )
         handlers = {name: ocp.StandardCheckpointHandler() for name in ITEMS}
+        handlers[RECORD_ITEM] = ocp.JsonCheckpointHandler()
         self._manager = ocp.CheckpointManager(directory, item_handlers=handlers, options=options)
 
     def __enter__(self) -> Checkpoints:
@@ -89,11 +98,17 @@ class Checkpoints:
     def latest_step(self) -> int | None:
         return self._manager.latest_step()
 
-    def save(self, step: int, state: Mapping[str, Any]) -> None:
-        """Saves a training state (asynchronously; every process of a run takes part)."""
+    def save(
+        self, step: int, state: Mapping[str, Any], record: Mapping[str, Any] | None = None
+    ) -> None:
+        """Saves a training state (asynchronously; every process of a run takes part), with a
+        copy of the epoch's ``record`` when it ends one."""
         items = _split(state)
         self.saved_nbytes = sum(int(getattr(a, "nbytes", 0)) for a in jax.tree.leaves(items))
-        args = ocp.args.Composite(**{k: ocp.args.StandardSave(v) for k, v in items.items()})
+        args = {k: ocp.args.StandardSave(v) for k, v in items.items()}
+        if record is not None:
+            args[RECORD_ITEM] = ocp.args.JsonSave(dict(record))
+        args = ocp.args.Composite(**args)
         try:  # Also reports the failure of the previous save, still in flight.
             self._manager.save(step, args=args)
         except Exception as e:
@@ -160,6 +175,22 @@ class Checkpoints:
             )
         raise UserError(_no_readable_message(self.directory))
 
+    def steps(self) -> list[int]:
+        """The steps of the checkpoints, ascending."""
+        return sorted(self._manager.all_steps())
+
+    def saved_record(self, step: int) -> dict[str, Any] | None:
+        """The copy of its epoch's record that the checkpoint ``step`` keeps, or ``None`` (a
+        checkpoint inside an epoch, one from before copies were kept, or an unreadable one)."""
+        if not (self.directory / str(step) / RECORD_ITEM).is_dir():
+            return None
+        try:
+            args = ocp.args.Composite(**{RECORD_ITEM: ocp.args.JsonRestore()})
+            record = self._manager.restore(step, args=args)[RECORD_ITEM]
+        except Exception:  # noqa: BLE001 (a damaged copy is no copy)
+            return None
+        return dict(record) if isinstance(record, Mapping) else None
+
     def restore(self, step: int, target: Mapping[str, Any] | None = None) -> dict[str, Any]:
         """The training state at ``step``, shaped and placed like ``target`` (arrays or
         ``jax.ShapeDtypeStruct``; default: as saved, onto this process's first device)."""
@@ -174,8 +205,30 @@ class Checkpoints:
         if target is None:
             items = self._saved_shapes(step, (MODEL_ITEM,))
         else:
+            self._check_shapes(step, target)
             items = {MODEL_ITEM: target}
         return dict(self._restore(step, items)[MODEL_ITEM])
+
+    def _check_shapes(self, step: int, target: Mapping[str, Any]) -> None:
+        """Refuses a model of other shapes than the checkpoint's (built from a damaged side file,
+        say a ``vocab.txt`` cut short), so that a checkpoint that is fine is never set aside as
+        damaged for it. Metadata that does not read back is left to the restore to report."""
+        try:
+            saved = self._manager.item_metadata(step)[MODEL_ITEM].tree
+        except Exception:  # noqa: BLE001 (a damaged checkpoint: the restore says so)
+            return
+        shapes = sorted(tuple(a.shape) for a in jax.tree.leaves(saved))
+        built = sorted(tuple(a.shape) for a in jax.tree.leaves(target))
+        if shapes != built:
+            different = sorted(set(shapes) ^ set(built))[:3]
+            raise UserError(
+                f"The checkpoint of step {step} in {self.directory} holds a model of other shapes "
+                f"than the one built from its run directory (shapes not in both: {different}): "
+                "config.json or a file the task wrote beside it (vocab.txt, chars.json) does not "
+                "match the run that wrote the checkpoints. Put back that file (run the training "
+                "command of the run again: it rewrites them) or pass the right --workdir. The "
+                "checkpoints are untouched."
+            )
 
     def restore_named_model(self, step: int, target: Mapping[str, Any]) -> dict[str, Any]:
         """:meth:`restore_model` of a checkpoint the user named by its step: one that does not

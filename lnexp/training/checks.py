@@ -9,17 +9,8 @@ import jax
 import ml_collections
 from jax.sharding import Mesh
 
-from lnexp.config_ranges import check_ranges
 from lnexp.errors import UserError
 from lnexp.studies import Task
-
-
-def check_config(config: ml_collections.ConfigDict, mesh: Mesh) -> None:
-    """Rejects settings the loop cannot run with, naming the field: every numeric field out of
-    its declared range (:data:`lnexp.config_ranges.RANGES`), and a batch that does not divide
-    over the mesh."""
-    check_ranges(config)
-    check_batch_size(config, mesh)
 
 
 def check_batch_size(config: ml_collections.ConfigDict, mesh: Mesh) -> None:

@@ -18,6 +18,12 @@ GPU), and :func:`initialize` connects them before JAX is used. What it reads, an
 Without any of them nothing happens (one process). With some but not all of the first three, or
 with values out of range, :func:`initialize` raises a :class:`~lnexp.errors.UserError` naming what
 to add. A process that cannot reach the coordinator is aborted by JAX after 5 minutes.
+
+A fault seen by one process alone must not leave the others waiting at the next collective until
+JAX's timeouts (minutes): what only process 0 does (the lock, ``config.json``, the records) is
+followed by :func:`agree`, after which every process stops with the error, and a process that
+dies or stops answering is noticed by the others within :data:`PEER_TIMEOUT_S` (JAX's heartbeat;
+orbax's barriers of a checkpoint wait as long).
 """
 
 from __future__ import annotations
@@ -30,6 +36,11 @@ import numpy as np
 from jax.experimental import multihost_utils
 
 from lnexp.errors import UserError
+
+PEER_TIMEOUT_S = int(os.environ.get("LNEXP_PEER_TIMEOUT_S", "60"))
+"""How long a process waits for a peer that stopped answering (JAX's heartbeat timeout, its
+shutdown and, over several processes, orbax's wait for a checkpoint's writes and barriers)
+before it ends with an error: 60 s, or ``$LNEXP_PEER_TIMEOUT_S`` (the tests' is shorter)."""
 
 # (flag, environment variable) of each setting.
 COORDINATOR_ADDRESS = ("--coordinator_address", "JAX_COORDINATOR_ADDRESS")
@@ -138,7 +149,14 @@ def initialize(
         )
     _use_cpu_collectives()
     try:
-        jax.distributed.initialize(address, count, index, devices)
+        jax.distributed.initialize(
+            address,
+            count,
+            index,
+            devices,
+            heartbeat_timeout_seconds=PEER_TIMEOUT_S,
+            shutdown_timeout_seconds=PEER_TIMEOUT_S,
+        )
     except ValueError as e:  # Auto-detection found no cluster (or only part of the settings).
         raise UserError(
             f"--distributed: JAX could not detect the multi-process settings ({e}). It knows "
@@ -160,6 +178,30 @@ def barrier(name: str) -> None:
     """Waits until every process has reached the barrier ``name`` (nothing for one process)."""
     if jax.process_count() > 1:
         multihost_utils.sync_global_devices(name)
+
+
+def agree(error: BaseException | None, what: str) -> None:
+    """After a step that only some processes take (process 0 writes ``config.json``): every
+    process learns whether it failed on any, and all stop together, the one that failed with its
+    own ``error``, the others with a :class:`UserError` naming it, so that none waits at the next
+    collective for a process that has stopped. Every process must call it, in the same order.
+
+    Args:
+        error: What this process's step raised, or ``None``.
+        what: The step, for the others' message (``'write runs/x/config.json'``).
+    """
+    if jax.process_count() > 1:
+        failed = [i for i, (bad,) in enumerate(all_processes([int(error is not None)])) if bad]
+    else:
+        failed = [0] if error is not None else []
+    if error is not None:
+        raise error
+    if failed:
+        raise UserError(
+            f"Process {failed[0]} could not {what} (its own output says why), so every process "
+            "of the run stops with it. Fix that and run the same command again on every host: it "
+            "resumes from the last checkpoint."
+        )
 
 
 def all_processes(values: Sequence[int]) -> list[tuple[int, ...]]:

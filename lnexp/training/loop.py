@@ -58,14 +58,14 @@ import jax
 import ml_collections
 import numpy as np
 from absl import logging
+from jax.sharding import Mesh
 
 from lnexp.config import resolve_learning_rate
-from lnexp.config_ranges import check_ranges
 from lnexp.errors import Interrupted
-from lnexp.studies import build_task
-from lnexp.training import checks, loss_scale, preemption, records
+from lnexp.studies import Task, build_task, check_config
+from lnexp.training import checks, distributed, loss_scale, preemption, records
 from lnexp.training.batches import Schedule
-from lnexp.training.checkpoints import restore_readable
+from lnexp.training.checkpoints import Checkpoints, restore_readable
 from lnexp.training.metric_writers import MetricWriter, ProgressLine
 from lnexp.training.optimizer import make_optimizer
 from lnexp.training.preemption import StopSignals
@@ -132,34 +132,40 @@ def _train(
     configs: Sequence[ml_collections.ConfigDict], workdirs: Sequence[str | Path]
 ) -> list[dict[str, Any]]:
     """The loop: ``configs`` differ only in their seed; one run directory each. SIGTERM and
-    SIGINT stop it at the next chunk boundary (:mod:`lnexp.training.preemption`)."""
-    for config in configs:  # Before the run directories exist: a refused value leaves none.
-        check_ranges(config)
+    SIGINT stop it at the next chunk boundary (:mod:`lnexp.training.preemption`).
+
+    Everything that can be refused before the run directories exist is refused first (a
+    refused run leaves no directory, and a refused resume changes nothing in its own): the
+    fields, the model built abstractly, the batch against the devices, the data (read and
+    checked by the task) against the batch."""
+    for config in configs:
+        check_config(config)
+    mesh = make_mesh()
+    configs = [resolve_learning_rate(c) for c in configs]
+    checks.check_batch_size(configs[0], mesh)
+    task = build_task(configs[0])
+    checks.check_seeds_can_share(task, configs[0], len(configs))
+    checks.check_enough_data(task, configs[0])
     # The run directories' locks, and disk-full/unwritable errors reported (run_dir.held).
     run_dirs = [RunDir(w) for w in workdirs]
     with held(run_dirs), StopSignals() as stop_signals:
-        return _train_until_stopped(configs, workdirs, run_dirs, stop_signals)
+        return _train_until_stopped(configs, task, mesh, run_dirs, stop_signals)
 
 
 def _train_until_stopped(
     configs: Sequence[ml_collections.ConfigDict],
-    workdirs: Sequence[str | Path],
+    task: Task,
+    mesh: Mesh,
     run_dirs: Sequence[RunDir],
     stop_signals: StopSignals,
 ) -> list[dict[str, Any]]:
     seeds = [int(c.seed) for c in configs]
     is_main = jax.process_index() == 0
-    mesh = make_mesh()
-    configs = [resolve_learning_rate(c) for c in configs]
     config = configs[0]
-    checks.check_config(config, mesh)
     for seed_config, run_dir in zip(configs, run_dirs, strict=True):
-        run_dir.path.mkdir(parents=True, exist_ok=True)
         run_dir.check_compatible(seed_config)  # Refuses another run's workdir before any work.
+        run_dir.records()  # Refuses a damaged metrics.jsonl before anything is written.
 
-    task = build_task(config)
-    checks.check_seeds_can_share(task, config, len(seeds))
-    checks.check_enough_data(task, config)
     models = [task.model] + [build_task(c).model for c in configs[1:]]
     schedules = [
         Schedule(
@@ -198,13 +204,13 @@ def _train_until_stopped(
         checkpoints = [cleanup.enter_context(r.checkpoints(keep)) for r in run_dirs]
         # The newest checkpoint that reads back (damaged ones moved aside, with a warning).
         latest, restored = restore_readable(run_dirs, checkpoints, seeds, trainer.seed_target())
-        writers = [
-            cleanup.enter_context(MetricWriter(r.path, enabled=is_main, purge_after=latest or 0))
-            for r in run_dirs
+        # Records past the checkpoint dropped (all of them without one: a run killed before its
+        # first checkpoint was finalized starts over), those the file lost put back from the
+        # copies the checkpoints keep.
+        kept = [
+            r.truncate_records(latest or 0, write=is_main, saved=c)
+            for r, c in zip(run_dirs, checkpoints, strict=True)
         ]
-        # Records past the checkpoint (all of them without one: a run killed before its first
-        # checkpoint was finalized starts over).
-        kept = [r.truncate_records(latest or 0, write=is_main) for r in run_dirs]
         last_records: list[dict[str, Any]] = [k[-1] if k else {} for k in kept]
         walls_before = [k[-1]["wall_s"] if k else 0.0 for k in kept]
         if latest is None:
@@ -223,6 +229,33 @@ def _train_until_stopped(
             walls_before = [wall_s for *_, wall_s in partials]
         for run_dir in run_dirs if is_main else []:
             preemption.drop_stale_partial_epochs(run_dir.path, run_dir.checkpoint_steps())
+        writers = [  # Once every file read back is known good: a refused resume adds nothing.
+            cleanup.enter_context(MetricWriter(r.path, enabled=is_main, purge_after=latest or 0))
+            for r in run_dirs
+        ]
+        if latest is not None and not skip:  # Resumed at an epoch end: its record is there?
+            lacking = [i for i, k in enumerate(kept) if not k or k[-1]["step"] != latest]
+            if lacking:
+                evals = {
+                    name: trainer.evaluate(state, constants, split)
+                    for name, split in eval_data.items()
+                }
+            for i in lacking:
+                last_records[i] = records.evaluated_record(
+                    first_epoch - 1,
+                    latest,
+                    {name: evals[name][i] for name in eval_data},
+                    wall_s=walls_before[i],
+                )
+                writers[i].write(last_records[i])
+                if is_main:
+                    logging.warning(
+                        "%s lacked the record of step %d and no checkpoint kept a copy: "
+                        "evaluated its checkpoint again for it (the training-step averages of "
+                        "that epoch are lost).",
+                        run_dirs[i].metrics_path,
+                        latest,
+                    )
 
         progress = ProgressLine(
             total_steps,
@@ -247,15 +280,17 @@ def _train_until_stopped(
             if stop is not None and step < epoch * epoch_steps:  # Stopped inside the epoch.
                 progress.done()
                 wall = time.perf_counter() - t_start
-                for i, (run_dir, checkpoint, seed_state) in enumerate(
-                    zip(run_dirs, checkpoints, trainer.unstack(state), strict=True)
-                ):
-                    if is_main:  # Beside the checkpoint, before it: it is useless without.
-                        seed_metrics = {k: v[:, i] for k, v in train_metrics.items()}
+                error = None
+                for i, run_dir in enumerate(run_dirs if is_main else []):
+                    seed_metrics = {k: v[:, i] for k, v in train_metrics.items()}
+                    try:  # Beside the checkpoint, before it: it is useless without.
                         preemption.save_partial_epoch(
                             run_dir.path, step, seed_metrics, train_seconds, walls_before[i] + wall
                         )
-                    checkpoint.save(step, seed_state)
+                    except OSError as e:
+                        error = e
+                distributed.agree(error, f"write the partial-epoch metrics of step {step}")
+                _save(checkpoints, trainer.unstack(state), step, [None] * len(run_dirs))
                 raise _interrupted(stop, step, epoch, epoch_steps, config.num_epochs, run_dirs)
             evals = {
                 name: trainer.evaluate(state, constants, split) for name, split in eval_data.items()
@@ -288,20 +323,35 @@ def _train_until_stopped(
             last_records = epoch_records
             state = trainer.with_epoch(state, epoch)
             if epoch % config.checkpoint.every_epochs == 0 or epoch == config.num_epochs:
-                for checkpoint, seed_state in zip(checkpoints, trainer.unstack(state), strict=True):
-                    checkpoint.save(step, seed_state)
+                _save(checkpoints, trainer.unstack(state), step, epoch_records)
             if epoch < config.num_epochs:
                 stop = stop or stop_signals.poll()  # Also a signal during the evaluation.
                 if stop is not None:
                     if epoch % config.checkpoint.every_epochs != 0:  # No checkpoint yet.
-                        for checkpoint, seed_state in zip(
-                            checkpoints, trainer.unstack(state), strict=True
-                        ):
-                            checkpoint.save(step, seed_state)
+                        _save(checkpoints, trainer.unstack(state), step, epoch_records)
                     raise _interrupted(stop, step, epoch, epoch_steps, config.num_epochs, run_dirs)
     for run_dir in run_dirs if is_main else []:  # The checkpoints saved are all finalized now.
         preemption.drop_stale_partial_epochs(run_dir.path, run_dir.checkpoint_steps())
     return last_records
+
+
+def _save(
+    checkpoints: Sequence[Checkpoints],
+    states: Sequence[TrainState],
+    step: int,
+    epoch_records: Sequence[dict[str, Any] | None],
+) -> None:
+    """Each seed's checkpoint, with a copy of its epoch's record at the end of an epoch. A save
+    that fails on one process at once (a full disk) stops every process with it; one that fails
+    later, in orbax's background, makes the others give up waiting for it at the save's barrier
+    (:data:`lnexp.training.distributed.PEER_TIMEOUT_S`)."""
+    error = None
+    try:
+        for checkpoint, state, record in zip(checkpoints, states, epoch_records, strict=True):
+            checkpoint.save(step, state, record)
+    except Exception as e:  # noqa: BLE001 (raised again by distributed.agree)
+        error = e
+    distributed.agree(error, f"write the checkpoint of step {step}")
 
 
 def _interrupted(

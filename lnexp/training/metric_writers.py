@@ -17,23 +17,54 @@ from typing import Any
 
 from absl import logging
 
+from lnexp.errors import UserError
+from lnexp.training import distributed
+from lnexp.training.durable import append_line
+
 
 def read_records(path: Path) -> list[dict[str, Any]]:
     """The records of a ``metrics.jsonl`` file (empty when there is none).
 
-    A last line cut short by a kill mid-write is ignored (the resumed run rewrites it).
+    A last line cut short by a crash mid-write is left out (:func:`read_records_and_tail`
+    returns it; a resumed run puts its record back from the checkpoint that keeps a copy).
+
+    Raises:
+        UserError: for a line before the last that is no record (the file is damaged).
+    """
+    return read_records_and_tail(path)[0]
+
+
+def read_records_and_tail(path: Path) -> tuple[list[dict[str, Any]], str | None]:
+    """The records of a ``metrics.jsonl`` file and its last line when that was cut short (a
+    crash mid-write), else ``None``.
+
+    Raises:
+        UserError: for a line before the last that is no record (the file is damaged).
     """
     if not path.exists():
-        return []
-    lines = [line for line in path.read_text().splitlines() if line.strip()]
+        return [], None
+    text = path.read_text(encoding="utf-8", errors="replace")
+    lines = [(n, line) for n, line in enumerate(text.splitlines(), 1) if line.strip()]
     records = []
-    for i, line in enumerate(lines):
+    for i, (number, line) in enumerate(lines):
         try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError:
-            if i < len(lines) - 1:
-                raise
-    return records
+            record = json.loads(line)
+        except json.JSONDecodeError as e:
+            record, reason = None, e.msg
+        else:
+            reason = "" if isinstance(record, dict) else "not a JSON object"
+        if not reason:
+            records.append(record)
+        elif i == len(lines) - 1:
+            return records, line  # Torn: the write of the last record was cut short.
+        else:
+            raise UserError(
+                f"{path}, line {number}, is not an evaluation record ({reason}): the file is "
+                "damaged (a crash tears at most its last line). Its checkpoints are untouched. "
+                "Remove the damaged line, or put back the record from a copy (each checkpoint "
+                "keeps its epoch's, under checkpoints/STEP/record), and run again."
+            )
+    return records, None
 
 
 class MetricWriter:
@@ -59,13 +90,17 @@ class MetricWriter:
 
     def write(self, record: dict[str, Any]) -> None:
         """Appends one record (must hold ``step``) to the JSONL file and TensorBoard."""
-        if not self.enabled:
-            return
-        with self.path.open("a") as f:
-            f.write(json.dumps(record) + "\n")
-        for key, value in record.items():
-            if key != "step" and isinstance(value, int | float) and math.isfinite(value):
-                self._tb.add_scalar(key, value, record["step"])
+        error = None
+        if self.enabled:
+            try:
+                append_line(self.path, json.dumps(record))  # Synced: as durable as the checkpoint.
+                for key, value in record.items():
+                    if key != "step" and isinstance(value, int | float) and math.isfinite(value):
+                        self._tb.add_scalar(key, value, record["step"])
+            except OSError as e:
+                error = e
+        # Every process calls it: a failed write stops them all (none waits for process 0).
+        distributed.agree(error, f"append to {self.path}")
 
     def close(self) -> None:
         if self._tb is not None:

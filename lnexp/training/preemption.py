@@ -25,6 +25,7 @@ from __future__ import annotations
 import os
 import signal
 import threading
+import zipfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import FrameType
@@ -34,6 +35,7 @@ import numpy as np
 
 from lnexp.errors import UserError
 from lnexp.training import distributed
+from lnexp.training.durable import replace_synced
 
 SIGNALS = (signal.SIGTERM, signal.SIGINT)
 PARTIAL_DIR = "partial_epochs"
@@ -109,27 +111,29 @@ def save_partial_epoch(
     arrays = {f"metric/{k}": np.asarray(v) for k, v in train_metrics.items()}
     tmp = path.with_name(f"{step}.tmp.npz")
     np.savez(tmp, train_seconds=train_seconds, wall_s=wall_s, **arrays)
-    tmp.replace(path)
+    replace_synced(tmp, path)
 
 
 def load_partial_epoch(workdir: Path, step: int) -> tuple[dict[str, np.ndarray], float, float]:
     """What :func:`save_partial_epoch` kept for ``step``: ``(metrics, train_seconds, wall_s)``.
 
     Raises:
-        UserError: When the file is missing (the checkpoint is inside an epoch, but its epoch's
-            metrics so far are gone).
+        UserError: When the file is missing or damaged (the checkpoint is inside an epoch, but
+            its epoch's metrics so far are gone).
     """
     path = partial_path(workdir, step)
-    if not path.exists():
-        raise UserError(
-            f"The last checkpoint of {workdir} (step {step}) lies inside an epoch, but {path}, "
-            "which holds that epoch's training metrics so far, is missing, so the epoch's record "
-            f"cannot be completed. Delete {workdir / 'checkpoints' / str(step)} to resume from "
-            "the checkpoint before it."
-        )
-    with np.load(path) as data:
-        metrics = {k.split("/", 1)[1]: data[k] for k in data.files if k.startswith("metric/")}
-        return metrics, float(data["train_seconds"]), float(data["wall_s"])
+    try:
+        with np.load(path) as data:
+            metrics = {k.split("/", 1)[1]: data[k] for k in data.files if k.startswith("metric/")}
+            return metrics, float(data["train_seconds"]), float(data["wall_s"])
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:
+        why = "missing" if not path.exists() else f"damaged ({type(e).__name__}: {e})"
+    raise UserError(
+        f"The last checkpoint of {workdir} (step {step}) lies inside an epoch, but {path}, which "
+        f"holds that epoch's training metrics so far, is {why}, so the epoch's record cannot be "
+        f"completed. Move {workdir / 'checkpoints' / str(step)} out of checkpoints/ to resume "
+        "from the checkpoint before it (the run ends the same, bit for bit)."
+    )
 
 
 def drop_stale_partial_epochs(workdir: Path, checkpoint_steps: Sequence[int]) -> None:

@@ -67,6 +67,25 @@ def epoch_record(
     return record
 
 
+REPAIRED = (
+    "evaluated again from its checkpoint (metrics.jsonl had lost it); the epoch's training-step "
+    "averages and timings are not known"
+)
+
+
+def evaluated_record(
+    epoch: int, step: int, evals: Mapping[str, Mapping[str, float]], *, wall_s: float
+) -> dict[str, Any]:
+    """The record of an epoch that ``metrics.jsonl`` lost and no checkpoint keeps a copy of,
+    from its checkpoint evaluated again: the same evaluations (they are deterministic), without
+    the training-step averages, which are gone; ``repaired`` says so."""
+    record: dict[str, Any] = {"epoch": epoch, "step": step}
+    for split, values in evals.items():
+        for key, value in values.items():
+            record[f"{split}_{key}"] = value
+    return {**record, "wall_s": wall_s, "repaired": REPAIRED}
+
+
 def summary(record: Mapping[str, Any], num_epochs: int) -> str:
     """The log line of an epoch's record."""
     metrics = ", ".join(

@@ -32,6 +32,7 @@ import enum
 import fcntl
 import json
 import os
+import re
 import socket
 import sys
 from collections.abc import Iterator, Mapping, Sequence
@@ -40,6 +41,7 @@ from typing import Any
 
 import jax
 import ml_collections
+from absl import logging
 from flax import nnx
 from flax.traverse_util import flatten_dict
 
@@ -48,7 +50,8 @@ from lnexp.training import distributed
 from lnexp.training.checkpoints import DAMAGED, Checkpoints
 from lnexp.training.config_changes import missing_fields, refused_changes
 from lnexp.training.disk_faults import disk_errors_reported
-from lnexp.training.metric_writers import read_records
+from lnexp.training.durable import write_atomically
+from lnexp.training.metric_writers import read_records, read_records_and_tail
 
 
 class ConfigView(enum.Enum):
@@ -83,8 +86,28 @@ class RunDir:
     # The config.
 
     def read_config(self) -> dict[str, Any] | None:
-        """The saved config (``None`` without a ``config.json``)."""
-        return json.loads(self.config_path.read_text()) if self.config_path.exists() else None
+        """The saved config (``None`` without a ``config.json``).
+
+        Raises:
+            UserError: when ``config.json`` is damaged (cut short, not JSON, not a config).
+        """
+        if not self.config_path.exists():
+            return None
+        try:
+            config = json.loads(self.config_path.read_text(encoding="utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+            config, why = None, f"not JSON: {getattr(e, 'msg', None) or e.reason}"
+        else:
+            why = "not a JSON object"
+        if isinstance(config, dict):
+            return config
+        raise UserError(
+            f"{self.config_path} is damaged ({why}), so the run in {self.path} cannot be checked "
+            "against the config given; nothing was changed, its checkpoints and records are "
+            "untouched. If you know the command that trained it, delete config.json and run "
+            "that same command again (the run resumes from its last checkpoint and writes "
+            "config.json anew); otherwise choose a new --workdir."
+        )
 
     def check_compatible(self, config: ml_collections.ConfigDict) -> None:
         """Refuses to resume checkpoints written with another config (a change in
@@ -131,14 +154,18 @@ class RunDir:
         different configs given to different hosts)."""
         current = _as_json(config)
         distributed.barrier("lnexp: config.json checked")  # No process reads it while written.
+        error = None
         if jax.process_index() == 0:
-            self.path.mkdir(parents=True, exist_ok=True)
-            tmp = self.config_path.with_suffix(".json.tmp")
-            tmp.write_text(json.dumps(current, indent=2, sort_keys=True) + "\n")
-            tmp.replace(self.config_path)  # Atomic: a kill never leaves half a config behind.
+            try:
+                self.path.mkdir(parents=True, exist_ok=True)
+                # Atomic and synced: a crash never leaves half a config behind.
+                text = json.dumps(current, indent=2, sort_keys=True) + "\n"
+                write_atomically(self.config_path, text)
+            except OSError as e:
+                error = e
+        distributed.agree(error, f"write {self.config_path}")  # Also: it is written.
         if jax.process_count() == 1:
             return
-        distributed.barrier("lnexp: config.json written")
         seen = self.read_config()
         view = (
             ConfigView.SAME
@@ -176,8 +203,14 @@ class RunDir:
         """The evaluation records of ``metrics.jsonl`` (empty when there is none)."""
         return read_records(self.metrics_path)
 
-    def truncate_records(self, step: int, *, write: bool = True) -> list[dict[str, Any]]:
-        """Drops records past ``step`` (written after the checkpoint a resumed run starts from).
+    def truncate_records(
+        self, step: int, *, write: bool = True, saved: Checkpoints | None = None
+    ) -> list[dict[str, Any]]:
+        """Drops records past ``step`` (written after the checkpoint a resumed run starts from),
+        and puts back, from the copies the checkpoints in ``saved`` keep, the records of their
+        epochs that the file lacks (a last line torn by a crash mid-write, a write lost in a power
+        cut). A torn record that no kept checkpoint holds is dropped with one warning line; a
+        resumed run trains its epoch again when it lies past ``step``.
 
         Every process may call it (only the one with ``write`` rewrites the file): the file is
         replaced atomically, so a process that reads it meanwhile reads either version, and keeps
@@ -186,12 +219,48 @@ class RunDir:
         Returns:
             The records kept.
         """
-        kept = [r for r in self.records() if r["step"] <= step]
-        if write and self.metrics_path.exists():
-            tmp = self.metrics_path.with_suffix(".jsonl.tmp")
-            tmp.write_text("".join(json.dumps(r) + "\n" for r in kept))
-            tmp.replace(self.metrics_path)  # Atomic, also against a kill mid-write.
-        return kept
+        records, torn = read_records_and_tail(self.metrics_path)
+        kept = {r["step"]: r for r in records if r["step"] <= step}
+        put_back = []
+        for saved_step in saved.steps() if saved is not None else []:
+            if saved_step <= step and saved_step not in kept:
+                copy = saved.saved_record(saved_step)
+                if copy is not None:
+                    kept[saved_step] = copy
+                    put_back.append(saved_step)
+        if write and put_back:
+            logging.warning(
+                "Put back into %s the record(s) of step(s) %s from the copies their checkpoints "
+                "keep (the file lacked them: %s).",
+                self.metrics_path,
+                ", ".join(map(str, put_back)),
+                "its last line was cut short" if torn is not None else "a write was lost",
+            )
+        torn_step = _step_in(torn)
+        # At ``step`` itself the loop evaluates the checkpoint again for the record.
+        if write and torn is not None and torn_step not in kept and torn_step != step:
+            lost = torn_step is not None and torn_step < step
+            logging.warning(
+                "The last line of %s was cut short (a crash mid-write) and dropped: %s.",
+                self.metrics_path,
+                f"the record of step {torn_step} is lost, no kept checkpoint holds a copy of it"
+                if lost
+                else "its epoch lies past the checkpoint resumed from and is trained again",
+            )
+        kept_records = [kept[s] for s in sorted(kept)]
+        epochs = {r.get("epoch") for r in kept_records}
+        holes = sorted(set(range(1, max((e for e in epochs if e), default=0))) - epochs)
+        if write and holes:
+            logging.warning(
+                "%s lacks the record(s) of epoch(s) %s and no kept checkpoint holds a copy: the "
+                "run's history has a hole there (the grid's report names it).",
+                self.metrics_path,
+                ", ".join(map(str, holes)),
+            )
+        if write and (self.metrics_path.exists() or kept_records):
+            # Atomic and synced, also against a kill mid-write.
+            write_atomically(self.metrics_path, "".join(json.dumps(r) + "\n" for r in kept_records))
+        return kept_records
 
     # ----------------------------------------------------------------------------------------
     # The checkpoints.
@@ -221,11 +290,17 @@ class RunDir:
         Raises:
             UserError: when another process holds it (named by its pid, host and command).
         """
-        handle, holder = None, ""
+        handle, holder, error = None, "", None
         if jax.process_index() == 0:
-            with disk_errors_reported([self], "the lock file .lock"):
-                self.path.mkdir(parents=True, exist_ok=True)
-                handle = open(self.lock_path, "a+")  # noqa: SIM115 (held past this block)
+            try:
+                with disk_errors_reported([self], "the lock file .lock"):
+                    self.path.mkdir(parents=True, exist_ok=True)
+                    # Its text only names the holder: a damaged one is read as it is.
+                    handle = open(self.lock_path, "a+", encoding="utf-8", errors="replace")  # noqa: SIM115
+            except (OSError, UserError) as e:
+                error = e
+        distributed.agree(error, f"create the lock file {self.lock_path}")
+        if handle is not None:
             try:
                 fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except OSError:
@@ -234,11 +309,12 @@ class RunDir:
                 handle.close()
                 handle = None
             else:
-                handle.seek(0)
-                handle.truncate()
                 command = " ".join(sys.argv) or sys.executable
-                handle.write(f"pid {os.getpid()} on host {socket.gethostname()}: {command}\n")
-                handle.flush()
+                with contextlib.suppress(OSError):  # The text only names the holder.
+                    handle.seek(0)
+                    handle.truncate()
+                    handle.write(f"pid {os.getpid()} on host {socket.gethostname()}: {command}\n")
+                    handle.flush()
         mine = int(handle is not None or jax.process_index() != 0)  # Only process 0 locks.
         free = all(ok for (ok,) in distributed.all_processes([mine]))
         try:
@@ -304,6 +380,12 @@ def held(run_dirs: Sequence[RunDir]) -> Iterator[None]:
         for run_dir in run_dirs:
             stack.enter_context(run_dir.lock())
         yield
+
+
+def _step_in(torn: str | None) -> int | None:
+    """The step a torn record names, when its first part reached the disk."""
+    found = re.search(r'"step": (\d+)[,}]', torn or "")
+    return int(found.group(1)) if found else None
 
 
 def _as_json(config: ml_collections.ConfigDict) -> dict[str, Any]:

@@ -17,10 +17,9 @@ import numpy as np
 import optax
 from flax import nnx
 
-from lnexp.bench.section import CommonSettings, check_at_least, setting
+from lnexp.bench.section import CommonSettings, setting
 from lnexp.bench.timing import Prepared, Row, prepare_chunk, time_rows
 from lnexp.data.binarized_mnist import SPLIT_SIZES
-from lnexp.errors import UserError
 from lnexp.models.draw import DRAW
 from lnexp.studies import Task
 from lnexp.studies.draw import task as experiment
@@ -41,12 +40,6 @@ class Settings(CommonSettings):
     draw_steps: int = setting(5, "draw: steps per timed call.")
     draw_repeats: int = setting(3, "draw: timed calls per row.")
     draw_glimpses: tuple[int, ...] = setting((16, 64), "draw: the glimpse counts timed.")
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        check_at_least(self, 1, ("draw_steps", "draw_repeats"))
-        if not self.draw_glimpses or min(self.draw_glimpses) < 1:
-            raise UserError(f"--draw_glimpses must be counts >= 1, got {self.draw_glimpses}.")
 
 
 def prepare(norm: str, glimpses: int, config: Settings) -> Prepared:

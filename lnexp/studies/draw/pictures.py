@@ -24,7 +24,7 @@ import numpy as np
 from absl import flags
 from flax import nnx
 
-from lnexp import cli
+from lnexp import cli, flag_kinds
 from lnexp.errors import UserError, command_line
 from lnexp.models.draw import DRAW
 from lnexp.studies.draw import task as experiment
@@ -113,13 +113,13 @@ def write_pictures(
 
 def define_flags() -> None:
     """The command line's flags (defined only when the module runs as a program)."""
-    flags.DEFINE_string("workdir", None, "A DRAW run directory.")
-    flags.DEFINE_integer("samples", 64, "Samples from the prior.")
-    flags.DEFINE_integer("digits", 8, "Test digits redrawn.")
-    flags.DEFINE_integer("glimpse_columns", 8, "Canvases shown per digit.")
-    flags.DEFINE_integer("seed", 0, "The prior samples' seed.")
-    flags.DEFINE_integer("checkpoint", None, "Step (default: newest).")
-    flags.DEFINE_string("data_dir", None, "MNIST's IDX files, if moved.")
+    flag_kinds.path("workdir", None, "A DRAW run directory.", must_exist=True)
+    flag_kinds.count("samples", 64, "Samples from the prior.")
+    flag_kinds.count("digits", 8, "Test digits redrawn.")
+    flag_kinds.count("glimpse_columns", 8, "Canvases shown per digit.")
+    flag_kinds.count("seed", 0, "The prior samples' seed.", low=0)
+    flag_kinds.count("checkpoint", None, "Step (default: newest).", low=0)
+    flag_kinds.path("data_dir", None, "MNIST's IDX files, if moved.", must_exist=True)
     flags.mark_flag_as_required("workdir")
 
 

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 from absl import flags
 
-from lnexp import cli
+from lnexp import cli, flag_kinds
 from lnexp.errors import UserError, command_line
 from lnexp.reporting import runs as run_files
 from lnexp.reporting.runs import Run
@@ -244,8 +244,10 @@ def write(workdir: Path, out: Path, *, export: bool = False) -> str:
 
 def define_flags() -> None:
     """The command line's flags (defined only when the module runs as a program)."""
-    flags.DEFINE_string("workdir", None, "A grid over model.norm (of scripts/compare.py).")
-    flags.DEFINE_string("out", None, "Directory for the report.")
+    flag_kinds.path(
+        "workdir", None, "A grid over model.norm (of scripts/compare.py).", must_exist=True
+    )
+    flag_kinds.path("out", None, "Directory for the report.")
     flags.DEFINE_bool("export", False, "Also copy the runs' metrics into OUT/draw_runs.")
     flags.mark_flags_as_required(["workdir", "out"])
 

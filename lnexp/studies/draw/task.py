@@ -22,6 +22,8 @@ import numpy as np
 from absl import logging
 from flax import nnx
 
+from lnexp.cells import LSTMCell
+from lnexp.config_ranges import Choice
 from lnexp.data.binarized_mnist import bernoulli_pixels, load_binarized_mnist
 from lnexp.errors import UserError, config_key
 from lnexp.models.draw import DRAW, negative_bound
@@ -30,6 +32,9 @@ from lnexp.studies import Batch, Task, compute_dtype
 
 EVAL_NOISE_SEED = 1_000_003
 """The key of every evaluation's noise (folded with each image's index)."""
+
+CHOICES = {"model.norm": Choice(LSTMCell.accepted_norms(), "the LSTM cells' normalization")}
+"""The names of this study's string fields (:func:`lnexp.config_ranges.check_ranges`)."""
 
 
 def build_model(config: ml_collections.ConfigDict, rngs: nnx.Rngs) -> DRAW:

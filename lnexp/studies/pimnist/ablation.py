@@ -30,7 +30,7 @@ import numpy as np
 from absl import flags
 from flax.traverse_util import flatten_dict
 
-from lnexp import cli
+from lnexp import cli, flag_kinds
 from lnexp.errors import UserError, command_line
 from lnexp.reporting.runs import Run, find_runs
 from lnexp.reporting.tuning import tail_mean
@@ -250,9 +250,9 @@ def paper_final_errors(batch_size: int) -> dict[str, float]:
 
 def define_flags() -> None:
     """The command line's flags (defined only when the module runs as a program)."""
-    flags.DEFINE_string("workdir", None, "The ablation's grid directory.")
+    flag_kinds.path("workdir", None, "The ablation's grid directory.", must_exist=True)
     cli.define_config("configs/pimnist.py", "The protocol's config file.")
-    flags.DEFINE_integer("window", 20, "Epochs at the end of each run that are scored.")
+    flag_kinds.count("window", 20, "Epochs at the end of each run that are scored.")
     flags.mark_flag_as_required("workdir")
 
 
@@ -260,8 +260,6 @@ def define_flags() -> None:
 def main(argv: Sequence[str]) -> None:
     del argv
     FLAGS = flags.FLAGS
-    if FLAGS.window < 1:
-        raise UserError(f"--window={FLAGS.window}: score at least one epoch (e.g. --window=20).")
     workdir = Path(FLAGS.workdir)
     protocol_config = FLAGS.config
     protocol = flatten_dict(protocol_config.to_dict(), sep=".")

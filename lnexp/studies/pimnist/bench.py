@@ -53,7 +53,7 @@ from flax import nnx
 
 from lnexp import norms
 from lnexp.bench.machine import machine_limits
-from lnexp.bench.section import CommonSettings, check_at_least, setting
+from lnexp.bench.section import CommonSettings, setting
 from lnexp.bench.timing import (
     TORCH_INSTALL,
     TORCH_TWINS,
@@ -66,7 +66,6 @@ from lnexp.bench.timing import (
     time_rows,
 )
 from lnexp.data.mnist import pixels_to_unit_interval
-from lnexp.errors import UserError
 from lnexp.models.initializers import get_initializer
 from lnexp.models.mlp import MLP
 from lnexp.studies import Task
@@ -98,24 +97,14 @@ GOAL_LAYER_OVERHEAD = 0.10  # Layer norm's extra time over no normalization at b
 class Settings(CommonSettings):
     """The PI-MNIST grid of the section and its repetitions."""
 
-    pimnist_norms: tuple[str, ...] = setting(TORCH_TWINS, "pimnist: methods.")
+    pimnist_norms: tuple[str, ...] = setting(
+        TORCH_TWINS, "pimnist: methods (those with a PyTorch twin).", choices=TORCH_TWINS
+    )
     pimnist_batches: tuple[int, ...] = setting((128, 4), "pimnist: batch sizes.")
     pimnist_examples: int = setting(
         1600, "pimnist: training examples per timed call (examples // batch steps)."
     )
     pimnist_repeats: int = setting(5, "pimnist: timed calls per row.")
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        check_at_least(self, 1, ("pimnist_examples", "pimnist_repeats"))
-        unknown = set(self.pimnist_norms) - set(TORCH_TWINS)
-        if unknown or not self.pimnist_norms:
-            raise UserError(
-                f"--pimnist_norms takes {', '.join(TORCH_TWINS)} (the methods with a PyTorch "
-                f"twin), got {list(self.pimnist_norms)}."
-            )
-        if not self.pimnist_batches or min(self.pimnist_batches) < 1:
-            raise UserError(f"--pimnist_batches must be positive, got {self.pimnist_batches}.")
 
 
 def flops_per_example(sizes=SIZES) -> int:

@@ -21,7 +21,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from lnexp.bench.section import CommonSettings, check_at_least, setting
+from lnexp.bench.section import CommonSettings, setting
 from lnexp.bench.timing import Row, note_row
 from lnexp.errors import UserError
 from lnexp.reporting.grid import expand_grid, run_grid
@@ -41,12 +41,8 @@ class Settings(CommonSettings):
 
     fig6_epochs: int = setting(2, "fig6: epochs per run of the grid.")
     fig6_workdir: str = setting(
-        "runs/bench_fig6", "fig6: run directory (emptied first: fresh runs)."
+        "runs/bench_fig6", "fig6: run directory (emptied first: fresh runs).", path="out"
     )
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        check_at_least(self, 1, ("fig6_epochs",))
 
 
 def forward_flops_per_example(sizes=pimnist.SIZES) -> int:

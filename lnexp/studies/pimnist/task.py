@@ -14,10 +14,10 @@ import numpy as np
 from flax import nnx
 
 from lnexp import norms
-from lnexp.config_ranges import CHOICES, check_choice
+from lnexp.config_ranges import Choice, check_choice
 from lnexp.data.mnist import load_mnist, pixels_to_unit_interval
 from lnexp.errors import UserError, config_key
-from lnexp.models.initializers import get_initializer
+from lnexp.models.initializers import INITIALIZERS, get_initializer
 from lnexp.models.mlp import MLP
 from lnexp.studies import Task, compute_dtype
 from lnexp.studies.classification import classification_fns
@@ -72,9 +72,16 @@ def build_model(config: ml_collections.ConfigDict, rngs: nnx.Rngs) -> MLP:
         )
 
 
-INPUT_SCALINGS = CHOICES["data.input_scaling"].values
+INPUT_SCALINGS = ("unit", "standardize")
 """``config.data.input_scaling``: pixels in [0, 1], or standardized per pixel (see
-:func:`pixel_standardizer`); declared in :data:`lnexp.config_ranges.CHOICES`."""
+:func:`pixel_standardizer`)."""
+
+CHOICES = {
+    "model.norm": Choice(lambda: tuple(norms.REGISTRY), "the MLP's normalization"),
+    "model.kernel_init": Choice(tuple(INITIALIZERS), "the weight initializer"),
+    "data.input_scaling": Choice(INPUT_SCALINGS, "MNIST's input scaling"),
+}
+"""The names of this study's string fields (:func:`lnexp.config_ranges.check_ranges`)."""
 
 STD_FLOOR = 0.1
 """The smallest per-pixel standard deviation :func:`pixel_standardizer` divides by (pixels in
@@ -107,7 +114,7 @@ def pixel_standardizer(train_images: np.ndarray) -> Callable[[jax.Array], jax.Ar
 def input_fns(config: ml_collections.ConfigDict, train_images: np.ndarray):
     """``(to_inputs, loss_fn, eval_fn)`` for ``config.data.input_scaling``."""
     scaling = config.data.get("input_scaling", "unit")
-    check_choice("data.input_scaling", scaling)
+    check_choice("data.input_scaling", scaling, CHOICES)
     if scaling == "unit":
         return pixels_to_unit_interval, loss_fn, eval_fn
     to_inputs = pixel_standardizer(train_images)

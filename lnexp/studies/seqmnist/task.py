@@ -6,9 +6,10 @@ import jax
 import ml_collections
 from flax import nnx
 
+from lnexp.config_ranges import Choice
 from lnexp.data.mnist import load_mnist, pixels_to_unit_interval
 from lnexp.errors import UserError, config_key
-from lnexp.models.initializers import get_initializer
+from lnexp.models.initializers import INITIALIZERS, get_initializer
 from lnexp.models.recurrent import CELLS, RecurrentClassifier
 from lnexp.studies import Task, compute_dtype
 from lnexp.studies.classification import classification_fns
@@ -32,6 +33,17 @@ def rows(images: jax.Array) -> jax.Array:
 
 
 loss_fn, eval_fn = classification_fns(rows)
+
+CHOICES = {
+    "model.cell": Choice(tuple(CELLS), "the recurrent cell"),
+    # Every cell's (the LSTM's 'cell' too: the GRU and simple cells refuse it when built).
+    "model.norm": Choice(CELLS["lstm"].accepted_norms(), "the cell's normalization"),
+    "model.kernel_init": Choice(tuple(INITIALIZERS), "the input weights' initializer"),
+    "model.recurrent_kernel_init": Choice(
+        tuple(INITIALIZERS), "the recurrent weights' initializer"
+    ),
+}
+"""The names of this study's string fields (:func:`lnexp.config_ranges.check_ranges`)."""
 
 
 def build_model(config: ml_collections.ConfigDict, rngs: nnx.Rngs) -> RecurrentClassifier:

@@ -17,7 +17,7 @@ import numpy as np
 import optax
 from flax import nnx
 
-from lnexp.bench.section import CommonSettings, check_at_least, setting
+from lnexp.bench.section import CommonSettings, setting
 from lnexp.bench.timing import Prepared, Row, prepare_chunk, time_rows
 from lnexp.models.skipthought import SkipThought
 from lnexp.studies import Task
@@ -38,10 +38,6 @@ class Settings(CommonSettings):
 
     skipthought_steps: int = setting(10, "skipthought: steps per timed call.")
     skipthought_repeats: int = setting(5, "skipthought: timed calls per row.")
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        check_at_least(self, 1, ("skipthought_steps", "skipthought_repeats"))
 
 
 def synthetic_corpus(seed: int) -> np.ndarray:

@@ -12,7 +12,6 @@ which only the model's variables are read (no optimizer is built); the training 
 from __future__ import annotations
 
 import functools
-import json
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -22,7 +21,7 @@ import numpy as np
 from absl import flags, logging
 from flax import nnx
 
-from lnexp import cli
+from lnexp import cli, flag_kinds
 from lnexp.data.text import Vocabulary, sentence_ids_from_text
 from lnexp.errors import UserError, command_line
 from lnexp.studies.skipthought.task import build_model
@@ -57,10 +56,18 @@ class SentenceEncoder:
                     f"{f} is missing: {workdir} is not a skip-thought run directory. Pass the "
                     "--workdir of a training run of configs/skipthought.py (or a checkpoint in it)."
                 )
-        self.config = ml_collections.ConfigDict(json.loads(config_file.read_text()))
+        self.config = ml_collections.ConfigDict(RunDir(workdir).read_config())
         if self.config.experiment != "skipthought":
             raise UserError(f"{workdir} is a {self.config.experiment!r} run, not skip-thought.")
-        self.vocab = Vocabulary.load(vocab_file)
+        try:
+            self.vocab = Vocabulary.load(vocab_file)
+        except (UnicodeDecodeError, ValueError) as e:
+            raise UserError(
+                f"{vocab_file} is damaged ({e}). Run the training command of the run again "
+                "(python -m lnexp.main with its --config and --workdir): it resumes at its last "
+                "checkpoint, trains nothing more when it is finished, and writes the file anew. "
+                "The checkpoints are untouched."
+            ) from None
         model = build_model(self.config, len(self.vocab), nnx.Rngs(0))
         # Without a step: the newest that reads back (damaged ones set aside).
         self.step, self.model = RunDir(workdir).trained_model(model, None if newest else step)
@@ -116,8 +123,6 @@ def encode(
 def main(argv: list[str]) -> None:
     del argv
     FLAGS = flags.FLAGS
-    if not FLAGS.workdir or not FLAGS.input or not FLAGS.output:
-        raise UserError("--workdir, --input and --output are required.")
     try:
         lines = Path(FLAGS.input).read_text(encoding="utf-8", errors="replace").splitlines()
         vectors = encode(FLAGS.workdir, lines, step=FLAGS.checkpoint)
@@ -127,10 +132,17 @@ def main(argv: list[str]) -> None:
     logging.info("Encoded %d sentences to %s %s.", len(lines), FLAGS.output, vectors.shape)
 
 
+def define_flags() -> None:
+    """The command line's flags (defined only when the module runs as a program)."""
+    flag_kinds.path("workdir", None, "Run directory (or a checkpoint in it).", must_exist=True)
+    flag_kinds.path(
+        "input", None, "Text file, one sentence per line.", kind="file", must_exist=True
+    )
+    flag_kinds.path("output", None, "Where the .npy of vectors goes.", kind="file")
+    flag_kinds.count("checkpoint", None, "Checkpoint step (default: the latest).", low=0)
+    flags.mark_flags_as_required(["workdir", "input", "output"])
+
+
 if __name__ == "__main__":
-    # Flags are defined only for the command line, so importing this module defines none.
-    flags.DEFINE_string("workdir", None, "Run directory (or a checkpoint in it).")
-    flags.DEFINE_string("input", None, "Text file, one sentence per line.")
-    flags.DEFINE_string("output", None, "Where the .npy of vectors goes.")
-    flags.DEFINE_integer("checkpoint", None, "Checkpoint step (default: the latest).")
+    define_flags()
     cli.run(main)

@@ -43,9 +43,10 @@ import numpy as np
 import optax
 from absl import flags, logging
 
-from lnexp import cli
+from lnexp import cli, flag_kinds
 from lnexp.data import senteval
 from lnexp.errors import UserError, command_line
+from lnexp.training.durable import write_atomically
 
 EncodeFn = Callable[[list[str]], np.ndarray]
 PENALTIES = tuple(2.0**k for k in range(9))
@@ -441,9 +442,7 @@ def evaluate_run(
         **protocol(folds, standardize),
         "results": results,
     }
-    tmp = out.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(record, indent=2) + "\n")
-    tmp.replace(out)
+    write_atomically(out, json.dumps(record, indent=2) + "\n")
     return encoder.step, results
 
 
@@ -451,8 +450,6 @@ def evaluate_run(
 def main(argv: list[str]) -> None:
     del argv
     FLAGS = flags.FLAGS
-    if not FLAGS.workdir or not FLAGS.data_dir:
-        raise UserError("--workdir and --data_dir are required.")
     step, results = evaluate_run(
         FLAGS.workdir,
         FLAGS.data_dir,
@@ -467,18 +464,25 @@ def main(argv: list[str]) -> None:
     print(f"Wrote {Path(FLAGS.workdir) / 'eval' / f'{step}.json'}")
 
 
-if __name__ == "__main__":
-    # Flags only for the command line, so importing this module defines none.
-    flags.DEFINE_string("workdir", None, "Skip-thought run directory (or a checkpoint in it).")
-    flags.DEFINE_string("data_dir", None, "SentEval's data/downstream directory.")
-    flags.DEFINE_list("tasks", ["MR", "SUBJ", "TREC", "SICK"], "Task folders to evaluate.")
-    flags.DEFINE_integer("checkpoint", None, "Checkpoint step (default: the latest).")
-    flags.DEFINE_integer("folds", 10, "Cross-validation folds.")
-    flags.DEFINE_integer("seed", 0, "Seed of the folds and of the SICK training.")
+def define_flags() -> None:
+    """The command line's flags (defined only when the module runs as a program)."""
+    flag_kinds.path(
+        "workdir", None, "Skip-thought run directory (or a checkpoint in it).", must_exist=True
+    )
+    flag_kinds.path("data_dir", None, "SentEval's data/downstream directory.", must_exist=True)
+    flag_kinds.names("tasks", ["MR", "SUBJ", "TREC", "SICK"], "Task folders to evaluate.", TASKS)
+    flag_kinds.count("checkpoint", None, "Checkpoint step (default: the latest).", low=0)
+    flag_kinds.count("folds", 10, "Cross-validation folds.", low=2)
+    flag_kinds.count("seed", 0, "Seed of the folds and of the SICK training.", low=0)
     flags.DEFINE_bool(
         "standardize",
         False,
         "Standardize the vectors before the logistic regressions (the skip-thought protocol "
         "feeds them as they are).",
     )
+    flags.mark_flags_as_required(["workdir", "data_dir"])
+
+
+if __name__ == "__main__":
+    define_flags()
     cli.run(main)

@@ -17,6 +17,8 @@ import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from absl import logging
+
 from lnexp.errors import UserError
 from lnexp.studies.skipthought.task import reference_table
 
@@ -31,6 +33,21 @@ SCORES = {
     "MPQA": ("MPQA", "accuracy"),
     "TREC": ("TREC", "accuracy"),
 }
+
+
+def _read_evaluation(path: Path) -> dict | None:
+    """A run's saved evaluation ``eval/<step>.json``, or ``None`` when there is none or it is
+    damaged (then evaluated again: nothing is lost, with a warning)."""
+    if not path.exists():
+        return None
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        record = None
+    if isinstance(record, dict) and isinstance(record.get("results"), dict):
+        return record
+    logging.warning("Evaluating again: the saved evaluation %s is damaged.", path)
+    return None
 
 
 def evaluate_checkpoints(
@@ -57,8 +74,8 @@ def evaluate_checkpoints(
     out = {}
     for step in chosen:
         cached = workdir / "eval" / f"{step}.json"
-        if cached.exists():
-            record = json.loads(cached.read_text())
+        record = _read_evaluation(cached)
+        if record is not None:
             wanted = protocol(folds, standardize)
             same = all(
                 record.get(k, "standardized" if k == "features" else None) == v

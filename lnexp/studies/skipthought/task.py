@@ -13,10 +13,19 @@ import ml_collections
 import numpy as np
 from flax import nnx
 
+from lnexp.cells import GRUCell
+from lnexp.config_ranges import Choice
 from lnexp.data.text import load_corpus
 from lnexp.errors import UserError, config_key
 from lnexp.models.skipthought import SkipThought, token_mean_loss
 from lnexp.studies import Batch, Task, compute_dtype
+
+PREVIEW_SIZES = {"vocab_size": 8}
+"""A stand-in vocabulary size for :func:`lnexp.studies.check_config` (the real one is the
+corpus's)."""
+
+CHOICES = {"model.norm": Choice(GRUCell.accepted_norms(), "the GRU's normalization")}
+"""The names of this study's string fields (:func:`lnexp.config_ranges.check_ranges`)."""
 
 
 def build_model(config: ml_collections.ConfigDict, vocab_size: int, rngs: nnx.Rngs) -> SkipThought:

@@ -58,7 +58,7 @@ import numpy as np
 from flax import nnx
 
 from lnexp.bench.machine import machine_limits
-from lnexp.bench.section import CommonSettings, check_at_least, setting
+from lnexp.bench.section import CommonSettings, setting
 from lnexp.bench.timing import (
     TORCH_INSTALL,
     Prepared,
@@ -113,11 +113,8 @@ class Settings(CommonSettings):
         "rms,none",
         "transformer: comma-separated other values of model.norm, each an extra lnexp row timed "
         "round-robin with the others (RMSNorm's speed claim; empty for none).",
+        allow_empty=True,
     )
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        check_at_least(self, 1, ("transformer_steps", "transformer_repeats"))
 
 
 def load_model_config(settings: Settings) -> ml_collections.ConfigDict:

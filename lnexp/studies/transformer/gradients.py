@@ -31,9 +31,9 @@ import numpy as np
 from absl import flags
 from flax import nnx
 
-from lnexp import cli
+from lnexp import cli, flag_kinds
 from lnexp.data.chars import load_char_corpus
-from lnexp.errors import UserError, command_line
+from lnexp.errors import command_line
 from lnexp.studies.transformer import task as experiment
 
 MATRICES = (("attn", "qkv"), ("attn", "out"), ("mlp", "fc"), ("mlp", "proj"))
@@ -162,10 +162,10 @@ def write(rows: Sequence[dict], out: Path) -> None:
 def define_flags() -> None:
     """The command line's flags (defined only when the module runs as a program)."""
     cli.define_config("configs/transformer.py", "The Transformer's config file.")
-    flags.DEFINE_list("depths", ["6", "12"], "Comma-separated depths.")
-    flags.DEFINE_integer("seeds", 3, "Seeds 0..N-1: each sets the initialization and the batch.")
-    flags.DEFINE_integer("batch_size", 64, "Training windows in the batch of each gradient.")
-    flags.DEFINE_string("out", None, "Directory for the JSON, table and figure.")
+    flag_kinds.counts("depths", [6, 12], "Comma-separated depths.", low=1)
+    flag_kinds.count("seeds", 3, "Seeds 0..N-1: each sets the initialization and the batch.")
+    flag_kinds.count("batch_size", 64, "Training windows in the batch of each gradient.")
+    flag_kinds.path("out", None, "Directory for the JSON, table and figure.")
     flags.mark_flag_as_required("out")
 
 
@@ -173,13 +173,9 @@ def define_flags() -> None:
 def main(argv: Sequence[str]) -> int:
     del argv
     FLAGS = flags.FLAGS
-    try:
-        depths = [int(d) for d in FLAGS.depths if d.strip()]
-    except ValueError:
-        raise UserError(
-            f"--depths={','.join(FLAGS.depths)}: expected integers, e.g. 6,12."
-        ) from None
-    rows = measure(FLAGS.config, depths=depths, seeds=FLAGS.seeds, batch_size=FLAGS.batch_size)
+    rows = measure(
+        FLAGS.config, depths=FLAGS.depths, seeds=FLAGS.seeds, batch_size=FLAGS.batch_size
+    )
     write(rows, Path(FLAGS.out))
     print(markdown(rows))
     print(f"Wrote {FLAGS.out}/gradients.json, gradients.md, gradients.png")

@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 from absl import flags
 
-from lnexp import cli
+from lnexp import cli, flag_kinds
 from lnexp.errors import UserError, command_line
 from lnexp.reporting import grid, runs
 from lnexp.reporting.runs import Run, find_runs
@@ -263,9 +263,11 @@ def write(
 
 def define_flags() -> None:
     """The command line's flags (defined only when the module runs as a program)."""
-    flags.DEFINE_string("warmup", None, "The placement x rate x warmup grid (WORKDIR).")
-    flags.DEFINE_string("norms", None, "The layer/rms/none grid (WORKDIR).")
-    flags.DEFINE_string("out", None, "Directory for the reports.")
+    flag_kinds.path(
+        "warmup", None, "The placement x rate x warmup grid (WORKDIR).", must_exist=True
+    )
+    flag_kinds.path("norms", None, "The layer/rms/none grid (WORKDIR).", must_exist=True)
+    flag_kinds.path("out", None, "Directory for the reports.")
     flags.DEFINE_bool("export", False, "Also copy the runs' metrics into OUT/<grid>_runs.")
     flags.mark_flag_as_required("out")
 

@@ -33,12 +33,32 @@ import numpy as np
 from absl import flags, logging
 from flax import nnx
 
-from lnexp import cli
+from lnexp import cli, flag_kinds
 from lnexp.data.chars import UNKNOWN, decode, encode
 from lnexp.errors import UserError, command_line
 from lnexp.studies.transformer.task import build_model
 from lnexp.training.metric_writers import quiet_library_logs
 from lnexp.training.run_dir import RunDir
+
+
+def read_chars(path: Path) -> str:
+    """The characters of a run's ``chars.json`` (written by the training run: a JSON string).
+
+    Raises:
+        UserError: when the file is damaged (not a JSON string of characters).
+    """
+    try:
+        chars = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        chars = None
+    if isinstance(chars, str) and chars:
+        return chars
+    raise UserError(
+        f"{path} is damaged (not the JSON string of the corpus's characters). Run the training "
+        "command of the run again (python -m lnexp.main with its --config and --workdir): it "
+        "resumes at its last checkpoint, trains nothing more when it is finished, and writes "
+        "the file anew. The checkpoints are untouched."
+    )
 
 
 class LanguageModel:
@@ -58,10 +78,10 @@ class LanguageModel:
                     f"{f} is missing: {workdir} is not a Transformer run directory. Pass the "
                     "--workdir of a training run of configs/transformer.py."
                 )
-        self.config = ml_collections.ConfigDict(json.loads(config_file.read_text()))
+        self.config = ml_collections.ConfigDict(RunDir(workdir).read_config())
         if self.config.experiment != "transformer":
             raise UserError(f"{workdir} is a {self.config.experiment!r} run, not a Transformer.")
-        self.chars = json.loads(chars_file.read_text())
+        self.chars = read_chars(chars_file)
         model = build_model(self.config, len(self.chars) + 1, nnx.Rngs(0))
         self.step, self.model = RunDir(workdir).trained_model(model, step)
 
@@ -145,8 +165,6 @@ def main(argv: list[str]) -> None:
     del argv
     quiet_library_logs()
     FLAGS = flags.FLAGS
-    if not FLAGS.workdir:
-        raise UserError("--workdir is required: the run directory of a trained Transformer.")
     text = sample(
         FLAGS.workdir,
         FLAGS.prompt,
@@ -159,13 +177,20 @@ def main(argv: list[str]) -> None:
     print(text)
 
 
+def define_flags() -> None:
+    """The command line's flags (defined only when the module runs as a program)."""
+    flag_kinds.path("workdir", None, "Run directory of a trained Transformer.", must_exist=True)
+    flag_kinds.text("prompt", "", "Text to continue (empty: start a paragraph).", allow_empty=True)
+    flag_kinds.count("length", 200, "Characters to sample after the prompt.")
+    flag_kinds.number(
+        "temperature", 1.0, "Softmax temperature (0: the likeliest character).", low=0.0
+    )
+    flag_kinds.count("top_k", None, "Sample among the k likeliest characters only.")
+    flag_kinds.count("seed", 0, "Random seed: the same seed gives the same text.", low=0)
+    flag_kinds.count("checkpoint", None, "Checkpoint step (default: the newest).", low=0)
+    flags.mark_flag_as_required("workdir")
+
+
 if __name__ == "__main__":
-    # Flags are defined only for the command line, so importing this module defines none.
-    flags.DEFINE_string("workdir", None, "Run directory of a trained Transformer.")
-    flags.DEFINE_string("prompt", "", "Text to continue (empty: start a paragraph).")
-    flags.DEFINE_integer("length", 200, "Characters to sample after the prompt.")
-    flags.DEFINE_float("temperature", 1.0, "Softmax temperature (0: the likeliest character).")
-    flags.DEFINE_integer("top_k", None, "Sample among the k likeliest characters only.")
-    flags.DEFINE_integer("seed", 0, "Random seed: the same seed gives the same text.")
-    flags.DEFINE_integer("checkpoint", None, "Checkpoint step (default: the newest).")
+    define_flags()
     cli.run(main)

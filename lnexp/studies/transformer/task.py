@@ -21,11 +21,26 @@ import numpy as np
 import optax
 from flax import nnx
 
+from lnexp.config_ranges import Choice
 from lnexp.data.chars import CharCorpus, load_char_corpus
 from lnexp.errors import UserError, config_key
+from lnexp.models import transformer
 from lnexp.models.transformer import Transformer
 from lnexp.studies import Batch, Task, compute_dtype
 from lnexp.studies.skipthought.task import evenly_spaced
+
+PREVIEW_SIZES = {"vocab_size": 8}
+"""A stand-in vocabulary size for :func:`lnexp.studies.check_config` (the real one is the
+corpus's characters)."""
+
+CHOICES = {
+    "model.norm": Choice(transformer.NORMS, "the blocks' normalization"),
+    "model.qk_norm": Choice(transformer.NORMS, "the queries' and keys' normalization"),
+    "model.placement": Choice(transformer.PLACEMENTS, "the normalization's placement"),
+    "model.positions": Choice(transformer.POSITIONS, "the position encoding"),
+    "model.kernel_init": Choice(transformer.KERNEL_INITS, "the projections' initializer"),
+}
+"""The names of this study's string fields (:func:`lnexp.config_ranges.check_ranges`)."""
 
 
 def build_model(config: ml_collections.ConfigDict, vocab_size: int, rngs: nnx.Rngs) -> Transformer:
