@@ -51,7 +51,7 @@ import ml_collections
 from absl import app, flags
 from ml_collections import config_flags
 
-from lnexp.errors import UserError, exit_with_error
+from lnexp.errors import UserError, exit_with_error, first_line
 
 # The flags that define_config() defines belong to the command that calls it (its --help lists
 # them), not to this module; this module defines no flags of its own.
@@ -111,6 +111,18 @@ def _missing_key(error: BaseException, argv: Sequence[str]) -> str:
     )
 
 
+def _not_applied(error: BaseException, argv: Sequence[str]) -> str:
+    """The paragraph of a config file, or an override, that config_flags failed on."""
+    overrides = _overrides_in(argv)
+    if not overrides or isinstance(error, SyntaxError | ImportError | NameError):
+        return unloadable(error)
+    return (
+        f"{' '.join(overrides)}: cannot be applied to the config ({first_line(error)}). An "
+        "override names one field by its dotted key, --config.KEY=VALUE (e.g. "
+        "--config.model.norm=batch); check the key against the config file."
+    )
+
+
 def _flag_error(error: flags.Error) -> str:
     """The paragraph of a flag absl could not parse."""
     text = str(error)
@@ -139,8 +151,8 @@ def _reported(argv: Sequence[str]) -> Iterator[None]:
         exit_with_error(unloadable(e))
     except (AttributeError, KeyError) as e:  # An override of a key the config does not have.
         exit_with_error(_missing_key(e, argv))
-    except Exception as e:  # A config file that is no Python (config_flags imports it here).
-        exit_with_error(unloadable(e))
+    except Exception as e:  # A config file that is no Python, or an override of no field.
+        exit_with_error(_not_applied(e, argv))
 
 
 def _check_configs() -> None:

@@ -28,6 +28,7 @@ in neither table.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import importlib
 import math
 from collections.abc import Callable, Iterator, Mapping
@@ -219,7 +220,6 @@ class Text:
 
 # Every other string field of every config in configs/, by dotted key.
 TEXTS: dict[str, Text] = {
-    "variant": Text("the config's variant (a label)"),
     "data.dir": Text("the data directory", optional=True),
     "data.url": Text("the address MNIST is downloaded from", url=True),
     "data.binarized_dir": Text("the binarized MNIST directory", optional=True),
@@ -249,9 +249,10 @@ def check_choice(key: str, value: Any, choices: Mapping[str, Choice] | None = No
         return
     if value not in choice.values:
         names = ", ".join(repr(v) for v in choice.values)
+        near = difflib.get_close_matches(str(value).strip().lower(), choice.values, n=1)
         raise UserError(
             f"config.{key}={value!r} is not a valid name for {choice.what}: expected one of "
-            f"{names}. Set one with --config.{key}={choice.values[0]}."
+            f"{names}. Set one with --config.{key}={(near or choice.values)[0]}."
         )
 
 

@@ -54,6 +54,13 @@ def one_line(message: object) -> str:
     return str(message).translate(_LINE_BREAKS)
 
 
+def first_line(error: BaseException) -> str:
+    """The first line of an error's message, cut to 300 characters (for one warning line)."""
+    text = str(error).strip().splitlines()
+    line = text[0] if text else type(error).__name__
+    return line if len(line) <= 300 else line[:297] + "..."
+
+
 _LINE_BREAKS = {ord(c): repr(c)[1:-1] for c in "\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029"}
 
 

@@ -22,6 +22,7 @@ and fails for a flag declared otherwise. Each function returns absl's ``FlagHold
 from __future__ import annotations
 
 import math
+import os
 import re
 from collections.abc import Sequence
 from pathlib import Path
@@ -129,11 +130,11 @@ def names(
 
 
 class CountsParser(flags.ListParser):
-    """A comma-separated, non-empty list of integers in ``[low, INT32_MAX]``."""
+    """A comma-separated, non-empty list of integers in ``[low, high]``."""
 
-    def __init__(self, low: int = 0):
+    def __init__(self, low: int = 0, high: int = INT32_MAX):
         super().__init__()
-        self.low = low
+        self.low, self.high = low, high
 
     def parse(self, argument: Any) -> list[int]:
         items = super().parse(argument)
@@ -141,15 +142,19 @@ class CountsParser(flags.ListParser):
             values = [int(item) for item in items]
         except (TypeError, ValueError):
             raise ValueError(f"{argument!r} is not a list of integers, e.g. 1,2") from None
-        if not values or any(not self.low <= v <= INT32_MAX for v in values):
-            raise ValueError(f"{argument!r} must list integers >= {self.low}, e.g. {self.low},2")
+        if not values or any(not self.low <= v <= self.high for v in values):
+            raise ValueError(
+                f"{argument!r} must list integers in [{self.low}, {self.high}], e.g. {self.low},2"
+            )
         return values
 
 
-def counts(name: str, default: Sequence[int] | None, help: str, *, low: int = 0):
-    """A comma-separated list of integers ``>= low``."""
+def counts(
+    name: str, default: Sequence[int] | None, help: str, *, low: int = 0, high: int = INT32_MAX
+) -> flags.FlagHolder:
+    """A comma-separated list of integers in ``[low, high]``."""
     return flags.DEFINE(
-        CountsParser(low), name, default, help, serializer=flags.CsvListSerializer(",")
+        CountsParser(low, high), name, default, help, serializer=flags.CsvListSerializer(",")
     )
 
 
@@ -196,6 +201,12 @@ class PathParser(flags.ArgumentParser):
             raise ValueError(
                 f"{text} is a {'file' if path.is_file() else 'directory'}, not a {what}"
             )
+        if not path.exists():  # To be written: its nearest existing folder must take it.
+            parent = next(p for p in path.absolute().parents if p.exists())
+            if not parent.is_dir():
+                raise ValueError(f"{text} cannot be created: {parent} is a file")
+            if not os.access(parent, os.W_OK | os.X_OK):
+                raise ValueError(f"{text} cannot be created: {parent} is not writable")
         return text
 
     def flag_type(self) -> str:

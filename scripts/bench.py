@@ -32,6 +32,7 @@ from lnexp.bench.report import run_benchmark, to_markdown
 from lnexp.bench.section import define_flag
 from lnexp.bench.sections import SECTIONS, BenchConfig
 from lnexp.errors import command_line
+from lnexp.training.metric_writers import quiet_library_logs
 
 
 def define_flags() -> None:
@@ -61,6 +62,7 @@ def _settings() -> BenchConfig:
 @command_line
 def main(argv):
     del argv
+    quiet_library_logs()
     f = flags.FLAGS
     results = run_benchmark(f.sections, _settings(), out=f.out, markdown=f.markdown)
     print(to_markdown(results))

@@ -227,6 +227,62 @@ def test_every_numeric_field_of_every_config_has_a_range():
             assert config_ranges.RANGES[key].optional, key
 
 
+ALL_CONFIGS = [
+    *CONFIGS,
+    *(("transformer", v) for v in ("default", "large", "tiny")),
+    ("draw", None),
+    ("draw", "tiny"),
+]
+
+
+@pytest.mark.parametrize(("name", "variant"), ALL_CONFIGS)
+def test_every_string_field_of_every_config_is_declared(name, variant):
+    """A string field names a choice (lnexp.config_ranges.CHOICES, or its study's CHOICES) or is
+    a declared text (TEXTS); each declared choice holds the config's own value."""
+    config = load_config(name, variant)
+    choices = {**config_ranges.CHOICES, **config_ranges.study_choices(config.experiment)}
+    for key, value in config_ranges.flat_items(config):
+        *parents, leaf = key.split(".")
+        node = config
+        for part in parents:
+            node = node[part]
+        if isinstance(value, str) or node.get_type(leaf) is str:
+            assert key in choices or key in config_ranges.TEXTS, f"configs/{name}.py: {key}"
+        if key in choices and value is not None:
+            assert value in choices[key].values, (key, value)
+
+
+def test_the_declared_names_are_those_the_layers_and_configs_take():
+    from lnexp import norms
+    from lnexp.config import import_file
+    from lnexp.models import initializers, recurrent, transformer
+    from lnexp.studies import EXPERIMENTS, check_config
+    from lnexp.studies.skipthought import task as skipthought
+    from lnexp.studies.transformer import task as transformer_task
+
+    assert config_ranges.CHOICES["experiment"].values == EXPERIMENTS
+    from lnexp.data import mnist
+
+    assert config_ranges.CHOICES["data.source"].values == mnist.SOURCES
+    for study, module in (("skipthought", skipthought), ("transformer", transformer_task)):
+        variants = import_file(REPO / "configs" / f"{study}.py").VARIANTS
+        assert set(module.CHOICES["variant"].values) == set(variants)
+    assert transformer_task.CHOICES["model.norm"].values == transformer.NORMS
+    assert set(config_ranges.study_choices("pimnist")["model.kernel_init"].values) == set(
+        initializers.INITIALIZERS
+    )
+    assert config_ranges.study_choices("pimnist")["model.norm"].values == tuple(norms.REGISTRY)
+    assert config_ranges.study_choices("seqmnist")["model.cell"].values == tuple(recurrent.CELLS)
+    # Every declared name of every study builds its model (abstractly): none is refused later.
+    for name in EXPERIMENTS:
+        for key, choice in config_ranges.study_choices(name).items():
+            for value in choice.values if key != "variant" else ():
+                overrides = {key.replace(".", "__"): value}
+                if name == "seqmnist" and key == "model.norm" and value == "cell":
+                    overrides["model__cell"] = "lstm"  # The LSTM's own variant.
+                check_config(load_config(name, "tiny", **overrides))
+
+
 @pytest.mark.parametrize(
     "key, value, words",
     [

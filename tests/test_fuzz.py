@@ -237,7 +237,7 @@ def bad_values(flag: flags.Flag, scratch: Path) -> st.SearchStrategy[str]:
             st.sampled_from(["", ",", f"{first},,{first}"]) | bad | bad.map(f"{first},{{}}".format)
         )
     if isinstance(p, flag_kinds.CountsParser):
-        return st.sampled_from(["", ",", "a,b", "1.5", "1,,2", str(2**31), f"{p.low - 1}"])
+        return st.sampled_from(["", ",", "a,b", "1.5", "1,,2", f"{p.high + 1}", f"{p.low - 1}"])
     if isinstance(p, flag_kinds.TextsParser):
         mismatched = st.text(min_size=1, max_size=8).filter(
             lambda t: "," not in t and "\n" not in t and not p.pattern.fullmatch(t.strip())
@@ -480,3 +480,64 @@ def test_what_needs_the_model_or_the_data_is_refused_before_the_run_directory(
     lines = [line for line in err.getvalue().splitlines() if line.startswith("error: ")]
     assert status == 2 and len(lines) == 1 and names in lines[0], err.getvalue()
     assert not workdir.exists()
+
+
+# ------------------------------------------------ what needs the runs a command reads, refused
+
+
+@pytest.mark.parametrize(
+    ("name", "args", "names"),
+    [
+        ("scripts/compare.py", ["--workdir={grid}", "--report", "--metric=nope"], "--metric"),
+        ("scripts/compare.py", ["--workdir={grid}", "--report", "--lines=nope"], "--lines"),
+        ("scripts/compare.py", ["--workdir={grid}", "--report", "--at_epoch=999"], "--at_epoch"),
+        ("lnexp.reporting.tuning", ["--workdir={grid}", "--key=nope"], "--key"),
+        ("lnexp.reporting.tuning", ["--workdir={grid}", "--by=nope"], "--by"),
+        ("lnexp.studies.transformer.report", ["--norms={grid}", "--out={tmp}/out"], "Transformer"),
+        (
+            "scripts/bench.py",
+            ["--sections=norms,transformer", "--transformer_config=configs/transformer.py:xyz"],
+            "--transformer_config",
+        ),
+        ("lnexp.data.download", ["mnist", ""], "DIR"),
+        (
+            "lnexp.main",
+            [
+                f"--config={REPO}/configs/pimnist.py",
+                "--workdir={tmp}/run",
+                "--config.model.norm.x=1",
+            ],
+            "--config.model.norm.x=1",
+        ),  # fmt: skip
+        (
+            "lnexp.main",
+            [
+                f"--config={REPO}/configs/pimnist.py",
+                "--workdir={tmp}/run",
+                "--coordinator_address=garbage",
+                "--num_processes=2",
+                "--process_id=0",
+            ],
+            "HOST:PORT",
+        ),  # fmt: skip
+    ],
+)
+def test_what_the_runs_or_the_settings_cannot_take_is_one_error(name, args, names, tmp_path):
+    """Checks that need more than a flag's kind (the runs a report reads, a config a bench
+    section loads), found by the fuzzer's first run: one paragraph, exit 2, nothing written."""
+    import shutil
+
+    grid = shutil.copytree(REPO / "results" / "fig6_ablation", tmp_path / "grid")
+    command = COMMANDS[name]
+    module = command.load()
+    argv = [name, *(a.format(grid=grid, tmp=tmp_path) for a in args)]
+    before = tree(tmp_path)
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err), contextlib.chdir(REPO):
+        status = cli.call(
+            module.main, argv, module.define_flags, takes_arguments=command.takes_arguments
+        )
+    lines = [line for line in err.getvalue().splitlines() if line.startswith("error: ")]
+    assert status == 2 and len(lines) == 1 and names in lines[0], err.getvalue()
+    assert "Traceback" not in err.getvalue()
+    assert tree(tmp_path) == before

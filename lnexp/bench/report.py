@@ -32,6 +32,10 @@ def run_benchmark(
             f"Unknown sections {unknown}: --sections takes a comma-separated list of "
             f"{list(SECTIONS)} (or 'all')."
         )
+    for name in section_names:  # Every section's settings checked before the first one runs.
+        check = getattr(SECTIONS[name], "check", None)
+        if check is not None:
+            check(config)
     machine = machine_info()
     results: dict[str, Any] = {
         "machine": machine,

@@ -147,3 +147,7 @@ class Section(Protocol):
     COLUMNS: Sequence[Column]
 
     def run(self, settings: Any) -> SectionResult: ...
+
+    # Optional: ``check(settings)`` raises a UserError for settings the section cannot run
+    # with that need more than the fields' own checks (a config file to load); every selected
+    # section's runs before the first section starts.

@@ -96,6 +96,13 @@ def parse_arguments(argv: Sequence[str]) -> tuple[str, Path | None]:
             f"Unexpected arguments: {' '.join(rest[1:])}. The command takes a data set and at "
             f"most one directory (python -m lnexp.data.download {dataset} [DIR])."
         )
+    if rest:
+        try:  # DIR is checked as a flag naming a directory to write is.
+            flag_kinds.PathParser("dir", must_exist=False).parse(rest[0])
+        except ValueError as e:
+            raise UserError(
+                f"DIR {rest[0]!r}: {e} (python -m lnexp.data.download {dataset} [DIR])."
+            ) from None
     others = [
         f"--{name}"
         for name in ("url", "tasks", "list", "pause")

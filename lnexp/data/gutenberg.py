@@ -78,6 +78,11 @@ def read_book_list(path: str | os.PathLike[str] = BOOK_LIST) -> list[Book]:
                 "lnexp/data/gutenberg_books.csv for the format)."
             )
         books.append(book)
+    if not books:
+        raise UserError(
+            f"The book list {path} lists no book (a header row id,author,title, then one row per "
+            "book; see lnexp/data/gutenberg_books.csv)."
+        )
     return books
 
 

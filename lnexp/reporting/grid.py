@@ -11,6 +11,7 @@ the shared overrides, then the cell's values, then its seed applied
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import itertools
 from collections.abc import Sequence
@@ -19,7 +20,7 @@ from typing import Any
 
 import ml_collections
 
-from lnexp.config import load_config, parse_assignment, parse_value
+from lnexp.config import apply_overrides, load_config, parse_assignment, parse_value
 from lnexp.errors import UserError
 from lnexp.reporting.runs import read_metrics
 from lnexp.training.run_dir import RunDir
@@ -57,13 +58,18 @@ def expand_grid(grid: Sequence[str], seeds: int) -> list[Cell]:
 
 def check_grid(config: ml_collections.ConfigDict, grid: Sequence[str]) -> None:
     """Reads every value of every ``--grid KEY=V1,V2,...`` axis against ``config``'s fields, as
-    ``--config.KEY=V1`` would be read, so that a misspelled key or a value of the wrong type
-    stops the grid before its first cell trains.
+    ``--config.KEY=V1`` would be read, then every cell's config as a run checks it
+    (:func:`lnexp.studies.check_config`: ranges, names, the model), so that a misspelled key, a
+    value of the wrong type or out of range stops the grid before its first cell trains.
 
     Raises:
         UserError: naming the axis and the key, for a key the config does not have, a value its
-            field's type cannot read, or an axis without values.
+            field's type cannot read, or an axis without values; naming the cell, for a cell
+            whose config a run would refuse.
     """
+    from lnexp.studies import check_config  # Here: reading a grid's runs needs no study.
+
+    axes = []
     for text in grid:
         key, values = parse_assignment(text)
         given = [v.strip() for v in values.split(",") if v.strip()]
@@ -74,6 +80,13 @@ def check_grid(config: ml_collections.ConfigDict, grid: Sequence[str]) -> None:
                 parse_value(config, key, value)
             except UserError as e:
                 raise UserError(f"--grid {text}: {e}") from None
+        axes.append([(key, value) for value in given])
+    for cell in itertools.product(*axes):
+        try:
+            check_config(apply_overrides(copy.deepcopy(config), cell))
+        except UserError as e:
+            name = ",".join(f"{k}={v}" for k, v in cell)
+            raise UserError(f"--grid cell {name}: {e}") from None
 
 
 def _finished(run_dir: Path, num_epochs: int) -> bool:

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import dataclasses
 import shutil
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from flax.traverse_util import flatten_dict
 
+from lnexp.errors import UserError
 from lnexp.training.run_dir import RunDir
 
 
@@ -47,6 +49,30 @@ def find_runs(workdir: Path) -> list[Run]:
             config = flatten_dict(run_dir.read_config(), sep=".")
             runs.append(Run(config_path.parent.parent.name, config["seed"], config, records))
     return runs
+
+
+def check_names(
+    runs: Sequence[Run],
+    *,
+    keys: Mapping[str, Sequence[str]] = {},
+    metrics: Mapping[str, Sequence[str]] = {},
+) -> None:
+    """Refuses a config key that no run's config has, or a metric that no run's records hold,
+    naming the flag it came from (``{'--by': ['model.norm'], ...}``) and what there is.
+
+    Raises:
+        UserError: for the first such name.
+    """
+    have_keys = set().union(*(r.config for r in runs))
+    have_metrics = set().union(*(rec for r in runs for rec in r.records)) - {"epoch", "step"}
+    for kind, wanted, have in (("key", keys, have_keys), ("metric", metrics, have_metrics)):
+        for flag, names in wanted.items():
+            unknown = [n for n in names if n not in have]
+            if unknown:
+                listing = ", ".join(sorted(have)[:40])
+                raise UserError(
+                    f"{flag}: no run has the {kind} {unknown[0]!r}. The runs have: {listing}."
+                )
 
 
 def export(workdir: Path, dest: Path) -> int:

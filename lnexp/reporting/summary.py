@@ -21,7 +21,7 @@ import numpy as np
 from lnexp import studies
 from lnexp.errors import UserError
 from lnexp.reporting.figure import plot_figure
-from lnexp.reporting.runs import Run, find_runs
+from lnexp.reporting.runs import Run, check_names, find_runs
 
 
 def _mean_std(values: Sequence[float]) -> tuple[float, float]:
@@ -155,13 +155,19 @@ def report(
             f"No run directories with metrics under {workdir} (expected "
             f"{workdir}/<cell>/seed=<s>/metrics.jsonl)."
         )
+    line_key = line_key or "model.norm"
+    keys = {"--lines": [line_key], "--columns": [column_key] if column_key else []}
+    check_names(runs, keys=keys, metrics={"--metric": [metric], "--metrics": list(metrics)})
+    last_epoch = max(r.get("epoch", 0) for run in runs for r in run.records)
+    if at_epoch is not None and not 1 <= at_epoch <= last_epoch:
+        raise UserError(f"--at_epoch={at_epoch}: the runs have epochs 1 to {last_epoch}.")
     rows = summarize(runs, metric, at_epoch)
     (workdir / "summary.md").write_text(summary_markdown(rows, metric) + holes_markdown(runs))
     (workdir / "summary.json").write_text(json.dumps(rows, indent=2) + "\n")
     plot_figure(
         runs,
         workdir / "figure.png",
-        line_key=line_key or "model.norm",
+        line_key=line_key,
         column_key=column_key,
         metrics=metrics,
     )

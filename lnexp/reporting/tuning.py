@@ -31,7 +31,8 @@ from absl import flags
 
 from lnexp import cli, flag_kinds
 from lnexp.errors import UserError, command_line
-from lnexp.reporting.runs import Run, find_runs
+from lnexp.reporting.runs import Run, check_names, find_runs
+from lnexp.training.metric_writers import quiet_library_logs
 
 
 def score(run: Run, metric: str = "valid_error", fraction: float = 0.5) -> float:
@@ -132,6 +133,7 @@ def define_flags() -> None:
 @command_line
 def main(argv: Sequence[str]) -> None:
     del argv
+    quiet_library_logs()
     FLAGS = flags.FLAGS
     by = [k for k in FLAGS.by.split(",") if k]
     if FLAGS.metric.startswith("test"):
@@ -140,6 +142,7 @@ def main(argv: Sequence[str]) -> None:
     runs = find_runs(workdir)
     if not runs:
         raise UserError(f"No run directories with metrics under {workdir}.")
+    check_names(runs, keys={"--key": [FLAGS.key], "--by": by}, metrics={"--metric": [FLAGS.metric]})
     rows = choose(runs, FLAGS.key, by, metric=FLAGS.metric)
     text = choice_markdown(rows, FLAGS.key, by, FLAGS.metric)
     (workdir / "choice.md").write_text(text)

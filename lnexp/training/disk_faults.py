@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 
 from absl import logging
 
-from lnexp.errors import UserError
+from lnexp.errors import UserError, first_line
 
 if TYPE_CHECKING:
     from lnexp.training.run_dir import RunDir
@@ -171,10 +171,3 @@ def quiet_restore_stragglers() -> None:
 
     hook.lnexp_quiet = True
     sys.unraisablehook = hook
-
-
-def first_line(error: BaseException) -> str:
-    """The first line of an error's message, cut to 300 characters (for one warning line)."""
-    text = str(error).strip().splitlines()
-    line = text[0] if text else type(error).__name__
-    return line if len(line) <= 300 else line[:297] + "..."

@@ -29,6 +29,7 @@ orbax's barriers of a checkpoint wait as long).
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping, Sequence
 
 import jax
@@ -137,6 +138,14 @@ def initialize(
             "(0 .. N-1, a different one for each process). Add the missing ones, or pass "
             "--distributed to let JAX detect them on SLURM, Open MPI or a Cloud TPU pod, or "
             "leave all of them out (and unset the variables) to run as one process."
+        )
+    if address is not None and not re.fullmatch(
+        r"[^\s:]+:\d{1,5}|\[[0-9a-fA-F:.]+\]:\d{1,5}", address
+    ):
+        raise UserError(
+            f"{address_from}={address!r} is not HOST:PORT (e.g. --coordinator_address="
+            "node0:1234): the address and port of process 0's coordinator, the same for every "
+            "process."
         )
     if count is not None and count < 1:
         raise UserError(f"{count_from}={count} must be at least 1.")

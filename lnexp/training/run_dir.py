@@ -297,8 +297,13 @@ class RunDir:
                     self.path.mkdir(parents=True, exist_ok=True)
                     # Its text only names the holder: a damaged one is read as it is.
                     handle = open(self.lock_path, "a+", encoding="utf-8", errors="replace")  # noqa: SIM115
-            except (OSError, UserError) as e:
+            except UserError as e:  # No space or no permission: said so, with the sizes.
                 error = e
+            except OSError as e:
+                error = UserError(
+                    f"Cannot create the run directory's lock file {self.lock_path} "
+                    f"({e.strerror or e}): choose a --workdir in a directory you can write."
+                )
         distributed.agree(error, f"create the lock file {self.lock_path}")
         if handle is not None:
             try:

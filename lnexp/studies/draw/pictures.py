@@ -28,6 +28,7 @@ from lnexp import cli, flag_kinds
 from lnexp.errors import UserError, command_line
 from lnexp.models.draw import DRAW
 from lnexp.studies.draw import task as experiment
+from lnexp.training.metric_writers import quiet_library_logs
 from lnexp.training.run_dir import RunDir
 
 
@@ -114,9 +115,9 @@ def write_pictures(
 def define_flags() -> None:
     """The command line's flags (defined only when the module runs as a program)."""
     flag_kinds.path("workdir", None, "A DRAW run directory.", must_exist=True)
-    flag_kinds.count("samples", 64, "Samples from the prior.")
-    flag_kinds.count("digits", 8, "Test digits redrawn.")
-    flag_kinds.count("glimpse_columns", 8, "Canvases shown per digit.")
+    flag_kinds.count("samples", 64, "Samples from the prior.", high=4096)
+    flag_kinds.count("digits", 8, "Test digits redrawn.", high=10_000)
+    flag_kinds.count("glimpse_columns", 8, "Canvases shown per digit.", high=1024)
     flag_kinds.count("seed", 0, "The prior samples' seed.", low=0)
     flag_kinds.count("checkpoint", None, "Step (default: newest).", low=0)
     flag_kinds.path("data_dir", None, "MNIST's IDX files, if moved.", must_exist=True)
@@ -126,6 +127,7 @@ def define_flags() -> None:
 @command_line
 def main(argv: Sequence[str]) -> int:
     del argv
+    quiet_library_logs()
     FLAGS = flags.FLAGS
     paths = write_pictures(
         Path(FLAGS.workdir),

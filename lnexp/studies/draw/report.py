@@ -31,6 +31,7 @@ from lnexp.errors import UserError, command_line
 from lnexp.reporting import runs as run_files
 from lnexp.reporting.runs import Run
 from lnexp.studies.draw import task as draw
+from lnexp.training.metric_writers import quiet_library_logs
 
 METRIC = "test_bound"
 BASELINE = "none"
@@ -255,6 +256,7 @@ def define_flags() -> None:
 @command_line
 def main(argv: Sequence[str]) -> int:
     del argv
+    quiet_library_logs()
     FLAGS = flags.FLAGS
     print(write(Path(FLAGS.workdir), Path(FLAGS.out), export=FLAGS.export))
     print(f"Wrote the report into {FLAGS.out}")

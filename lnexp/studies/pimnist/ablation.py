@@ -35,6 +35,7 @@ from lnexp.errors import UserError, command_line
 from lnexp.reporting.runs import Run, find_runs
 from lnexp.reporting.tuning import tail_mean
 from lnexp.training.config_changes import RESUMABLE_CHANGES
+from lnexp.training.metric_writers import quiet_library_logs
 
 METHOD_KEY = "model.norm"
 CONTROL = "control"  # The label of the runs at the protocol itself.
@@ -259,6 +260,7 @@ def define_flags() -> None:
 @command_line
 def main(argv: Sequence[str]) -> None:
     del argv
+    quiet_library_logs()
     FLAGS = flags.FLAGS
     workdir = Path(FLAGS.workdir)
     protocol_config = FLAGS.config

@@ -25,6 +25,7 @@ from lnexp import cli, flag_kinds
 from lnexp.data.text import Vocabulary, sentence_ids_from_text
 from lnexp.errors import UserError, command_line
 from lnexp.studies.skipthought.task import build_model
+from lnexp.training.metric_writers import quiet_library_logs
 from lnexp.training.run_dir import RunDir
 
 # Sentences per device call; the last call is padded, so results do not depend on the count.
@@ -122,11 +123,13 @@ def encode(
 @command_line
 def main(argv: list[str]) -> None:
     del argv
+    quiet_library_logs()
     FLAGS = flags.FLAGS
     try:
         lines = Path(FLAGS.input).read_text(encoding="utf-8", errors="replace").splitlines()
         vectors = encode(FLAGS.workdir, lines, step=FLAGS.checkpoint)
-        np.save(FLAGS.output, vectors)
+        with open(FLAGS.output, "wb") as f:  # The very path given (np.save adds .npy to a name).
+            np.save(f, vectors)
     except OSError as e:
         raise UserError(str(e)) from None
     logging.info("Encoded %d sentences to %s %s.", len(lines), FLAGS.output, vectors.shape)

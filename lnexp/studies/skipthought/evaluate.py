@@ -47,6 +47,7 @@ from lnexp import cli, flag_kinds
 from lnexp.data import senteval
 from lnexp.errors import UserError, command_line
 from lnexp.training.durable import write_atomically
+from lnexp.training.metric_writers import quiet_library_logs
 
 EncodeFn = Callable[[list[str]], np.ndarray]
 PENALTIES = tuple(2.0**k for k in range(9))
@@ -98,6 +99,12 @@ def fit_with_cv(
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
+    smallest = int(np.min(np.unique(y, return_counts=True)[1])) if len(y) else 0
+    if folds > smallest:
+        raise UserError(
+            f"--folds={folds}: the smallest class of this task's training part has {smallest} "
+            f"examples, fewer than the folds; use --folds={max(2, min(10, smallest))} or fewer."
+        )
     solver, max_iter = solver_for(X.shape[1])
     cv = StratifiedKFold(folds, shuffle=True, random_state=seed)
     clf = LogisticRegressionCV(
@@ -449,6 +456,7 @@ def evaluate_run(
 @command_line
 def main(argv: list[str]) -> None:
     del argv
+    quiet_library_logs()
     FLAGS = flags.FLAGS
     step, results = evaluate_run(
         FLAGS.workdir,

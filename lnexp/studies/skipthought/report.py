@@ -70,7 +70,12 @@ def evaluate_checkpoints(
     available = RunDir(workdir).checkpoint_steps()
     if not available:
         raise UserError(f"{workdir} has no checkpoints to evaluate.")
-    chosen = available if steps is None else [s for s in steps if s in available]
+    if steps is not None and (missing := [s for s in steps if s not in available]):
+        raise UserError(
+            f"--steps: {workdir} has no checkpoint of step {missing[0]}; its checkpoints are "
+            f"at steps {', '.join(map(str, available))}."
+        )
+    chosen = available if steps is None else list(steps)
     out = {}
     for step in chosen:
         cached = workdir / "eval" / f"{step}.json"

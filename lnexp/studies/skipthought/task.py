@@ -24,7 +24,11 @@ PREVIEW_SIZES = {"vocab_size": 8}
 """A stand-in vocabulary size for :func:`lnexp.studies.check_config` (the real one is the
 corpus's)."""
 
-CHOICES = {"model.norm": Choice(GRUCell.accepted_norms(), "the GRU's normalization")}
+CHOICES = {
+    "model.norm": Choice(GRUCell.accepted_norms(), "the GRU's normalization"),
+    # The label of configs/skipthought.py's variant the config came from (its VARIANTS).
+    "variant": Choice(("small", "paper", "tiny"), "the config's variant"),
+}
 """The names of this study's string fields (:func:`lnexp.config_ranges.check_ranges`)."""
 
 

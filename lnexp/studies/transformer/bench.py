@@ -72,7 +72,7 @@ from lnexp.bench.timing import (
 from lnexp.config import load_config
 from lnexp.errors import UserError
 from lnexp.models.transformer import Transformer
-from lnexp.studies import Task
+from lnexp.studies import Task, check_config
 from lnexp.studies.transformer import task as experiment
 from lnexp.training.batches import Chunk, Schedule
 
@@ -117,6 +117,11 @@ class Settings(CommonSettings):
     )
 
 
+def check(settings: Settings) -> None:
+    """Before any section runs: ``--transformer_config`` loads, and is a Transformer's."""
+    load_model_config(settings)
+
+
 def load_model_config(settings: Settings) -> ml_collections.ConfigDict:
     """The config of ``--transformer_config``, its seed replaced by ``--seed``."""
     path = settings.transformer_config.partition(":")[0]
@@ -125,7 +130,22 @@ def load_model_config(settings: Settings) -> ml_collections.ConfigDict:
             f"The transformer section reads {path}: run it from the repository root, or pass "
             "--transformer_config=PATH."
         )
-    return load_config(settings.transformer_config, {"seed": settings.seed})
+    try:
+        config = load_config(settings.transformer_config, {"seed": settings.seed})
+        check_config(config)
+    except UserError as e:
+        raise UserError(f"--transformer_config={settings.transformer_config}: {e}") from None
+    except Exception as e:  # noqa: BLE001 (whatever get_config raises: a bad variant, say)
+        raise UserError(
+            f"--transformer_config={settings.transformer_config}: the config cannot be loaded "
+            f"({first_line(e)})."
+        ) from None
+    if config.get("experiment") != "transformer":
+        raise UserError(
+            f"--transformer_config={settings.transformer_config} is a "
+            f"{config.get('experiment')!r} config, not configs/transformer.py[:variant]."
+        )
+    return config
 
 
 def matmul_params(model: Transformer) -> int:

@@ -33,8 +33,9 @@ from flax import nnx
 
 from lnexp import cli, flag_kinds
 from lnexp.data.chars import load_char_corpus
-from lnexp.errors import command_line
+from lnexp.errors import UserError, command_line
 from lnexp.studies.transformer import task as experiment
+from lnexp.training.metric_writers import quiet_library_logs
 
 MATRICES = (("attn", "qkv"), ("attn", "out"), ("mlp", "fc"), ("mlp", "proj"))
 """The weight matrices of a block whose gradient norms are measured: ``(sublayer, linear)``."""
@@ -162,9 +163,13 @@ def write(rows: Sequence[dict], out: Path) -> None:
 def define_flags() -> None:
     """The command line's flags (defined only when the module runs as a program)."""
     cli.define_config("configs/transformer.py", "The Transformer's config file.")
-    flag_kinds.counts("depths", [6, 12], "Comma-separated depths.", low=1)
-    flag_kinds.count("seeds", 3, "Seeds 0..N-1: each sets the initialization and the batch.")
-    flag_kinds.count("batch_size", 64, "Training windows in the batch of each gradient.")
+    flag_kinds.counts("depths", [6, 12], "Comma-separated depths.", low=1, high=256)
+    flag_kinds.count(
+        "seeds", 3, "Seeds 0..N-1: each sets the initialization and the batch.", high=1000
+    )
+    flag_kinds.count(
+        "batch_size", 64, "Training windows in the batch of each gradient.", high=65536
+    )
     flag_kinds.path("out", None, "Directory for the JSON, table and figure.")
     flags.mark_flag_as_required("out")
 
@@ -172,7 +177,13 @@ def define_flags() -> None:
 @command_line
 def main(argv: Sequence[str]) -> int:
     del argv
+    quiet_library_logs()
     FLAGS = flags.FLAGS
+    if FLAGS.config.data.dir is None:
+        raise UserError(
+            "--config.data.dir=DIR is required: the book corpus the gradients' batches are drawn "
+            "from (python -m lnexp.data.download books fetches it)."
+        )
     rows = measure(
         FLAGS.config, depths=FLAGS.depths, seeds=FLAGS.seeds, batch_size=FLAGS.batch_size
     )

@@ -34,6 +34,7 @@ from lnexp import cli, flag_kinds
 from lnexp.errors import UserError, command_line
 from lnexp.reporting import grid, runs
 from lnexp.reporting.runs import Run, find_runs
+from lnexp.training.metric_writers import quiet_library_logs
 
 NEEDS_WARMUP_BPC = 0.05
 """Warmup "is needed" at a rate when the run without it diverges or ends this many bits per
@@ -82,6 +83,12 @@ def outcomes(workdir: Path) -> list[dict]:
             f"No runs with metrics under {workdir}: run the grid first (the commands are in "
             "lnexp/studies/transformer/report.py and the README)."
         )
+    for run in runs:
+        if run.config.get("experiment") != "transformer":
+            raise UserError(
+                f"{workdir}/{run.cell} is a {run.config.get('experiment')!r} run, not a "
+                "Transformer's: pass a grid of configs/transformer.py (see the module docstring)."
+            )
     return [_outcome(Path(workdir), run) for run in runs]
 
 
@@ -242,15 +249,17 @@ def write(
     """Writes the reports of the grids given; returns their markdown. With ``export``, also
     copies the grids' run directories without checkpoints into ``OUT/<name>_runs/``
     (:func:`lnexp.reporting.runs.export`), so the report can be made again from them."""
+    grids = [
+        (name, workdir, outcomes(workdir), table, draw)  # Read (and checked) before writing.
+        for name, workdir, table, draw in (
+            ("warmup", warmup, warmup_markdown, warmup_figure),
+            ("norms", norms, norms_markdown, norms_figure),
+        )
+        if workdir is not None
+    ]
     out.mkdir(parents=True, exist_ok=True)
     text = []
-    for name, workdir, table, draw in (
-        ("warmup", warmup, warmup_markdown, warmup_figure),
-        ("norms", norms, norms_markdown, norms_figure),
-    ):
-        if workdir is None:
-            continue
-        rows = outcomes(workdir)
+    for name, workdir, rows, table, draw in grids:
         if export:
             runs.export(Path(workdir), out / f"{name}_runs")
         (out / f"{name}.json").write_text(json.dumps(rows, indent=1) + "\n")
@@ -275,6 +284,7 @@ def define_flags() -> None:
 @command_line
 def main(argv: Sequence[str]) -> int:
     del argv
+    quiet_library_logs()
     FLAGS = flags.FLAGS
     if FLAGS.warmup is None and FLAGS.norms is None:
         raise UserError("Pass --warmup WORKDIR and/or --norms WORKDIR (grids of compare.py).")

@@ -39,6 +39,8 @@ CHOICES = {
     "model.placement": Choice(transformer.PLACEMENTS, "the normalization's placement"),
     "model.positions": Choice(transformer.POSITIONS, "the position encoding"),
     "model.kernel_init": Choice(transformer.KERNEL_INITS, "the projections' initializer"),
+    # The label of configs/transformer.py's variant the config came from (its VARIANTS).
+    "variant": Choice(("default", "large", "tiny"), "the config's variant"),
 }
 """The names of this study's string fields (:func:`lnexp.config_ranges.check_ranges`)."""
 
