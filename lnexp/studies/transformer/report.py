@@ -84,7 +84,7 @@ def outcomes(workdir: Path) -> list[dict]:
             "lnexp/studies/transformer/report.py and the README)."
         )
     for run in runs:
-        if run.config.get("experiment") != "transformer":
+        if run.config.get("experiment", "transformer") != "transformer":
             raise UserError(
                 f"{workdir}/{run.cell} is a {run.config.get('experiment')!r} run, not a "
                 "Transformer's: pass a grid of configs/transformer.py (see the module docstring)."
