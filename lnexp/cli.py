@@ -116,10 +116,12 @@ def _not_applied(error: BaseException, argv: Sequence[str]) -> str:
     overrides = _overrides_in(argv)
     if not overrides or isinstance(error, SyntaxError | ImportError | NameError):
         return unloadable(error)
+    keys = [o.split("=", 1)[0].split(".", 1)[1] for o in overrides]
     return (
-        f"{' '.join(overrides)}: cannot be applied to the config ({first_line(error)}). An "
-        "override names one field by its dotted key, --config.KEY=VALUE (e.g. "
-        "--config.model.norm=batch); check the key against the config file."
+        f"{' '.join(overrides)}: the config has no key {keys[0]!r} that an override can set "
+        f"({first_line(error)}). An override names one field by its dotted key, "
+        "--config.KEY=VALUE (e.g. --config.model.norm=batch); check the key against the "
+        "config file (every run's config.json lists its keys)."
     )
 
 

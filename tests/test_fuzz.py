@@ -511,6 +511,11 @@ def test_what_needs_the_model_or_the_data_is_refused_before_the_run_directory(
         ),  # fmt: skip
         (
             "lnexp.main",
+            [f"--config={REPO}/configs/pimnist.py", "--workdir={tmp}/run", "--config.or=1"],
+            "no key 'or'",
+        ),
+        (
+            "lnexp.main",
             [
                 f"--config={REPO}/configs/pimnist.py",
                 "--workdir={tmp}/run",
