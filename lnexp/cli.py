@@ -160,7 +160,7 @@ def _reported(argv: Sequence[str]) -> Iterator[None]:
 def _check_configs() -> None:
     """The parsed config checked before the command starts any work: a config file that cannot
     be read (config_flags defers reading it to the first use), and every field of an
-    experiment's config (:func:`lnexp.studies.check_config`: ranges, names, the model)."""
+    experiment's config (:func:`lnexp.config_ranges.check_ranges`: ranges and names)."""
     if CONFIG_FLAG not in flags.FLAGS:
         return
     flag = flags.FLAGS[CONFIG_FLAG]
@@ -173,10 +173,13 @@ def _check_configs() -> None:
         except Exception as e:  # noqa: BLE001 (whatever the file raises: it cannot be loaded)
             exit_with_error(unloadable(e))
     if isinstance(config, ml_collections.ConfigDict) and "experiment" in config:
-        from lnexp.studies import check_config  # Here: a command without a config needs no JAX.
+        # Every field on its own; the model (fields together) is built by the training loop
+        # and by the grid, per cell, before any run directory exists: a grid's cells may make
+        # a base config whole that alone is not (--config.model.norm=cell --grid model.cell=lstm).
+        from lnexp.config_ranges import check_ranges
 
         try:
-            check_config(config)
+            check_ranges(config)
         except UserError as e:
             exit_with_error(e)
 

@@ -207,7 +207,7 @@ class PathParser(flags.ArgumentParser):
                 raise ValueError(f"{text} cannot be created: {parent} is a file")
             if not os.access(parent, os.W_OK | os.X_OK):
                 raise ValueError(f"{text} cannot be created: {parent} is not writable")
-        return text
+        return str(path)  # ~ expanded: the path checked is the path used.
 
     def flag_type(self) -> str:
         return "string"
@@ -263,9 +263,12 @@ class AssignmentParser(flags.ArgumentParser):
         key, sep, value = str(argument).partition("=")
         if not sep or not key.strip() or not value.strip():
             raise ValueError(f"expected KEY=VALUE, e.g. {self.example}")
-        if self.value_is_dir and not Path(value.strip()).expanduser().is_dir():
+        if not self.value_is_dir:
+            return str(argument).strip()
+        directory = Path(value.strip()).expanduser()
+        if not directory.is_dir():
             raise ValueError(f"{value.strip()} is not an existing directory")
-        return str(argument).strip()
+        return f"{key.strip()}={directory}"
 
     def flag_type(self) -> str:
         return "string"

@@ -136,7 +136,7 @@ def check_config(config: ml_collections.ConfigDict) -> None:
         nnx.eval_shape(lambda: module.build_model(config, rngs=nnx.Rngs(0), **sizes))
     except UserError:
         raise
-    except (TypeError, ValueError) as e:
+    except (TypeError, ValueError, AttributeError, KeyError) as e:
         raise UserError(
             f"config.model: the model cannot be built from these fields ({e}). Fix the field "
             "with --config.model.KEY=VALUE (the config file documents each)."

@@ -71,11 +71,6 @@ class Checkpoints:
             # A save cut short (a kill, a full disk) leaves <step>.orbax-checkpoint-tmp*: removed
             # when a run opens the checkpoints again.
             cleanup_tmp_directories=keep is not None,
-            # Over several processes, one whose save failed never reaches the save's barrier:
-            # the others stop waiting for it after this long (orbax's default: 20 minutes).
-            async_options=ocp.AsyncOptions(timeout_secs=distributed.PEER_TIMEOUT_S)
-            if jax.process_count() > 1
-            else None,
         )
         handlers = {name: ocp.StandardCheckpointHandler() for name in ITEMS}
         handlers[RECORD_ITEM] = ocp.JsonCheckpointHandler()

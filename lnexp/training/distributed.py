@@ -22,15 +22,15 @@ to add. A process that cannot reach the coordinator is aborted by JAX after 5 mi
 A fault seen by one process alone must not leave the others waiting at the next collective until
 JAX's timeouts (minutes): what only process 0 does (the lock, ``config.json``, the records) is
 followed by :func:`agree`, after which every process stops with the error, and a process that
-dies or stops answering is noticed by the others within :data:`PEER_TIMEOUT_S` (JAX's heartbeat;
-orbax's barriers of a checkpoint wait as long).
+dies or stops answering is noticed by the others within :data:`PEER_TIMEOUT_S` (JAX's
+heartbeat).
 """
 
 from __future__ import annotations
 
 import os
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import jax
 import numpy as np
@@ -39,9 +39,10 @@ from jax.experimental import multihost_utils
 from lnexp.errors import UserError
 
 PEER_TIMEOUT_S = int(os.environ.get("LNEXP_PEER_TIMEOUT_S", "60"))
-"""How long a process waits for a peer that stopped answering (JAX's heartbeat timeout, its
-shutdown and, over several processes, orbax's wait for a checkpoint's writes and barriers)
-before it ends with an error: 60 s, or ``$LNEXP_PEER_TIMEOUT_S`` (the tests' is shorter)."""
+"""How long a process waits for a peer that stopped answering (JAX's heartbeat timeout and its
+shutdown) before it ends with an error: 60 s, or ``$LNEXP_PEER_TIMEOUT_S`` (the tests' is
+shorter). A peer that stopped (its checkpoint's write failed inside orbax's background save, say)
+is noticed by the heartbeat; orbax's own deadline for a save's writes stays its default."""
 
 # (flag, environment variable) of each setting.
 COORDINATOR_ADDRESS = ("--coordinator_address", "JAX_COORDINATOR_ADDRESS")
@@ -211,6 +212,18 @@ def agree(error: BaseException | None, what: str) -> None:
             "of the run stops with it. Fix that and run the same command again on every host: it "
             "resumes from the last checkpoint."
         )
+
+
+def on_process_0(what: str, action: Callable[[], None]) -> None:
+    """Runs ``action`` (a write into the run directory) on process 0 alone, then :func:`agree`:
+    its ``OSError`` stops every process. Every process must call it, in the same order."""
+    error = None
+    if jax.process_index() == 0:
+        try:
+            action()
+        except OSError as e:
+            error = e
+    agree(error, what)
 
 
 def all_processes(values: Sequence[int]) -> list[tuple[int, ...]]:

@@ -134,21 +134,27 @@ def _train(
     """The loop: ``configs`` differ only in their seed; one run directory each. SIGTERM and
     SIGINT stop it at the next chunk boundary (:mod:`lnexp.training.preemption`).
 
-    Everything that can be refused before the run directories exist is refused first (a
-    refused run leaves no directory, and a refused resume changes nothing in its own): the
-    fields, the model built abstractly, the batch against the devices, the data (read and
-    checked by the task) against the batch."""
+    Everything that can be refused before the run directories exist is refused first, so a
+    refused new run leaves no directory: the fields, the model built abstractly, the batch
+    against the devices, the data (read and checked by the task) against the batch. Run
+    directories that exist already are locked first (the lock refuses a second launch before
+    it reads any data or touches the devices the first one holds), then checked alike."""
     for config in configs:
         check_config(config)
     mesh = make_mesh()
     configs = [resolve_learning_rate(c) for c in configs]
     checks.check_batch_size(configs[0], mesh)
-    task = build_task(configs[0])
-    checks.check_seeds_can_share(task, configs[0], len(configs))
-    checks.check_enough_data(task, configs[0])
-    # The run directories' locks, and disk-full/unwritable errors reported (run_dir.held).
     run_dirs = [RunDir(w) for w in workdirs]
-    with held(run_dirs), StopSignals() as stop_signals:
+    resuming = all(r.path.is_dir() for r in run_dirs)
+    with contextlib.ExitStack() as stack:
+        stop_signals = stack.enter_context(StopSignals())
+        if resuming:  # The run directories' locks (run_dir.held: disk errors reported too).
+            stack.enter_context(held(run_dirs))
+        task = build_task(configs[0])
+        checks.check_seeds_can_share(task, configs[0], len(configs))
+        checks.check_enough_data(task, configs[0])
+        if not resuming:
+            stack.enter_context(held(run_dirs))
         return _train_until_stopped(configs, task, mesh, run_dirs, stop_signals)
 
 
@@ -194,9 +200,11 @@ def _train_until_stopped(
         run_dir.write_config(seed_config)
     eval_batch = -(-config.eval_batch_size // mesh.size) * mesh.size
 
-    if is_main:
-        for run_dir in run_dirs:
-            run_dir.write_files(task.files)
+    for run_dir in run_dirs:
+        distributed.on_process_0(
+            f"write the task's files into {run_dir.path}",
+            lambda r=run_dir: r.write_files(task.files),
+        )
     constants, train_data, eval_data = trainer.put_data(eval_batch)
 
     with contextlib.ExitStack() as cleanup:
@@ -227,8 +235,7 @@ def _train_until_stopped(
         partials = [preemption.load_partial_epoch(r.path, latest) for r in run_dirs] if skip else []
         if partials:
             walls_before = [wall_s for *_, wall_s in partials]
-        for run_dir in run_dirs if is_main else []:
-            preemption.drop_stale_partial_epochs(run_dir.path, run_dir.checkpoint_steps())
+        _drop_stale_partial_epochs(run_dirs)
         writers = [  # Once every file read back is known good: a refused resume adds nothing.
             cleanup.enter_context(MetricWriter(r.path, enabled=is_main, purge_after=latest or 0))
             for r in run_dirs
@@ -247,6 +254,7 @@ def _train_until_stopped(
                     {name: evals[name][i] for name in eval_data},
                     wall_s=walls_before[i],
                 )
+                records.check_finite(last_records[i])
                 writers[i].write(last_records[i])
                 if is_main:
                     logging.warning(
@@ -330,9 +338,16 @@ def _train_until_stopped(
                     if epoch % config.checkpoint.every_epochs != 0:  # No checkpoint yet.
                         _save(checkpoints, trainer.unstack(state), step, epoch_records)
                     raise _interrupted(stop, step, epoch, epoch_steps, config.num_epochs, run_dirs)
-    for run_dir in run_dirs if is_main else []:  # The checkpoints saved are all finalized now.
-        preemption.drop_stale_partial_epochs(run_dir.path, run_dir.checkpoint_steps())
+    _drop_stale_partial_epochs(run_dirs)  # The checkpoints saved are all finalized now.
     return last_records
+
+
+def _drop_stale_partial_epochs(run_dirs: Sequence[RunDir]) -> None:
+    for r in run_dirs:
+        distributed.on_process_0(
+            f"remove stale files of {r.path / preemption.PARTIAL_DIR}",
+            lambda r=r: preemption.drop_stale_partial_epochs(r.path, r.checkpoint_steps()),
+        )
 
 
 def _save(

@@ -116,8 +116,12 @@ class RunDir:
         values there are unknown). Without a checkpoint there is nothing to mix, so a run that
         failed before its first checkpoint can be retried with corrected settings. Nothing in the
         run directory is changed either way."""
+        if (
+            not self.checkpoint_steps()
+        ):  # Nothing to mix: a config.json, even damaged, is rewritten.
+            return
         previous = self.read_config()
-        if previous is None or not self.checkpoint_steps():
+        if previous is None:
             return
         new = flatten_dict(_as_json(config), sep=".")
         old = flatten_dict(previous, sep=".")
@@ -257,9 +261,14 @@ class RunDir:
                 self.metrics_path,
                 ", ".join(map(str, holes)),
             )
+        error = None
         if write and (self.metrics_path.exists() or kept_records):
-            # Atomic and synced, also against a kill mid-write.
-            write_atomically(self.metrics_path, "".join(json.dumps(r) + "\n" for r in kept_records))
+            try:  # Atomic and synced, also against a kill mid-write.
+                text = "".join(json.dumps(r) + "\n" for r in kept_records)
+                write_atomically(self.metrics_path, text)
+            except OSError as e:
+                error = e
+        distributed.agree(error, f"rewrite {self.metrics_path}")  # Every process calls it.
         return kept_records
 
     # ----------------------------------------------------------------------------------------

@@ -181,7 +181,7 @@ def define_flags() -> None:
     """The command line's flags (defined only when the module runs as a program)."""
     flag_kinds.path("workdir", None, "Run directory of a trained Transformer.", must_exist=True)
     flag_kinds.text("prompt", "", "Text to continue (empty: start a paragraph).", allow_empty=True)
-    flag_kinds.count("length", 200, "Characters to sample after the prompt.", high=1_000_000)
+    flag_kinds.count("length", 200, "Characters to sample after the prompt.", low=0, high=1_000_000)
     flag_kinds.number(
         "temperature", 1.0, "Softmax temperature (0: the likeliest character).", low=0.0
     )
