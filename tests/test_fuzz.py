@@ -358,15 +358,14 @@ def bad_field_values(
     return st.sampled_from(["", "   ", *(["ftp://x", "no-scheme"] if text.url else [])])
 
 
-@pytest.mark.parametrize("config_name", CONFIGS)
-def test_bad_config_values_are_refused_before_any_run_directory(config_name, scratch):
-    """``python -m lnexp.main`` with every config: each field given a value it cannot take."""
-    path = f"{REPO}/configs/{config_name}.py"
-    config = load_config(path)
+def fuzz_fields(command: Command, scratch: Path, examples: int = EXAMPLES) -> None:
+    """``command`` (whose required flags name a ``--config``) with each field of that config
+    given a value it cannot take."""
+    config_file = next(a for a in command.required if a.startswith("--config="))
+    config = load_config(config_file.split("=", 1)[1])
     leaves = fields(config)
-    command = Command("lnexp.main", (f"--config={path}", "--workdir={}/run"))
 
-    @FUZZ
+    @settings(FUZZ, max_examples=examples)
     @given(data=st.data())
     def check(data):
         key = data.draw(st.sampled_from(sorted(leaves)), label="key")
@@ -375,6 +374,13 @@ def test_bad_config_values_are_refused_before_any_run_directory(config_name, scr
         refused(command, scratch, [f"--config.{key}={text}"], re.escape(key))
 
     check()
+
+
+@pytest.mark.parametrize("config_name", CONFIGS)
+def test_bad_config_values_are_refused_before_any_run_directory(config_name, scratch):
+    """``python -m lnexp.main`` with every config: each field given a value it cannot take."""
+    path = f"{REPO}/configs/{config_name}.py"
+    fuzz_fields(Command("lnexp.main", (f"--config={path}", "--workdir={}/run")), scratch)
 
 
 @pytest.mark.parametrize(
@@ -382,21 +388,7 @@ def test_bad_config_values_are_refused_before_any_run_directory(config_name, scr
     ["scripts/compare.py", "lnexp.studies.pimnist.ablation", "lnexp.studies.transformer.gradients"],
 )
 def test_every_command_with_a_config_refuses_bad_fields_alike(name, scratch):
-    command = COMMANDS[name]
-    config = load_config(
-        next(a for a in command.required if a.startswith("--config=")).split("=", 1)[1]
-    )
-    leaves = fields(config)
-
-    @settings(FUZZ, max_examples=max(5, EXAMPLES // 3))
-    @given(data=st.data())
-    def check(data):
-        key = data.draw(st.sampled_from(sorted(leaves)), label="key")
-        kind, value = leaves[key]
-        text = data.draw(bad_field_values(key, kind, value, config), label="value")
-        refused(command, scratch, [f"--config.{key}={text}"], re.escape(key))
-
-    check()
+    fuzz_fields(COMMANDS[name], scratch, examples=max(5, EXAMPLES // 3))
 
 
 KEY = st.from_regex(r"[a-z][a-z_]{0,8}", fullmatch=True)

@@ -20,7 +20,6 @@ A new section is its module and one entry in :mod:`lnexp.bench.sections` (its na
 from __future__ import annotations
 
 import dataclasses
-import re
 import typing
 from collections.abc import Sequence
 from typing import Any, NotRequired, Protocol, TypedDict
@@ -63,48 +62,53 @@ def setting(
     return dataclasses.field(default=default, metadata={"help": help, **kind})
 
 
-def define_flag(field: dataclasses.Field, annotation: Any) -> flags.FlagHolder:
-    """The flag of a :func:`setting` field (named as it), of the kind its values are."""
+def parser(field: dataclasses.Field, annotation: Any) -> flags.ArgumentParser | None:
+    """The parser of a :func:`setting` field's flag (one of :mod:`lnexp.flag_kinds`), the one
+    description of its values: the flag parses with it and :meth:`CommonSettings.__post_init__`
+    checks with it. ``None`` for a bool (absl's own flag)."""
     from lnexp import flag_kinds  # Here: a section imports no absl flags machinery otherwise.
 
-    meta, name, default = field.metadata, field.name, field.default
+    meta = field.metadata
     if annotation is bool:
-        return flags.DEFINE_bool(name, default, meta["help"])
+        return None
     if annotation is int:
-        return flag_kinds.count(name, default, meta["help"], low=meta["low"])
+        return flags.IntegerParser(lower_bound=meta["low"], upper_bound=flag_kinds.INT32_MAX)
     if typing.get_origin(annotation) is tuple and typing.get_args(annotation)[0] is int:
-        return flag_kinds.counts(name, list(default), meta["help"], low=meta["low"])
+        return flag_kinds.CountsParser(meta["low"])
     if typing.get_origin(annotation) is tuple:
         if meta["choices"] is not None:
-            return flag_kinds.names(name, list(default), meta["help"], meta["choices"])
-        return flag_kinds.texts(
-            name, list(default), meta["help"], pattern=meta["pattern"], example=meta["example"]
-        )
+            return flag_kinds.NamesParser(meta["choices"])
+        return flag_kinds.TextsParser(meta["pattern"], meta["example"])
     if meta["path"] is not None:
-        return flag_kinds.path(name, default, meta["help"], must_exist=meta["path"] == "in")
-    return flag_kinds.text(name, default, meta["help"], allow_empty=meta["allow_empty"])
+        return flag_kinds.PathParser("dir", must_exist=meta["path"] == "in")
+    return flag_kinds.TextParser(meta["allow_empty"])
 
 
-def check_setting(field: dataclasses.Field, value: Any) -> None:
+def define_flag(field: dataclasses.Field, annotation: Any) -> flags.FlagHolder:
+    """The flag of a :func:`setting` field (named as it), of the kind its values are."""
+    kind, default = parser(field, annotation), field.default
+    if kind is None:
+        return flags.DEFINE_bool(field.name, default, field.metadata["help"])
+    if isinstance(kind, flags.ListParser):
+        serializer, default = flags.CsvListSerializer(","), list(default)
+    else:
+        serializer = flags.ArgumentSerializer()
+    return flags.DEFINE(kind, field.name, default, field.metadata["help"], serializer=serializer)
+
+
+def check_setting(field: dataclasses.Field, annotation: Any, value: Any) -> None:
     """Refuses a value of a :func:`setting` field that its flag would refuse.
 
     Raises:
         UserError: naming the flag and what its values may be.
     """
-    meta = field.metadata
-    items = value if isinstance(value, tuple | list) else (value,)
-    problem = None
-    if isinstance(value, tuple | list) and not value:
-        problem = "lists nothing"
-    elif all(isinstance(v, int) and not isinstance(v, bool) for v in items):
-        if min(items) < meta["low"]:
-            problem = f"must be at least {meta['low']}"
-    elif meta["choices"] is not None and set(items) - set(meta["choices"]):
-        problem = f"takes {', '.join(meta['choices'])}"
-    elif meta["pattern"] is not None and not all(re.fullmatch(meta["pattern"], v) for v in items):
-        problem = f"takes values such as {meta['example']}"
-    if problem:
-        raise UserError(f"--{field.name}={value!r}: {problem}.")
+    kind = parser(field, annotation)
+    if kind is None or value is None:
+        return
+    try:
+        kind.parse(list(value) if isinstance(value, tuple) else value)
+    except ValueError as e:
+        raise UserError(f"--{field.name}={value!r}: {e}.") from None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -126,9 +130,10 @@ class CommonSettings:
 
     def __post_init__(self) -> None:
         """Checks every field of the (sub)class's settings (:func:`check_setting`)."""
+        annotations = typing.get_type_hints(type(self))
         for field in dataclasses.fields(self):
-            if field.metadata.get("help") is not None and getattr(self, field.name) is not None:
-                check_setting(field, getattr(self, field.name))
+            if field.metadata.get("help") is not None:
+                check_setting(field, annotations[field.name], getattr(self, field.name))
 
 
 class SectionResult(TypedDict):

@@ -22,6 +22,7 @@ from lnexp import studies
 from lnexp.errors import UserError
 from lnexp.reporting.figure import plot_figure
 from lnexp.reporting.runs import Run, check_names, find_runs
+from lnexp.training.metric_writers import missing_epochs
 
 
 def _mean_std(values: Sequence[float]) -> tuple[float, float]:
@@ -121,9 +122,7 @@ def holes_markdown(runs: Sequence[Run]) -> str:
     nothing when none does."""
     holes = []
     for run in runs:
-        epochs = {r["epoch"] for r in run.records if "epoch" in r}
-        missing = sorted(set(range(1, max(epochs, default=0) + 1)) - epochs)
-        if missing:
+        if missing := missing_epochs(run.records):
             holes.append(
                 f"{run.cell} seed {run.seed} lacks epoch(s) {', '.join(map(str, missing))}"
             )

@@ -170,10 +170,6 @@ class Checkpoints:
             )
         raise UserError(_no_readable_message(self.directory))
 
-    def steps(self) -> list[int]:
-        """The steps of the checkpoints, ascending."""
-        return sorted(self._manager.all_steps())
-
     def saved_record(self, step: int) -> dict[str, Any] | None:
         """The copy of its epoch's record that the checkpoint ``step`` keeps, or ``None`` (a
         checkpoint inside an epoch, one from before copies were kept, or an unreadable one)."""

@@ -16,12 +16,8 @@ from pathlib import Path
 def write_atomically(path: Path, text: str) -> None:
     """Replaces ``path`` by ``text`` (UTF-8): written beside it, synced, then renamed over it."""
     tmp = path.with_name(path.name + ".tmp")
-    with tmp.open("w", encoding="utf-8") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    tmp.replace(path)
-    _sync_directory(path.parent)
+    tmp.write_text(text, encoding="utf-8")
+    replace_synced(tmp, path)
 
 
 def replace_synced(tmp: Path, path: Path) -> None:

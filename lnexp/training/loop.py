@@ -49,6 +49,7 @@ non-finite loss or evaluation in one seed stops every seed, naming it.
 from __future__ import annotations
 
 import contextlib
+import functools
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -288,16 +289,19 @@ def _train_until_stopped(
             if stop is not None and step < epoch * epoch_steps:  # Stopped inside the epoch.
                 progress.done()
                 wall = time.perf_counter() - t_start
-                error = None
-                for i, run_dir in enumerate(run_dirs if is_main else []):
+                for i, run_dir in enumerate(run_dirs):  # Beside the checkpoint, before it.
                     seed_metrics = {k: v[:, i] for k, v in train_metrics.items()}
-                    try:  # Beside the checkpoint, before it: it is useless without.
-                        preemption.save_partial_epoch(
-                            run_dir.path, step, seed_metrics, train_seconds, walls_before[i] + wall
-                        )
-                    except OSError as e:
-                        error = e
-                distributed.agree(error, f"write the partial-epoch metrics of step {step}")
+                    distributed.on_process_0(
+                        f"write the partial-epoch metrics of step {step}",
+                        functools.partial(
+                            preemption.save_partial_epoch,
+                            run_dir.path,
+                            step,
+                            seed_metrics,
+                            train_seconds,
+                            walls_before[i] + wall,
+                        ),
+                    )
                 _save(checkpoints, trainer.unstack(state), step, [None] * len(run_dirs))
                 raise _interrupted(stop, step, epoch, epoch_steps, config.num_epochs, run_dirs)
             evals = {

@@ -12,6 +12,7 @@ import logging as std_logging
 import math
 import sys
 import time
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +33,13 @@ def read_records(path: Path) -> list[dict[str, Any]]:
         UserError: for a line before the last that is no record (the file is damaged).
     """
     return read_records_and_tail(path)[0]
+
+
+def missing_epochs(records: Sequence[Mapping[str, Any]]) -> list[int]:
+    """The epochs before the last one that ``records`` lack (a hole a torn ``metrics.jsonl``
+    left, when no checkpoint kept a copy of the record)."""
+    epochs = {r["epoch"] for r in records if r.get("epoch")}
+    return sorted(set(range(1, max(epochs, default=0))) - epochs)
 
 
 def read_records_and_tail(path: Path) -> tuple[list[dict[str, Any]], str | None]:

@@ -39,10 +39,7 @@ def epoch_record(
     (:mod:`lnexp.training.loss_scale`): the averages then leave out the skipped steps, and the
     record gives their number (``train_skipped_steps``) and the scale of the epoch's last step
     (``train_loss_scale``)."""
-    record: dict[str, Any] = {"epoch": epoch, "step": step}
-    for split, values in evals.items():
-        for key, value in values.items():
-            record[f"{split}_{key}"] = value
+    record = _evaluations(epoch, step, evals)
     train_metrics = dict(train_metrics)
     kept = None
     if "skipped" in train_metrics:
@@ -79,11 +76,16 @@ def evaluated_record(
     """The record of an epoch that ``metrics.jsonl`` lost and no checkpoint keeps a copy of,
     from its checkpoint evaluated again: the same evaluations (they are deterministic), without
     the training-step averages, which are gone; ``repaired`` says so."""
+    return {**_evaluations(epoch, step, evals), "wall_s": wall_s, "repaired": REPAIRED}
+
+
+def _evaluations(epoch: int, step: int, evals: Mapping[str, Mapping[str, float]]) -> dict[str, Any]:
+    """``{epoch, step, <split>_<name>: value, ...}``."""
     record: dict[str, Any] = {"epoch": epoch, "step": step}
     for split, values in evals.items():
         for key, value in values.items():
             record[f"{split}_{key}"] = value
-    return {**record, "wall_s": wall_s, "repaired": REPAIRED}
+    return record
 
 
 def summary(record: Mapping[str, Any], num_epochs: int) -> str:

@@ -51,7 +51,7 @@ from lnexp.training.checkpoints import DAMAGED, Checkpoints
 from lnexp.training.config_changes import missing_fields, refused_changes
 from lnexp.training.disk_faults import disk_errors_reported
 from lnexp.training.durable import write_atomically
-from lnexp.training.metric_writers import read_records, read_records_and_tail
+from lnexp.training.metric_writers import missing_epochs, read_records, read_records_and_tail
 
 
 class ConfigView(enum.Enum):
@@ -158,16 +158,13 @@ class RunDir:
         different configs given to different hosts)."""
         current = _as_json(config)
         distributed.barrier("lnexp: config.json checked")  # No process reads it while written.
-        error = None
-        if jax.process_index() == 0:
-            try:
-                self.path.mkdir(parents=True, exist_ok=True)
-                # Atomic and synced: a crash never leaves half a config behind.
-                text = json.dumps(current, indent=2, sort_keys=True) + "\n"
-                write_atomically(self.config_path, text)
-            except OSError as e:
-                error = e
-        distributed.agree(error, f"write {self.config_path}")  # Also: it is written.
+        text = json.dumps(current, indent=2, sort_keys=True) + "\n"
+
+        def write() -> None:  # Atomic and synced: a crash never leaves half a config behind.
+            self.path.mkdir(parents=True, exist_ok=True)
+            write_atomically(self.config_path, text)
+
+        distributed.on_process_0(f"write {self.config_path}", write)  # Then it is written.
         if jax.process_count() == 1:
             return
         seen = self.read_config()
@@ -226,7 +223,7 @@ class RunDir:
         records, torn = read_records_and_tail(self.metrics_path)
         kept = {r["step"]: r for r in records if r["step"] <= step}
         put_back = []
-        for saved_step in saved.steps() if saved is not None else []:
+        for saved_step in self.checkpoint_steps() if saved is not None else []:
             if saved_step <= step and saved_step not in kept:
                 copy = saved.saved_record(saved_step)
                 if copy is not None:
@@ -252,8 +249,7 @@ class RunDir:
                 else "its epoch lies past the checkpoint resumed from and is trained again",
             )
         kept_records = [kept[s] for s in sorted(kept)]
-        epochs = {r.get("epoch") for r in kept_records}
-        holes = sorted(set(range(1, max((e for e in epochs if e), default=0))) - epochs)
+        holes = missing_epochs(kept_records)
         if write and holes:
             logging.warning(
                 "%s lacks the record(s) of epoch(s) %s and no kept checkpoint holds a copy: the "
