@@ -1022,12 +1022,14 @@ def test_standardize_segments_derivatives_match_autodiff(sizes):
     def loss(f):
         return lambda x: jnp.sum(jnp.sin(f(x) * w))
 
+    # Each derivative jitted: one compilation, not one per op of the eager trace.
     fused = functools.partial(standardize_segments, sizes=sizes)
-    np.testing.assert_allclose(jax.grad(loss(fused))(x), jax.grad(loss(plain))(x), atol=2e-5)
-    jvp = [jax.jvp(f, (x,), (w,))[1] for f in (fused, plain)]
+    grads = [jax.jit(jax.grad(loss(f)))(x) for f in (fused, plain)]
+    np.testing.assert_allclose(*grads, atol=2e-5)
+    jvp = [jax.jit(lambda x, t, f=f: jax.jvp(f, (x,), (t,))[1])(x, w) for f in (fused, plain)]
     np.testing.assert_allclose(*jvp, atol=2e-5)
     if sizes == (8, 4):  # Second order once: compiling Hessians is slow.
-        hess = [jax.hessian(loss(f))(x[:1]) for f in (fused, plain)]
+        hess = [jax.jit(jax.hessian(loss(f)))(x[:1]) for f in (fused, plain)]
         np.testing.assert_allclose(*hess, atol=2e-4)
 
 

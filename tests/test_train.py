@@ -85,7 +85,8 @@ _SUBPROCESS_ENV: dict[str, str] = {}
 def cli_env(devices: int | None = None) -> dict[str, str]:
     env = dict(os.environ, JAX_PLATFORMS="cpu", **_SUBPROCESS_ENV)
     if devices is not None:
-        env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
+        flags = env.get("XLA_FLAGS", "")
+        env["XLA_FLAGS"] = f"{flags} --xla_force_host_platform_device_count={devices}".strip()
     return env
 
 

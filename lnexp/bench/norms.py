@@ -12,6 +12,11 @@ Transformer step 25% against RMSNorm's 1% while it was faster than Flax's alone)
 is also timed inside a stack of ``residual_depth`` pre-norm residual MLP blocks
 (``h = h + W2 gelu(W1 N(h))``, width ``H`` and ``4H``, a final ``N``) at the first shape; the
 ``x lnexp RMSNorm`` column compares each row with RMSNorm's row of the same group.
+
+Each group (a shape, the stack) is timed round-robin on its own, and each timed call follows
+``norms_settle`` untimed calls of the same row: a sub-millisecond layer called right after a
+45 ms stack finds the caches and threads that the stack left, and took 1.5-3x its steady time
+(lnexp's LayerNorm 2.2x RMSNorm with every row in one round-robin, 1.1x in its own group).
 """
 
 from __future__ import annotations
@@ -47,6 +52,12 @@ class Settings(CommonSettings):
     )
     norms_repeats: int = setting(50, "norms: timed calls per row (median kept).")
     norms_warmup: int = setting(5, "norms: untimed calls per row after compiling.", low=0)
+    norms_settle: int = setting(
+        1,
+        "norms: untimed calls of a row before each of its timed ones, so that each times the "
+        "layer's steady state, not the caches and threads the previous row left.",
+        low=0,
+    )
 
 
 def parse_shape(text: str) -> tuple[int, ...]:
@@ -115,6 +126,7 @@ def _prepare(name: str, module: nnx.Module, x: jax.Array, settings: Settings, **
     row = prepare_jax(name, loss, (params, x), settings.norms_warmup, items=x.size // x.shape[-1])
     row.framework = "flax" if name.startswith("flax") else "jax"
     row.extra = extra
+    row.settle = settings.norms_settle
     return row
 
 
@@ -129,26 +141,28 @@ def add_ratios(rows: list[Row]) -> list[Row]:
 
 def run(settings: Settings) -> dict[str, Any]:
     """Every normalizer's forward+backward, per shape and in the residual stack."""
-    prepared = []
+    groups: list[list[Prepared]] = []  # Timed one group at a time (see the module's docstring).
     shapes = [parse_shape(text) for text in settings.norms_shapes]
     for shape in shapes:
         x = jax.random.normal(jax.random.key(settings.seed), shape, jnp.float32)
         group = "x".join(map(str, shape))
+        groups.append([])
         for name, make in NORMS.items():
             module = make(shape[-1], nnx.Rngs(settings.seed))
-            prepared.append(
+            groups[-1].append(
                 _prepare(f"{name} {group}", module, x, settings, norm=name, group=group)
             )
     if settings.residual_depth and shapes:
         shape = shapes[0]
         x = jax.random.normal(jax.random.key(settings.seed), shape, jnp.float32)
         group = f"{'x'.join(map(str, shape))}, {settings.residual_depth} residual blocks"
+        groups.append([])
         for name, make in NORMS.items():
             stack = ResidualStack(make, shape[-1], settings.residual_depth)
-            prepared.append(
+            groups[-1].append(
                 _prepare(f"{name} ({group})", stack, x, settings, norm=name, group=group)
             )
-    rows = add_ratios(time_rows(prepared, settings.norms_repeats))
+    rows = add_ratios([row for g in groups for row in time_rows(g, settings.norms_repeats)])
     return {
         "rows": rows,
         "goals": goals(rows),
@@ -156,7 +170,8 @@ def run(settings: Settings) -> dict[str, Any]:
             "forward+backward of sum(N(x) * w) with respect to x and N's parameters, float32, "
             "one jax.jit each, compiled ahead of time; residual blocks: h = h + W2 gelu(W1 N(h)) "
             f"(4x width), a final N; median of {settings.norms_repeats} calls after "
-            f"{settings.norms_warmup} warm-up calls, the rows timed round-robin."
+            f"{settings.norms_warmup} warm-up calls, each group's rows timed round-robin on their "
+            f"own, each timed call after {settings.norms_settle} untimed ones of the same row."
         ),
     }
 

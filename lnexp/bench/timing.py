@@ -40,6 +40,11 @@ class Prepared:
         steps: Training steps per call.
         unit: What ``items`` counts; the row reports ``<unit>_per_s``.
         extra: Fields copied into the row.
+        settle: Untimed calls before each timed one. A call that follows another row's heavier
+            work finds the caches filled with that row's data and the thread pool parked: for a
+            sub-millisecond call this costs 2-3x its time, and more for some rows than others
+            (the norms section saw lnexp's LayerNorm at 2.2x RMSNorm right after the residual
+            stacks, 1.1x after itself), so such rows settle first and time their steady state.
     """
 
     name: str
@@ -50,6 +55,7 @@ class Prepared:
     steps: int = 1
     unit: str = "tokens"
     extra: dict[str, Any] = dataclasses.field(default_factory=dict)
+    settle: int = 0
 
 
 def timing_row(p: Prepared, times: list[float]) -> Row:
@@ -73,10 +79,13 @@ def note_row(name: str, framework: str, *, skipped: str | None = None, error: st
 
 
 def time_interleaved(prepared: list[Prepared], repeats: int) -> list[Row]:
-    """Times every row ``repeats`` times, round-robin (one call of each row per round)."""
+    """Times every row ``repeats`` times, round-robin (one timed call of each row per round,
+    after its ``settle`` untimed ones)."""
     times: list[list[float]] = [[] for _ in prepared]
     for _ in range(repeats):
         for p, row_times in zip(prepared, times, strict=True):
+            for _ in range(p.settle):
+                p.step()
             start = time.perf_counter()
             p.step()
             row_times.append(time.perf_counter() - start)
