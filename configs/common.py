@@ -123,6 +123,8 @@ def checkpoint(keep: int = 3) -> ml_collections.ConfigDict:
     """Checkpoints after every epoch, the last ``keep`` kept."""
     block = ml_collections.ConfigDict()
     block.keep = keep  # Most recent checkpoints kept.
+    # Also keep every checkpoint whose step is a multiple of this (a long run's milestones).
+    block.keep_every_steps = config_dict.placeholder(int)
     block.every_epochs = 1
     return block
 

@@ -119,6 +119,7 @@ RANGES: dict[str, Range] = {
     "eval_batch_size": count("examples per evaluation step"),
     "log_every_s": Range(low=0.0, what="seconds between progress lines"),
     "checkpoint.keep": count("checkpoints kept"),
+    "checkpoint.keep_every_steps": count("steps between checkpoints kept for good", optional=True),
     "checkpoint.every_epochs": count("epochs between checkpoints"),
     # float16's dynamic loss scaling (configs/common.py: loss_scale).
     "loss_scale.initial": positive("the initial float16 loss scale"),

@@ -1,6 +1,7 @@
 """lnexp.studies.pimnist.ablation: each choice alone against the protocol (Figure 6's ablation)."""
 
 import json
+import os
 import subprocess
 import sys
 
@@ -146,3 +147,88 @@ def test_command_line_refuses_an_empty_directory(tmp_path):
     )
     assert done.returncode == 2
     assert done.stderr.startswith("error: No run directories") and "Traceback" not in done.stderr
+
+
+def test_the_paper_comparison_uses_the_claims_rule():
+    """The best choice matches the paper when |ours - paper| <= 2 se_d, se_d counting the test
+    images' binomial noise (as claims.md does), not only the seeds' spread."""
+
+    def row(method, finals):
+        stats = ablation._stats(finals)
+        return dict(
+            method=method,
+            choice="control",
+            seeds=[0, 1],
+            valid=stats,
+            test=stats,
+            final_test=stats,
+            final_tests=finals,
+            gain=None,
+            gain_se=None,
+        )
+
+    # 1.33 +- 0.01 vs 1.29: beyond the seeds' spread, well within the test set's noise (~0.16).
+    near = ablation.ablation_markdown([row("layer", [0.0132, 0.0134])], [], 20, {"layer": 0.0129})
+    assert "| layer | 1.29 | 1.33 ± 0.01 | control | +0.04 ± 0.16 | yes |" in near
+    far = ablation.ablation_markdown([row("layer", [0.0170, 0.0172])], [], 20, {"layer": 0.0129})
+    assert "| layer | 1.29 | 1.71 ± 0.01 | control | +0.42 ± 0.17 | no |" in far
+
+
+def _fake_python(tmp_path):
+    """A ``python`` first on PATH that records its arguments instead of training."""
+    bin_dir, log = tmp_path / "bin", tmp_path / "calls.txt"
+    bin_dir.mkdir()
+    fake = bin_dir / "python"
+    fake.write_text(f'#!/bin/sh\necho "$@" >> {log}\n')
+    fake.chmod(0o755)
+    return {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}"}, log
+
+
+def test_protocol_script_reuses_the_ablation_runs_and_trains_each_method_at_its_choice(tmp_path):
+    env, log = _fake_python(tmp_path)
+    ablation_dir, workdir = tmp_path / "abl", tmp_path / "work"
+    cells = {
+        "layer": "optimizer.learning_rate=1e-3",
+        "batch": "optimizer.learning_rate=1e-4",
+        "none": "model.kernel_init=glorot_uniform",
+    }
+    for norm, choice in cells.items():
+        for seed in (0, 1):
+            run = ablation_dir / f"model.norm={norm},{choice}" / f"seed={seed}"
+            run.mkdir(parents=True)
+            (run / "config.json").write_text(f'{{"seed": {seed}}}')
+            (run / "metrics.jsonl").write_text(f"{norm} {seed}\n")
+    kept = workdir / "model.norm=layer,batch_size=128" / "seed=1"
+    kept.mkdir(parents=True)  # A run already there is never overwritten.
+    script = [str(REPO / "scripts" / "fig6_protocol.sh"), str(workdir), "MNIST", "128,4"]
+    subprocess.run([*script, str(ablation_dir)], env=env, check=True, cwd=REPO)
+    for norm in cells:
+        for seed in (0, 1):
+            copied = workdir / f"model.norm={norm},batch_size=128" / f"seed={seed}"
+            if copied == kept:
+                assert not any(copied.iterdir())
+                continue
+            assert (copied / "metrics.jsonl").read_text() == f"{norm} {seed}\n"
+            assert (copied / "config.json").exists()
+    calls = log.read_text().splitlines()
+    assert len(calls) == 3
+    for call, (norm, choice) in zip(calls, cells.items(), strict=True):
+        assert call.startswith("scripts/compare.py --config configs/pimnist.py")
+        assert f"--grid model.norm={norm}" in call and f"--config.{choice}" in call
+        assert "--seeds 3" in call and call.endswith("--grid batch_size=128,4")
+        assert "--config.data.dir=MNIST" in call
+
+
+def test_protocol_script_refuses_an_ablation_dir_without_the_runs(tmp_path):
+    env, log = _fake_python(tmp_path)
+    workdir = tmp_path / "work"
+    done = subprocess.run(
+        [str(REPO / "scripts" / "fig6_protocol.sh"), str(workdir), "MNIST", "128", str(tmp_path)],
+        env=env,
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+    )
+    assert done.returncode == 2
+    assert "metrics.jsonl does not exist: ABLATION_DIR must be" in done.stderr
+    assert not workdir.exists() and not log.exists()

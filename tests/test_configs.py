@@ -39,32 +39,32 @@ EXPECTED = {
     "pimnist.py": {
         "loop": (64, 128, 500, 5000),
         "optimizer": ADAM | {"learning_rate": 3e-4, "grad_clip_norm": 0.0},
-        "checkpoint": {"keep": 3, "every_epochs": 1},
+        "checkpoint": {"keep": 3, "every_epochs": 1, "keep_every_steps": None},
     },
     "pimnist.py:tuned": {
         "loop": (64, 128, 500, 5000),
         "optimizer": ADAM | {"learning_rate": None, "grad_clip_norm": 0.0},
-        "checkpoint": {"keep": 3, "every_epochs": 1},
+        "checkpoint": {"keep": 3, "every_epochs": 1, "keep_every_steps": None},
     },
     "seqmnist.py": {
         "loop": (10, 128, 100, 5000),
         "optimizer": ADAM | {"learning_rate": 1e-3, "grad_clip_norm": 1.0},
-        "checkpoint": {"keep": 3, "every_epochs": 1},
+        "checkpoint": {"keep": 3, "every_epochs": 1, "keep_every_steps": None},
     },
     "skipthought.py": {
         "loop": (12, 64, 10, 250),
         "optimizer": ADAM | {"learning_rate": 1e-3, "grad_clip_norm": 5.0},
-        "checkpoint": {"keep": 12, "every_epochs": 1},
+        "checkpoint": {"keep": 12, "every_epochs": 1, "keep_every_steps": None},
     },
     "skipthought.py:paper": {
         "loop": (200, 64, 10, 250),
         "optimizer": ADAM | {"learning_rate": 2e-4, "grad_clip_norm": 5.0},
-        "checkpoint": {"keep": 10, "every_epochs": 1},
+        "checkpoint": {"keep": 10, "every_epochs": 1, "keep_every_steps": None},
     },
     "skipthought.py:tiny": {
         "loop": (2, 16, 10, 64),
         "optimizer": ADAM | {"learning_rate": 1e-3, "grad_clip_norm": 5.0},
-        "checkpoint": {"keep": 12, "every_epochs": 1},
+        "checkpoint": {"keep": 12, "every_epochs": 1, "keep_every_steps": None},
     },
 }
 MNIST_DATA = {

@@ -483,3 +483,34 @@ def test_study_without_a_baseline_is_one_error(tmp_path):
     write_run(tmp_path, "cell", [100, 99])
     with pytest.raises(UserError, match="model.norm=none"):
         draw_study.study(tmp_path)
+
+
+def test_study_over_seeds_states_the_spread_and_each_seeds_speed(tmp_path):
+    """With several seeds: each LN run against the baseline run of its seed, and the verdicts
+    weigh the spread (lower bound by 2 se of the difference; twice as fast on every seed)."""
+    for seed, final in enumerate([96, 97, 98]):
+        write_run(tmp_path, "none", [120, 110, 104, 100, 99, final], seed=seed)
+    # Seed 0 reaches 96 at epoch 4 (1.5x); seed 1 reaches 97 at 3 (2x); seed 2 reaches 98 at 5.
+    write_run(tmp_path, "cell", [115, 104, 98, 95, 94, 93], seed=0)
+    write_run(tmp_path, "cell", [115, 104, 96, 95, 94, 92], seed=1)
+    write_run(tmp_path, "cell", [115, 104, 100, 99, 98, 94], seed=2)
+    result = draw_study.study(tmp_path)
+    rows = result["models"]["cell"]["per_seed"]
+    assert [r["target"] for r in rows] == [96, 97, 98]
+    assert [r["epochs_to_reach"] for r in rows] == [4.0, 3.0, 5.0]
+    assert [r["speedup"] for r in rows] == pytest.approx([1.5, 2.0, 1.2])
+    # 93.0 ± 1.0 vs 97.0 ± 1.0 over 3 seeds: -4.00 ± 0.82, beyond 2 se.
+    assert "lower test bound: holds** (93.00 ± 1.00 over 3 seeds" in result["verdicts"][0]
+    assert "-4.00 ± 0.82 (se)" in result["verdicts"][0]
+    assert "twice as fast: holds on 2 of 3 seeds" in result["verdicts"][1]
+    assert (
+        "per seed, against the same seed's baseline: 1.50x, 2.00x, 1.20x" in (result["verdicts"][1])
+    )
+    text = draw_study.markdown(result)
+    assert "| LN (on c_t) (`cell`) | 2 | 98.00 | 5 | 6 | 1.20x |" in text
+    # Within the noise: inconclusive.
+    close = tmp_path / "close"
+    for seed, final in enumerate([96, 97, 98]):
+        write_run(close, "none", [120, 110, 104, 100, 98, final], seed=seed)
+        write_run(close, "cell", [120, 110, 104, 100, 98, final - 1 + 2 * (seed == 2)], seed=seed)
+    assert "lower test bound: inconclusive**" in draw_study.study(close)["verdicts"][0]

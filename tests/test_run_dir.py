@@ -87,6 +87,31 @@ def test_records_are_truncated_past_a_step(tmp_path):
     assert [r["epoch"] for r in run.records()] == [1, 2]
 
 
+def test_milestones_are_kept_beside_the_last_checkpoints(tmp_path):
+    """keep_every_steps keeps the checkpoints at its multiples for good, beside the last keep;
+    without it only the last keep stay."""
+    state = small_state()
+    for every, kept in [(None, [9, 10]), (4, [4, 8, 9, 10])]:
+        run = RunDir(tmp_path / str(every))
+        with run.checkpoints(keep=2, keep_every_steps=every) as checkpoints:
+            for step in range(1, 11):
+                checkpoints.save(step, state)
+        assert run.checkpoint_steps() == kept
+
+
+def test_which_checkpoints_are_kept_may_change_on_resume(tmp_path):
+    """checkpoint.keep and checkpoint.keep_every_steps change nothing that is trained: a run
+    resumes with other values, and one written before keep_every_steps existed resumes too."""
+    run = RunDir(tmp_path)
+    old = {"seed": 0, "num_epochs": 3, "checkpoint": {"keep": 3}}
+    run.write_config(ml_collections.ConfigDict(old))
+    (tmp_path / "checkpoints" / "10").mkdir(parents=True)
+    new = {"seed": 0, "num_epochs": 3, "checkpoint": {"keep": 1, "keep_every_steps": 1000}}
+    run.check_compatible(ml_collections.ConfigDict(new))
+    with pytest.raises(UserError, match=r"lacks fields .*\(missing: model.norm\)"):
+        run.check_compatible(ml_collections.ConfigDict({**new, "model": {"norm": "layer"}}))
+
+
 def test_a_different_config_is_refused_only_once_there_is_a_checkpoint(tmp_path):
     run = RunDir(tmp_path)
     config = ml_collections.ConfigDict({"seed": 0, "num_epochs": 3, "model": {"norm": "layer"}})

@@ -283,6 +283,24 @@ def test_resume_after_losing_the_last_checkpoint(reference_runs, tiny_dir, tmp_p
     assert without_timing(read_records(tmp_path)) == without_timing(reference)
 
 
+def test_resume_with_milestones_kept(reference_runs, tiny_dir, tmp_path):
+    """checkpoint.keep_every_steps, set when resuming a run trained without it, keeps the
+    milestones from then on; the run ends identical to an uninterrupted one."""
+    two = make_config(tiny_dir, model__norm="batch", num_epochs=2, checkpoint__keep=1)
+    training.train_and_evaluate(two, tmp_path)
+    assert RunDir(tmp_path).checkpoint_steps() == [2 * STEPS_PER_EPOCH]
+    milestones = make_config(
+        tiny_dir,
+        model__norm="batch",
+        checkpoint__keep=1,
+        checkpoint__keep_every_steps=2 * STEPS_PER_EPOCH,
+    )
+    training.train_and_evaluate(milestones, tmp_path)
+    assert RunDir(tmp_path).checkpoint_steps() == [2 * STEPS_PER_EPOCH, 3 * STEPS_PER_EPOCH]
+    reference = read_records(reference_runs["batch"])
+    assert without_timing(read_records(tmp_path)) == without_timing(reference)
+
+
 def test_restart_without_any_checkpoint_rewrites_the_metrics(reference_runs, tiny_dir, tmp_path):
     """Killed before the first checkpoint was finalized: the re-run starts over and does not
     keep the stale record of epoch 1 (which would leave it twice in metrics.jsonl)."""

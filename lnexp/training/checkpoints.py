@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 import jax
 import orbax.checkpoint as ocp
 from absl import logging
+from orbax.checkpoint.checkpoint_managers import preservation_policy as preservation
 
 from lnexp.errors import UserError
 from lnexp.training import distributed
@@ -59,14 +60,24 @@ class Checkpoints:
     context manager (closing waits for a save in flight).
     """
 
-    def __init__(self, directory: Path, keep: int | None = None):
+    def __init__(
+        self, directory: Path, keep: int | None = None, keep_every_steps: int | None = None
+    ):
+        """Opens ``directory``; with ``keep``, for saving: the last ``keep`` checkpoints are
+        kept, and with ``keep_every_steps`` also every one whose step is a multiple of it (a
+        long run's milestones, for evaluating them later)."""
         self.directory = directory
         self.keep = keep
         self.saved_nbytes: int | None = None  # The size of the last state saved.
         quiet_orbax_disk_errors()
         quiet_restore_stragglers()
+        kept = None
+        if keep is not None:
+            kept = [preservation.LatestN(n=keep)]
+            if keep_every_steps:
+                kept.append(preservation.EveryNSteps(interval_steps=keep_every_steps))
         options = ocp.CheckpointManagerOptions(
-            max_to_keep=keep,
+            preservation_policy=kept and preservation.AnyPreservationPolicy(kept),
             create=keep is not None,
             # A save cut short (a kill, a full disk) leaves <step>.orbax-checkpoint-tmp*: removed
             # when a run opens the checkpoints again.

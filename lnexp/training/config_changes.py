@@ -23,17 +23,19 @@ RESUMABLE_CHANGES = (
     "steps_per_call",
     "eval_batch_size",
     "log_every_s",
+    *(RETENTION := ("checkpoint.keep", "checkpoint.keep_every_steps")),
 )
 # ... except data.dir between a path and None, which switches between a user's own files and
 # config.data.source (TFDS's validation split holds other images), and num_epochs when the
 # learning rate decays until the last step (a cosine schedule with decay_steps=None), whose
-# rate at every step after the resumption would change with it.
+# rate at every step after the resumption would change with it. Which checkpoints are kept
+# (RETENTION) may change in every way, and a run written before one of its fields existed resumes.
 
 
 def missing_fields(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
     """The keys of the flattened config ``new`` that the saved one ``old`` lacks (fields added
     to the configs after ``old`` was written), sorted."""
-    return sorted(new.keys() - old.keys())
+    return sorted(k for k in new.keys() - old.keys() if k not in RETENTION)
 
 
 def refused_changes(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
@@ -49,6 +51,8 @@ def refused_changes(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]
 def _resumable(key: str, old: Mapping[str, Any], new: Mapping[str, Any]) -> bool:
     """Whether the change of ``key`` between two flattened configs may resume (the rules of
     :data:`RESUMABLE_CHANGES`)."""
+    if key in RETENTION:
+        return True
     if key not in RESUMABLE_CHANGES or None in (old.get(key), new.get(key)):
         return False
     if key == "num_epochs":

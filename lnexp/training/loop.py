@@ -209,8 +209,8 @@ def _train_until_stopped(
     constants, train_data, eval_data = trainer.put_data(eval_batch)
 
     with contextlib.ExitStack() as cleanup:
-        keep = config.checkpoint.keep
-        checkpoints = [cleanup.enter_context(r.checkpoints(keep)) for r in run_dirs]
+        keep, every = config.checkpoint.keep, config.checkpoint.get("keep_every_steps")
+        checkpoints = [cleanup.enter_context(r.checkpoints(keep, every)) for r in run_dirs]
         # The newest checkpoint that reads back (damaged ones moved aside, with a warning).
         latest, restored = restore_readable(run_dirs, checkpoints, seeds, trainer.seed_target())
         # Records past the checkpoint dropped (all of them without one: a run killed before its

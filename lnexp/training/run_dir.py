@@ -350,9 +350,12 @@ class RunDir:
             )
         return steps[-1]
 
-    def checkpoints(self, keep: int | None = None) -> Checkpoints:
-        """The checkpoints, opened for saving (the last ``keep`` are kept) and restoring."""
-        return Checkpoints(self.checkpoint_dir, keep)
+    def checkpoints(
+        self, keep: int | None = None, keep_every_steps: int | None = None
+    ) -> Checkpoints:
+        """The checkpoints, opened for saving (the last ``keep`` are kept, and those at the
+        multiples of ``keep_every_steps``) and restoring."""
+        return Checkpoints(self.checkpoint_dir, keep, keep_every_steps)
 
     def trained_model(self, model: nnx.Module, step: int | None = None) -> tuple[int, nnx.Module]:
         """``model`` (a freshly built one of the run's structure) with the variables of the

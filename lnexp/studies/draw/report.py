@@ -13,7 +13,13 @@ ours solid, the paper's dashed); ``--export`` also copies the runs without check
 "Reaches" is the first evaluated epoch whose test bound (the mean over seeds) is at or below the
 target; the speed-up is the baseline's epochs over the model's. The paper's curves are read the
 same way, at the epoch where our runs end (the paper's baseline at that epoch is the target) and
-at the last epoch the figure shows.
+at the last epoch the figure shows. Per seed, each model's run is read against the baseline's run
+of the same seed (its final bound the target), which gives the speed-up's spread.
+
+Verdicts with several seeds: LN's lower bound **holds** when LN's mean is below the baseline's
+by more than twice the standard error of the difference (``sqrt(s_ln^2/n_ln + s_b^2/n_b)``),
+**does not hold** when above it by as much, and is **inconclusive** in between; "almost twice as
+fast" **holds** when every seed's speed-up is at least :data:`TWICE`.
 """
 
 from __future__ import annotations
@@ -78,6 +84,36 @@ def paper_speed(horizon: float | None = None) -> dict[str, Any]:
     return dict(_speed(curves, target), at_epoch=at)
 
 
+def _cut(run: Run, horizon: int) -> tuple[np.ndarray, np.ndarray]:
+    epochs, values = run.curve(METRIC)
+    return epochs[epochs <= horizon], values[epochs <= horizon]
+
+
+def per_seed_speed(
+    cell_runs: Sequence[Run], baselines: Sequence[Run], horizon: int
+) -> list[dict[str, Any]]:
+    """Per seed that both have: the baseline's final bound at ``horizon`` (the target), the
+    first epoch each of the two runs reaches it, and the speed-up (``None``: never reached)."""
+    base_by_seed = {r.seed: r for r in baselines}
+    rows = []
+    for run in sorted(cell_runs, key=lambda r: r.seed):
+        if (base := base_by_seed.get(run.seed)) is None:
+            continue
+        base_curve, curve = _cut(base, horizon), _cut(run, horizon)
+        target = float(base_curve[1][-1])
+        reach, base_reach = epochs_to_reach(*curve, target), epochs_to_reach(*base_curve, target)
+        rows.append(
+            {
+                "seed": run.seed,
+                "target": target,
+                "epochs_to_reach": reach,
+                "baseline_epochs_to_reach": base_reach,
+                "speedup": base_reach / reach if reach else None,
+            }
+        )
+    return rows
+
+
 def study(workdir: Path) -> dict[str, Any]:
     """The comparison of the runs of ``workdir`` (see the module docstring)."""
     by_norm: dict[str, list[Run]] = {}
@@ -111,6 +147,8 @@ def study(workdir: Path) -> dict[str, Any]:
             "curve": {"epoch": epochs.tolist(), METRIC: bound.tolist()},
         }
     horizon = min(m["epochs"] for m in models.values())
+    for norm, cell_runs in by_norm.items():
+        models[norm]["per_seed"] = per_seed_speed(cell_runs, by_norm[BASELINE], horizon)
     cut = {n: (e[e <= horizon], v[e <= horizon]) for n, (e, v) in curves.items()}
     ours = _speed(cut, float(cut[BASELINE][1][-1]))
     result = {
@@ -133,11 +171,27 @@ def verdicts(result: dict[str, Any]) -> list[str]:
     base, ln = models[BASELINE], models["cell"]
     diff = ln["test_bound"] - base["test_bound"]
     one_seed = len(ln["seeds"]) < 2 or len(base["seeds"]) < 2
-    noise = " (one seed each: no error bar)" if one_seed else ""
+    if one_seed:
+        bound = "holds" if diff < 0 else "does not hold"
+        spread = f"{ln['test_bound']:.2f} vs {base['test_bound']:.2f} nats"
+        noise = f"{diff:+.2f} (one seed each: no error bar)"
+    else:
+        se = float(
+            np.sqrt(
+                ln["test_bound_std"] ** 2 / len(ln["seeds"])
+                + base["test_bound_std"] ** 2 / len(base["seeds"])
+            )
+        )
+        bound = "holds" if diff < -2 * se else "does not hold" if diff > 2 * se else "inconclusive"
+        spread = (
+            f"{ln['test_bound']:.2f} ± {ln['test_bound_std']:.2f} over {len(ln['seeds'])} "
+            f"seeds vs {base['test_bound']:.2f} ± {base['test_bound_std']:.2f} over "
+            f"{len(base['seeds'])}"
+        )
+        noise = f"{diff:+.2f} ± {se:.2f} (se), {abs(diff) / se:.1f} se"
     lines = [
-        f"**LN ends with a lower test bound: {'holds' if diff < 0 else 'does not hold'}** "
-        f"({ln['test_bound']:.2f} vs {base['test_bound']:.2f} nats at epoch "
-        f"{result['horizon']}, {diff:+.2f}{noise}; the paper: 82.09 vs 82.36 at epoch 200)."
+        f"**LN ends with a lower test bound: {bound}** ({spread} at epoch "
+        f"{result['horizon']}: {noise}; the paper: 82.09 vs 82.36 at epoch 200)."
     ]
     speedup = ours["speedup"].get("cell")
     reach = ours["epochs_to_reach"].get("cell")
@@ -150,14 +204,41 @@ def verdicts(result: dict[str, Any]) -> list[str]:
         verdict = "faster, not twice as fast"
     else:
         verdict = "does not hold"
+    seeds = ln.get("per_seed", [])
+    per_seed = [r["speedup"] for r in seeds]
+    if len(per_seed) > 1:
+        twice = sum(x is not None and x >= TWICE for x in per_seed)
+        if twice == len(per_seed):
+            verdict = "holds"
+        elif twice:
+            verdict = f"holds on {twice} of {len(per_seed)} seeds"
+        elif all(x is not None and x > 1 for x in per_seed):
+            verdict = "faster, not twice as fast"
+        else:
+            verdict = "does not hold"
     paper_text = f"{paper:.2f}x on the paper's curves over the same epochs" if paper else "n/a"
+    by_seed = ""
+    if len(per_seed) > 1:
+        finite = [x for x in per_seed if x is not None]
+        listed = ", ".join(_speedup_text(x) for x in per_seed)
+        mean = (
+            f"; mean {np.mean(finite):.2f}x ± {np.std(finite, ddof=1):.2f}"
+            if len(finite) == len(per_seed)
+            else ""
+        )
+        by_seed = f"; per seed, against the same seed's baseline: {listed}{mean}"
     lines.append(
-        f"**LN converges almost twice as fast: {verdict}** (LN reaches the baseline's final "
-        f"{ours['target']:.2f} nats at epoch {reach if reach is None else int(reach)}, the "
-        f"baseline at {int(ours['epochs_to_reach'][BASELINE])}: "
-        f"{'-' if speedup is None else f'{speedup:.2f}x'}; {paper_text})."
+        f"**LN converges almost twice as fast: {verdict}** (the mean curves: LN reaches the "
+        f"baseline's final {ours['target']:.2f} nats at epoch "
+        f"{reach if reach is None else int(reach)}, the baseline at "
+        f"{int(ours['epochs_to_reach'][BASELINE])}: "
+        f"{'-' if speedup is None else f'{speedup:.2f}x'}{by_seed}; {paper_text})."
     )
     return lines
+
+
+def _speedup_text(x: float | None) -> str:
+    return "never" if x is None else f"{x:.2f}x"
 
 
 def _fmt(x: float | None, digits: int = 2) -> str:
@@ -201,6 +282,22 @@ def markdown(result: dict[str, Any]) -> str:
         *[f"- {v}" for v in result["verdicts"]],
         "",
     ]
+    rows = [(n, r) for n, m in result["models"].items() if n != BASELINE for r in m["per_seed"]]
+    if rows:
+        lines += [
+            "Per seed, each model against the baseline's run of the same seed:",
+            "",
+            "| model | seed | baseline's final bound | model reaches it at epoch | baseline "
+            "reaches it at epoch | speed-up |",
+            "|---|---:|---:|---:|---:|---:|",
+        ]
+        lines += [
+            f"| {NAMES.get(n, n)} (`{n}`) | {r['seed']} | {r['target']:.2f} | "
+            f"{_fmt(r['epochs_to_reach'], 0)} | {_fmt(r['baseline_epochs_to_reach'], 0)} | "
+            f"{_speedup_text(r['speedup'])} |"
+            for n, r in rows
+        ]
+        lines.append("")
     return "\n".join(lines)
 
 

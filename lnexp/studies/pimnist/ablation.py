@@ -113,6 +113,7 @@ def ablate(
                 "valid": _stats(valid),
                 "test": _stats(test),
                 "final_test": _stats(final),
+                "final_tests": final,
             }
         )
     controls = {r["method"]: r for r in rows if r["choice"] == CONTROL}
@@ -224,21 +225,36 @@ def ablation_markdown(
         lines += [
             "",
             "| method | paper's final test error (%) | ours at the best choice (%) | choice "
-            "| within one standard deviation |",
-            "|---|---|---|---|---|",
+            "| ours − paper (± se_d) | matches the paper |",
+            "|---|---|---|---|---|---|",
         ]
         for method, number in sorted(paper.items()):
             mine = [r for r in rows if r["method"] == method and math.isfinite(r["valid"][0])]
             if not mine:
                 continue
             best = min(mine, key=lambda r: r["valid"][0])
-            mean, std = best["final_test"]
-            reached = "yes" if abs(mean - number) <= std else "no"
+            difference, se_d = _against_paper(best["final_tests"], number)
             lines.append(
                 f"| {method} | {100 * number:.2f} | {_pct(best['final_test'])} | "
-                f"{best['choice']} | {reached} |"
+                f"{best['choice']} | {100 * difference:+.2f} ± {100 * se_d:.2f} | "
+                f"{'yes' if abs(difference) <= 2 * se_d else 'no'} |"
             )
+        lines += [
+            "",
+            "The best choice is the one with the lowest validation score. se_d as in the claims' "
+            "first test (lnexp.studies.pimnist.claims): the seeds' spread and the binomial noise "
+            "of the 10,000 test images, ours and the paper's; it matches when "
+            "|ours − paper| ≤ 2 se_d.",
+        ]
     return "\n".join(lines) + "\n"
+
+
+def _against_paper(finals: Sequence[float], paper: float) -> tuple[float, float]:
+    """``(ours - paper, se_d)`` for the seeds' final test errors, by the claims' rule."""
+    from lnexp.studies.pimnist import claims
+
+    ours = claims.mean_error(finals)
+    return ours["mean"] - paper, math.sqrt(ours["se"] ** 2 + claims.binomial_se(paper) ** 2)
 
 
 def paper_final_errors(batch_size: int) -> dict[str, float]:
