@@ -353,6 +353,9 @@ def test_report_evaluates_each_checkpoint_once_and_writes_the_table(tmp_path, mo
     assert "| ln (ours) | 200 | 0.500 | 0.400 | 0.900 | 62.0 |" in table
     assert "(paper)" in table and (tmp_path / "out" / "figure.png").stat().st_size > 0
     assert "Protocol: raw sentence vectors" in table
+    # The second run against the first along training, with the verdicts.
+    assert "ln against plain at the steps both were evaluated at" in table
+    assert "| MR | 200 | 62.0 | 62.0 | +0.0 |" in table and "- **ln ahead of plain" in table
     assert "ln (ours), MR: C = 1, the grid's smallest value" in table
     # Asking for standardized features is another protocol: evaluated again.
     senteval_report.report(runs, tmp_path, ["MR"], tmp_path / "out", standardize=True)
@@ -365,3 +368,77 @@ def test_report_evaluates_each_checkpoint_once_and_writes_the_table(tmp_path, mo
     (tmp_path / "plain" / "eval" / "200.json").write_text("[]")
     senteval_report.report(runs, tmp_path, ["MR"], tmp_path / "out", standardize=True)
     assert sorted(calls[8:]) == [("ln", 200), ("plain", 200)]
+
+
+def test_report_reads_an_exported_run_from_its_evaluations(tmp_path, monkeypatch):
+    """A run exported without checkpoints (results/) reports from its eval/<step>.json; a step
+    it has no evaluation of is one error naming what it has."""
+    from lnexp.studies.skipthought import report as senteval_report
+
+    monkeypatch.setattr(evaluate, "evaluate_run", lambda *a, **k: pytest.fail("evaluated"))
+    run = tmp_path / "plain"
+    (run / "eval").mkdir(parents=True)
+    for step in (100, 300):
+        results = {"MR": {"accuracy": 50.0 + step / 100}}
+        record = {"step": step, **evaluate.protocol(10, False), "results": results}
+        (run / "eval" / f"{step}.json").write_text(json.dumps(record))
+    curves = senteval_report.report({"plain": run}, tmp_path, ["MR"], tmp_path / "out")
+    assert curves == {"plain": {100: {"MR": 51.0}, 300: {"MR": 53.0}}}
+    with pytest.raises(UserError, match=r"no checkpoint of step 200 .*at steps 100, 300"):
+        senteval_report.report({"plain": run}, tmp_path, ["MR"], tmp_path / "out", steps=[100, 200])
+
+
+def _results(mr: float, trec: float, r: float) -> dict:
+    return {
+        "MR": {"accuracy": mr, "examples": 10_662},
+        "TREC": {"accuracy": trec, "test_examples": 500},
+        "SICK": {"pearson": r, "spearman": r, "mse": 0.5, "test_pairs": 4_927},
+    }
+
+
+def test_along_training_reads_the_papers_figure_3():
+    """Gaps with their standard errors per step, the half-the-steps reading, the gap's trend."""
+    from lnexp.studies.skipthought.report import along_training, standard_error
+
+    # Binomial: MR 60 % on 10,662 sentences: 0.47 points; r 0.6 on 4,927 pairs: 0.0091.
+    assert standard_error("MR", _results(60.0, 70.0, 0.6)) == pytest.approx(0.4744, abs=1e-4)
+    assert standard_error("SICK r", _results(60.0, 70.0, 0.6)) == pytest.approx(0.00912, 1e-3)
+    assert standard_error("SICK MSE", _results(60.0, 70.0, 0.6)) is None
+    evaluated = {
+        "plain": {
+            3000: _results(55.0, 70.0, 0.50),
+            10000: _results(58.0, 74.0, 0.60),
+            30000: _results(62.0, 78.0, 0.70),
+        },
+        "LN": {
+            3000: _results(58.0, 72.0, 0.60),
+            10000: _results(63.0, 79.0, 0.70),
+            15000: _results(64.0, 79.0, 0.72),
+            30000: _results(63.0, 80.0, 0.72),
+        },
+    }
+    result = along_training(evaluated, "plain", "LN")
+    assert result["steps"] == [3000, 10000, 30000]  # 15000 only for LN: not a common step.
+    by_score = {t["score"]: t for t in result["tasks"]}
+    assert [g["gap"] for g in by_score["MR"]["gaps"]] == [3.0, 5.0, 1.0]
+    assert by_score["MR"]["reaches_at"] == 10000 and by_score["TREC"]["reaches_at"] == 10000
+    assert by_score["SICK r"]["reaches_at"] == 10000
+    ahead, half, trend = result["verdicts"]
+    # TREC's gaps (2, 5, 2 points on 500 questions, se 2.6-2.9) and MR's last (1.0 ± 0.7) are
+    # within the noise.
+    assert "ahead of plain on every task at equal steps: inconclusive**" in ahead
+    assert "(5 of 9 gaps above 2 se" in ahead
+    assert "at most half the steps: holds on every task**" in half
+    assert "MR: holds (plain's 62.0 at step 30,000; LN at step 10,000)" in half
+    assert "SICK r shrinks (+0.100 at step 3,000 to +0.020 at 30,000" in trend
+    assert "TREC about the same" in trend and "MR shrinks" in trend
+    # LN behind beyond the noise somewhere: does not hold; never reaching: does not hold.
+    evaluated["LN"][30000] = _results(58.0, 80.0, 0.65)
+    result = along_training(evaluated, "plain", "LN")
+    assert "equal steps: does not hold**" in result["verdicts"][0]
+    evaluated["LN"] = {s: _results(50.0, 60.0, 0.4) for s in (3000, 10000, 30000)}
+    half = along_training(evaluated, "plain", "LN")["verdicts"][1]
+    assert (
+        "not on every task**" in half
+        and "MR: does not hold (plain's 62.0 at step 30,000; LN never)" in half
+    )

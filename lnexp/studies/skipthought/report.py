@@ -63,32 +63,41 @@ def evaluate_checkpoints(
 
     A cached ``eval/<step>.json`` counts only if it covers ``tasks`` under the same protocol
     (folds, raw or standardized features; see :func:`lnexp.studies.skipthought.evaluate.protocol`).
+    A run exported without its checkpoints (:func:`lnexp.reporting.runs.export`) is read from
+    its cached evaluations alone.
     """
     from lnexp.studies.skipthought.evaluate import evaluate_run, protocol
     from lnexp.training.run_dir import RunDir
 
-    available = RunDir(workdir).checkpoint_steps()
+    checkpoints = RunDir(workdir).checkpoint_steps()
+    wanted = protocol(folds, standardize)
+    cached = {}
+    for path in (workdir / "eval").glob("*.json"):
+        if not path.stem.isdigit() or (record := _read_evaluation(path)) is None:
+            continue
+        same = all(
+            record.get(k, "standardized" if k == "features" else None) == v
+            for k, v in wanted.items()
+        )
+        if set(tasks) <= set(record["results"]) and same:
+            cached[int(path.stem)] = record["results"]
+    available = sorted(set(checkpoints) | set(cached))
     if not available:
-        raise UserError(f"{workdir} has no checkpoints to evaluate.")
+        raise UserError(
+            f"{workdir} has no checkpoints to evaluate, nor evaluations of {', '.join(tasks)} "
+            "under this protocol (eval/<step>.json)."
+        )
     if steps is not None and (missing := [s for s in steps if s not in available]):
         raise UserError(
-            f"--steps: {workdir} has no checkpoint of step {missing[0]}; its checkpoints are "
-            f"at steps {', '.join(map(str, available))}."
+            f"--steps: {workdir} has no checkpoint of step {missing[0]} (nor its evaluation); "
+            f"its checkpoints and evaluations are at steps {', '.join(map(str, available))}."
         )
     chosen = available if steps is None else list(steps)
     out = {}
     for step in chosen:
-        cached = workdir / "eval" / f"{step}.json"
-        record = _read_evaluation(cached)
-        if record is not None:
-            wanted = protocol(folds, standardize)
-            same = all(
-                record.get(k, "standardized" if k == "features" else None) == v
-                for k, v in wanted.items()
-            )
-            if set(tasks) <= set(record["results"]) and same:
-                out[step] = record["results"]
-                continue
+        if step in cached:
+            out[step] = cached[step]
+            continue
         out[step] = evaluate_run(
             workdir, data_dir, tasks, step=step, folds=folds, standardize=standardize
         )[1]
@@ -131,6 +140,184 @@ def table_markdown(runs: Mapping[str, tuple[int, dict[str, float]]]) -> str:
     return "\n".join(lines) + "\n"
 
 
+# The scores the verdicts compare, one per task (SICK's relatedness by its Pearson r).
+HEADLINE = ("SICK r", "MR", "SUBJ", "TREC")
+
+
+def standard_error(name: str, results: Mapping[str, dict]) -> float | None:
+    """The sampling standard error of one score of a checkpoint's ``results``: binomial
+    ``sqrt(p (1 - p) / n)`` (in percent) for an accuracy on ``n`` test examples (every example
+    once: MR and SUBJ over their cross-validation folds, TREC's test questions), and
+    ``(1 - r^2) / sqrt(n - 3)`` for SICK's Pearson r over its test pairs; ``None`` otherwise."""
+    task, key = SCORES[name]
+    r = results.get(task, {})
+    if key == "accuracy":
+        n = r.get("examples", r.get("test_examples"))
+        p = r.get("accuracy")
+        return None if not n or p is None else 100 * (p / 100 * (1 - p / 100) / n) ** 0.5
+    if key == "pearson" and r.get("test_pairs", 0) > 3:
+        return (1 - r["pearson"] ** 2) / (r["test_pairs"] - 3) ** 0.5
+    return None
+
+
+def along_training(
+    evaluated: Mapping[str, Mapping[int, Mapping[str, dict]]], baseline: str, other: str
+) -> dict:
+    """The paper's reading of its Fig. 3 for two runs (``other`` against ``baseline``, e.g. LN
+    against plain), per headline score, on the steps both were evaluated at.
+
+    * **ahead at equal steps**: the gap ``other - baseline`` and its standard error
+      ``sqrt(se_a^2 + se_b^2)`` at each common step; *holds* when the gap is above 2 se at every
+      step on every task, *does not hold* when it is below -2 se somewhere, else *inconclusive*;
+    * **the baseline's final score in at most half the steps**: the first evaluated step of
+      ``other`` at or above the baseline's score at its last step ``S`` (the point estimates,
+      read off the evaluated steps as one reads a figure); *holds* when it is at most ``S/2``;
+    * **the gap from the first common step to the last**: *grows* when it rose by more than
+      2 se of the change (the four standard errors combined), *shrinks* when it fell by as much,
+      else *about the same*.
+    """
+    a, b = evaluated[baseline], evaluated[other]
+    common = sorted(set(a) & set(b))
+    if not common:
+        raise UserError(f"{baseline} and {other} have no evaluated step in common.")
+    tasks = []
+    for name in HEADLINE:
+        if not all(name in scores(a[s]) and name in scores(b[s]) for s in common):
+            continue
+        gaps = []
+        for step in common:
+            sa, sb = standard_error(name, a[step]), standard_error(name, b[step])
+            se = (sa**2 + sb**2) ** 0.5 if sa is not None and sb is not None else None
+            gaps.append(
+                {
+                    "step": step,
+                    baseline: scores(a[step])[name],
+                    other: scores(b[step])[name],
+                    "gap": scores(b[step])[name] - scores(a[step])[name],
+                    "se": se,
+                }
+            )
+        last = max(a)
+        final = scores(a[last]).get(name)
+        hits = [s for s in sorted(b) if final is not None and scores(b[s]).get(name, -1e9) >= final]
+        first, end = gaps[0], gaps[-1]
+        change = end["gap"] - first["gap"]
+        change_se = (
+            (first["se"] ** 2 + end["se"] ** 2) ** 0.5
+            if first["se"] is not None and end["se"] is not None and len(gaps) > 1
+            else None
+        )
+        tasks.append(
+            {
+                "score": name,
+                "gaps": gaps,
+                "baseline_final": {"step": last, "score": final},
+                "reaches_at": hits[0] if hits else None,
+                "gap_change": change if len(gaps) > 1 else None,
+                "gap_change_se": change_se,
+            }
+        )
+    verdicts = _along_verdicts(baseline, other, tasks)
+    return {
+        "baseline": baseline,
+        "other": other,
+        "steps": common,
+        "tasks": tasks,
+        "verdicts": verdicts,
+    }
+
+
+def _along_verdicts(baseline: str, other: str, tasks: Sequence[dict]) -> list[str]:
+    if not tasks:
+        return [f"No score evaluated for both {baseline} and {other} at the same steps."]
+    gaps = [(t["score"], g) for t in tasks for g in t["gaps"]]
+    sure = [g["se"] is not None and g["gap"] > 2 * g["se"] for _, g in gaps]
+    behind = [(n, g) for n, g in gaps if g["se"] is not None and g["gap"] < -2 * g["se"]]
+    if all(sure):
+        ahead = "holds"
+    elif behind:
+        ahead = "does not hold"
+    else:
+        ahead = "inconclusive"
+    detail = "; ".join(
+        f"{t['score']} " + ", ".join(_gap_text(t["score"], g) for g in t["gaps"]) for t in tasks
+    )
+    lines = [
+        f"**{other} ahead of {baseline} on every task at equal steps: {ahead}** "
+        f"({sum(sure)} of {len(sure)} gaps above 2 se; gap at step: {detail})."
+    ]
+    half, every = [], True
+    for t in tasks:
+        last, final = t["baseline_final"]["step"], t["baseline_final"]["score"]
+        reach = t["reaches_at"]
+        holds = reach is not None and reach <= last / 2
+        every &= holds
+        when = "never" if reach is None else f"at step {reach:,}"
+        half.append(
+            f"{t['score']}: {'holds' if holds else 'does not hold'} ({baseline}'s "
+            f"{_plain(t['score'], final)} at step {last:,}; {other} {when})"
+        )
+    lines.append(
+        f"**{other} reaches {baseline}'s final score in at most half the steps: "
+        f"{'holds on every task' if every else 'not on every task'}** ({'; '.join(half)})."
+    )
+    trend = []
+    for t in tasks:
+        change, se = t["gap_change"], t["gap_change_se"]
+        if change is None:
+            continue
+        if se is None or abs(change) <= 2 * se:
+            word = "about the same"
+        else:
+            word = "grows" if change > 0 else "shrinks"
+        first, end = t["gaps"][0], t["gaps"][-1]
+        trend.append(
+            f"{t['score']} {word} ({_signed(t['score'], first['gap'])} at step "
+            f"{first['step']:,} to {_signed(t['score'], end['gap'])} at {end['step']:,}"
+            + ("" if se is None else f", change ± {_plain(t['score'], se)}")
+            + ")"
+        )
+    if trend:
+        lines.append(f"**The gap from the first common step to the last:** {'; '.join(trend)}.")
+    return lines
+
+
+def _plain(name: str, value: float) -> str:
+    """A score as the tables show it: r to 3 decimals, accuracies (percent) to 1."""
+    return f"{value:.3f}" if name.startswith("SICK") else f"{value:.1f}"
+
+
+def _signed(name: str, value: float) -> str:
+    return f"{value:+.3f}" if name.startswith("SICK") else f"{value:+.1f}"
+
+
+def _gap_text(name: str, gap: Mapping) -> str:
+    se = "" if gap["se"] is None else f" ± {_plain(name, gap['se'])}"
+    return f"{gap['step']:,}: {_signed(name, gap['gap'])}{se}"
+
+
+def along_training_markdown(comparison: Mapping) -> str:
+    """:func:`along_training`'s scores per common step, then its verdicts."""
+    baseline, other = comparison["baseline"], comparison["other"]
+    lines = [
+        f"{other} against {baseline} at the steps both were evaluated at (gap = {other} − "
+        f"{baseline}, ± its standard error):",
+        "",
+        f"| score | step | {baseline} | {other} | gap |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for t in comparison["tasks"]:
+        name = t["score"]
+        for g in t["gaps"]:
+            se = "" if g["se"] is None else f" ± {_plain(name, g['se'])}"
+            lines.append(
+                f"| {name} | {g['step']:,} | {_plain(name, g[baseline])} | "
+                f"{_plain(name, g[other])} | {_signed(name, g['gap'])}{se} |"
+            )
+    lines += ["", *[f"- {v}" for v in comparison["verdicts"]], ""]
+    return "\n".join(lines)
+
+
 def plot_curves(curves: Mapping[str, dict[int, dict[str, float]]], path: Path) -> None:
     """One panel per score, score against steps, one line per run."""
     import matplotlib
@@ -171,7 +358,8 @@ def report(
     to ``out``. Returns ``{label: {step: scores}}``.
 
     Below the table, ``table.md`` states the protocol and notes every task of a run's last
-    checkpoint whose choice of ``C`` sat at an edge of the grid in most folds.
+    checkpoint whose choice of ``C`` sat at an edge of the grid in most folds; then each run
+    after the first against the first (the baseline) along training (:func:`along_training`).
     """
     from lnexp.studies.skipthought.evaluate import protocol
 
@@ -201,7 +389,10 @@ def report(
         f"2^0..2^8 chosen by {folds}-fold cross-validation (nested for the binary tasks).",
         *notes,
     ]
-    (out / "table.md").write_text(table_markdown(final) + "\n".join(footer) + "\n")
+    labels = [label for label in runs if evaluated[label]]
+    compared = [along_training(evaluated, labels[0], other) for other in labels[1:]]
+    along = "".join("\n" + along_training_markdown(c) for c in compared)
+    (out / "table.md").write_text(table_markdown(final) + "\n".join(footer) + "\n" + along)
     (out / "table.json").write_text(
         json.dumps(
             {
@@ -210,6 +401,7 @@ def report(
                 "final": final,
                 "grid_edge": notes,
                 "paper": reference_table(),
+                "along_training": compared,
             },
             indent=2,
         )
