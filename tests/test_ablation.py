@@ -230,5 +230,5 @@ def test_protocol_script_refuses_an_ablation_dir_without_the_runs(tmp_path):
         cwd=REPO,
     )
     assert done.returncode == 2
-    assert "metrics.jsonl does not exist: ABLATION_DIR must be" in done.stderr
+    assert "has no config.json and metrics.jsonl: ABLATION_DIR must be" in done.stderr
     assert not workdir.exists() and not log.exists()

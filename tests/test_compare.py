@@ -360,6 +360,43 @@ def test_run_grid_skips_finished_cells_and_collects_failures(tmp_path, monkeypat
     assert [(n, s) for n, s, *_ in calls] == [("rms", 0), ("rms", 1)]
 
 
+def test_run_grid_refuses_a_finished_run_of_another_config(tmp_path, monkeypatch):
+    """A finished run whose config.json differs from its cell's config in a field that may not
+    change (another rate) is refused, not skipped as the cell's own; one that differs only in
+    where its data was, or that predates a field, is skipped."""
+    import lnexp.training.loop
+
+    monkeypatch.setattr(lnexp.training.loop, "train_and_evaluate", lambda *a: pytest.fail("ran"))
+    config = config_files.load_config(REPO / "configs" / "pimnist.py")
+    (cell,) = expand_grid(["model.norm=layer"], seeds=1)
+    run = cell.run_dir(tmp_path)
+    run.mkdir(parents=True)
+    (run / "metrics.jsonl").write_text('{"epoch": 1}\n{"epoch": 2}\n')
+
+    def trained_with(**changes):
+        saved = config.to_dict()
+        saved.update(seed=0, num_epochs=2, model={**saved["model"], "norm": "layer"})
+        saved["data"] = {**saved["data"], "dir": "/elsewhere"}
+        for key, value in changes.items():
+            block, _, field = key.partition("__")
+            saved[block] = {**saved[block], field: value}
+        del saved["checkpoint"]["keep_every_steps"]  # Written before the field existed.
+        (run / "config.json").write_text(json.dumps(saved))
+
+    def grid():
+        log = []
+        shared = [("num_epochs", "2"), ("data.dir", "/here")]
+        run_grid(str(REPO / "configs" / "pimnist.py"), tmp_path, [cell], shared, log.append)
+        return log
+
+    trained_with()
+    assert "is finished; skipped" in grid()[0]
+    trained_with(optimizer__learning_rate=1e-3)
+    with pytest.raises(UserError, match=r"finished but was trained with another config .*"
+                       r"\(changed: optimizer.learning_rate\)"):  # fmt: skip
+        grid()
+
+
 # --------------------------------------------------------------------------------------------
 # Aggregation of synthetic run directories.
 

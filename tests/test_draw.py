@@ -514,3 +514,16 @@ def test_study_over_seeds_states_the_spread_and_each_seeds_speed(tmp_path):
         write_run(close, "none", [120, 110, 104, 100, 98, final], seed=seed)
         write_run(close, "cell", [120, 110, 104, 100, 98, final - 1 + 2 * (seed == 2)], seed=seed)
     assert "lower test bound: inconclusive**" in draw_study.study(close)["verdicts"][0]
+    # No spread at all (identical finals): the rule still reads, no division by zero.
+    same = tmp_path / "same"
+    for seed in (0, 1):
+        write_run(same, "none", [120, 110, 104, 100, 98, 96], seed=seed)
+        write_run(same, "cell", [115, 104, 98, 95, 94, 93], seed=seed)
+    assert "lower test bound: holds** (93.00 ± 0.00 over 2" in draw_study.study(same)["verdicts"][0]
+    # One seed of the baseline only: no error bar, said so.
+    write_run(same / "one", "none", [120, 110, 104, 100, 98, 96])
+    for seed in (0, 1):
+        write_run(same / "one", "cell", [115, 104, 98, 95, 94, 93], seed=seed)
+    assert (
+        "(one seed for the baseline: no error bar)" in draw_study.study(same / "one")["verdicts"][0]
+    )

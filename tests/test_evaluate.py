@@ -442,3 +442,22 @@ def test_along_training_reads_the_papers_figure_3():
         "not on every task**" in half
         and "MR: does not hold (plain's 62.0 at step 30,000; LN never)" in half
     )
+
+
+def test_along_training_without_common_steps_or_with_partial_tasks():
+    """No step in common: one verdict line, no error (the report is still written); a score
+    missing at a common step is left out and named."""
+    from lnexp.studies.skipthought.report import along_training
+
+    apart = {"plain": {1000: _results(55.0, 70.0, 0.5)}, "LN": {2000: _results(58.0, 72.0, 0.6)}}
+    assert along_training(apart, "plain", "LN")["verdicts"] == [
+        "No score evaluated for both plain and LN at the same steps."
+    ]
+    partial = {"plain": {1000: _results(55.0, 70.0, 0.5)}, "LN": {1000: _results(60.0, 80.0, 0.6)}}
+    del partial["LN"][1000]["TREC"]["test_examples"]  # TREC's scored, its se unknown.
+    del partial["plain"][1000]["SICK"]
+    result = along_training(partial, "plain", "LN")
+    assert result["left_out"] == ["SICK r"]
+    ahead = result["verdicts"][0]
+    assert "every task (of those evaluated at every common step; left out: SICK r)" in ahead
+    assert "1 of 2 gaps above 2 se, 1 without a standard error" in ahead

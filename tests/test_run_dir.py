@@ -101,13 +101,20 @@ def test_milestones_are_kept_beside_the_last_checkpoints(tmp_path):
 
 def test_which_checkpoints_are_kept_may_change_on_resume(tmp_path):
     """checkpoint.keep and checkpoint.keep_every_steps change nothing that is trained: a run
-    resumes with other values, and one written before keep_every_steps existed resumes too."""
+    resumes with another keep, a run written before keep_every_steps existed resumes with it
+    set, but a keep_every_steps once set is never dropped or changed."""
     run = RunDir(tmp_path)
     old = {"seed": 0, "num_epochs": 3, "checkpoint": {"keep": 3}}
     run.write_config(ml_collections.ConfigDict(old))
     (tmp_path / "checkpoints" / "10").mkdir(parents=True)
     new = {"seed": 0, "num_epochs": 3, "checkpoint": {"keep": 1, "keep_every_steps": 1000}}
     run.check_compatible(ml_collections.ConfigDict(new))
+    # Once set, it stays: dropped or changed, the next save would delete the milestones.
+    run.write_config(ml_collections.ConfigDict(new))
+    for every in (None, 500):
+        dropped = {**new, "checkpoint": {"keep": 1, "keep_every_steps": every}}
+        with pytest.raises(UserError, match=r"keep_every_steps was 1000: without it"):
+            run.check_compatible(ml_collections.ConfigDict(dropped))
     with pytest.raises(UserError, match=r"lacks fields .*\(missing: model.norm\)"):
         run.check_compatible(ml_collections.ConfigDict({**new, "model": {"norm": "layer"}}))
 

@@ -301,6 +301,13 @@ def test_resume_with_milestones_kept(reference_runs, tiny_dir, tmp_path):
     assert without_timing(read_records(tmp_path)) == without_timing(reference)
 
 
+def test_milestones_that_no_checkpoint_lands_on_are_refused(tiny_dir, tmp_path):
+    config = make_config(tiny_dir, checkpoint__keep_every_steps=STEPS_PER_EPOCH + 1)
+    with pytest.raises(UserError, match=rf"not a multiple of the {STEPS_PER_EPOCH} steps"):
+        training.train_and_evaluate(config, tmp_path)
+    assert not RunDir(tmp_path).checkpoint_steps() and not (tmp_path / "config.json").exists()
+
+
 def test_restart_without_any_checkpoint_rewrites_the_metrics(reference_runs, tiny_dir, tmp_path):
     """Killed before the first checkpoint was finalized: the re-run starts over and does not
     keep the stale record of epoch 1 (which would leave it twice in metrics.jsonl)."""

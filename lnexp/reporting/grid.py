@@ -20,7 +20,13 @@ from typing import Any
 
 import ml_collections
 
-from lnexp.config import apply_overrides, load_config, parse_assignment, parse_value
+from lnexp.config import (
+    apply_overrides,
+    load_config,
+    parse_assignment,
+    parse_value,
+    resolve_learning_rate,
+)
 from lnexp.errors import UserError
 from lnexp.reporting.runs import read_metrics
 from lnexp.training.run_dir import RunDir
@@ -89,9 +95,21 @@ def check_grid(config: ml_collections.ConfigDict, grid: Sequence[str]) -> None:
             raise UserError(f"--grid cell {name}: {e}") from None
 
 
-def _finished(run_dir: Path, num_epochs: int) -> bool:
+def _finished(run_dir: Path, config: ml_collections.ConfigDict) -> bool:
+    """Whether the run has all its epochs; a finished run trained with another config (in a
+    field that may not change on resuming; fields its config.json predates aside) is refused,
+    so that a grid never counts another experiment's run as its own."""
     records = read_metrics(run_dir)
-    return bool(records) and records[-1]["epoch"] >= num_epochs
+    if not records or records[-1]["epoch"] < config.num_epochs:
+        return False
+    _, changed = RunDir(run_dir).config_changes(resolve_learning_rate(config))
+    if changed:
+        raise UserError(
+            f"{run_dir} is finished but was trained with another config than this grid's "
+            f"cell (changed: {', '.join(changed)}): counting it would mix two experiments. "
+            "Move it out of the grid directory, or pass the overrides it was trained with."
+        )
+    return True
 
 
 def run_grid(
@@ -121,7 +139,7 @@ def run_grid(
     for i, cell in enumerate(cells, 1):
         config = load_config(config_path, [*shared, *cell.values, ("seed", str(cell.seed))])
         run_dir = cell.run_dir(workdir)
-        if _finished(run_dir, config.num_epochs):
+        if _finished(run_dir, config):
             log(f"[{i}/{len(cells)}] {run_dir} is finished; skipped.")
             continue
         pending.append((i, cell, config, run_dir))

@@ -29,7 +29,9 @@ RESUMABLE_CHANGES = (
 # config.data.source (TFDS's validation split holds other images), and num_epochs when the
 # learning rate decays until the last step (a cosine schedule with decay_steps=None), whose
 # rate at every step after the resumption would change with it. Which checkpoints are kept
-# (RETENTION) may change in every way, and a run written before one of its fields existed resumes.
+# (RETENTION) may change, and a run written before one of its fields existed resumes, except that
+# a checkpoint.keep_every_steps once set stays (dropped or changed, the milestones kept so far
+# would be deleted at the next save).
 
 
 def missing_fields(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
@@ -51,9 +53,13 @@ def refused_changes(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]
 def _resumable(key: str, old: Mapping[str, Any], new: Mapping[str, Any]) -> bool:
     """Whether the change of ``key`` between two flattened configs may resume (the rules of
     :data:`RESUMABLE_CHANGES`)."""
+    if key == "checkpoint.keep_every_steps":  # Dropped or changed: milestones deleted.
+        return old.get(key) is None or old.get(key) == new.get(key)
     if key in RETENTION:
         return True
-    if key not in RESUMABLE_CHANGES or None in (old.get(key), new.get(key)):
+    if key not in RESUMABLE_CHANGES:
+        return False
+    if key == "data.dir" and None in (old.get(key), new.get(key)):
         return False
     if key == "num_epochs":
         return not any(_decays_until_the_end(c) for c in (old, new))

@@ -62,7 +62,7 @@ from absl import logging
 from jax.sharding import Mesh
 
 from lnexp.config import resolve_learning_rate
-from lnexp.errors import Interrupted
+from lnexp.errors import Interrupted, UserError
 from lnexp.studies import Task, build_task, check_config
 from lnexp.training import checks, distributed, loss_scale, preemption, records
 from lnexp.training.batches import Schedule
@@ -72,6 +72,21 @@ from lnexp.training.optimizer import make_optimizer
 from lnexp.training.preemption import StopSignals
 from lnexp.training.run_dir import RunDir, held
 from lnexp.training.trainer import Trainer, TrainState, make_mesh, put
+
+
+def check_milestones(config: ml_collections.ConfigDict, epoch_steps: int) -> None:
+    """Refuses a ``checkpoint.keep_every_steps`` that no checkpoint's step is a multiple of
+    (checkpoints are saved every ``checkpoint.every_epochs`` epochs of ``epoch_steps``)."""
+    every = config.checkpoint.get("keep_every_steps")
+    interval = epoch_steps * config.checkpoint.every_epochs
+    if every and every % interval:
+        raise UserError(
+            f"checkpoint.keep_every_steps={every} is not a multiple of the {interval} steps "
+            f"between checkpoints ({epoch_steps} steps an epoch, a checkpoint every "
+            f"{config.checkpoint.every_epochs}), so hardly any checkpoint would be kept for "
+            f"good. Pass a multiple of {interval}, e.g. "
+            f"--config.checkpoint.keep_every_steps={interval * max(1, round(every / interval))}."
+        )
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -> dict[str, Any]:
@@ -186,6 +201,7 @@ def _train_until_stopped(
         for seed in seeds
     ]
     total_steps = schedules[0].epoch_steps * config.num_epochs
+    check_milestones(config, schedules[0].epoch_steps)
     # The learning-rate schedule may run until the last step (a cosine with decay_steps=None).
     trainer = Trainer(
         task,

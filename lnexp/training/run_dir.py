@@ -109,6 +109,19 @@ class RunDir:
             "config.json anew); otherwise choose a new --workdir."
         )
 
+    def config_changes(self, config: ml_collections.ConfigDict) -> tuple[list[str], list[str]]:
+        """``(missing, changed)``: the fields of ``config`` that the run's ``config.json``
+        lacks (written before they existed), and the others whose values differ and may not
+        change on resuming (:mod:`lnexp.training.config_changes`); both empty without a
+        ``config.json``."""
+        previous = self.read_config()
+        if previous is None:
+            return [], []
+        new = flatten_dict(_as_json(config), sep=".")
+        old = flatten_dict(previous, sep=".")
+        missing = missing_fields(old, new)
+        return missing, [k for k in refused_changes(old, new) if k not in missing]
+
     def check_compatible(self, config: ml_collections.ConfigDict) -> None:
         """Refuses to resume checkpoints written with another config (a change in
         :data:`~lnexp.training.config_changes.RESUMABLE_CHANGES` is fine), or with a
@@ -125,8 +138,7 @@ class RunDir:
             return
         new = flatten_dict(_as_json(config), sep=".")
         old = flatten_dict(previous, sep=".")
-        missing = missing_fields(old, new)
-        changed = [k for k in refused_changes(old, new) if k not in missing]
+        missing, changed = self.config_changes(config)
         if missing:
             values = ", ".join(f"{k}={json.dumps(new[k])}" for k in missing)  # As JSON writes.
             also = f" It also differs from this config in: {', '.join(changed)}." if changed else ""
@@ -140,12 +152,18 @@ class RunDir:
                 "checkpoints are left as they are."
             )
         if changed:
-            why = (
-                " (num_epochs sets the length of its cosine learning-rate decay, "
-                "optimizer.decay_steps=None)"
-                if "num_epochs" in changed
-                else ""
-            )
+            why = ""
+            if "num_epochs" in changed:
+                why = (
+                    " (num_epochs sets the length of its cosine learning-rate decay, "
+                    "optimizer.decay_steps=None)"
+                )
+            elif "checkpoint.keep_every_steps" in changed:
+                why = (
+                    f" (checkpoint.keep_every_steps was {old['checkpoint.keep_every_steps']}: "
+                    "without it, or with another value, the milestones kept so far would be "
+                    "deleted at the next save)"
+                )
             raise UserError(
                 f"{self.path} holds a run with a different config (changed: "
                 f"{', '.join(changed)}){why}; resuming it would mix two experiments. Pass the "

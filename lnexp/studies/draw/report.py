@@ -170,11 +170,16 @@ def verdicts(result: dict[str, Any]) -> list[str]:
         return ["No LN run (model.norm=cell): nothing to compare with the baseline."]
     base, ln = models[BASELINE], models["cell"]
     diff = ln["test_bound"] - base["test_bound"]
-    one_seed = len(ln["seeds"]) < 2 or len(base["seeds"]) < 2
-    if one_seed:
+    single = [name for name, m in (("LN", ln), ("the baseline", base)) if len(m["seeds"]) < 2]
+    if not np.isfinite(diff):
+        bound = "inconclusive"
+        spread = f"{ln['test_bound']:.2f} vs {base['test_bound']:.2f} nats"
+        noise = "a run diverged: its bound is not finite"
+    elif single:
         bound = "holds" if diff < 0 else "does not hold"
         spread = f"{ln['test_bound']:.2f} vs {base['test_bound']:.2f} nats"
-        noise = f"{diff:+.2f} (one seed each: no error bar)"
+        whose = "each" if len(single) == 2 else f"for {single[0]}"
+        noise = f"{diff:+.2f} (one seed {whose}: no error bar)"
     else:
         se = float(
             np.sqrt(
@@ -188,7 +193,7 @@ def verdicts(result: dict[str, Any]) -> list[str]:
             f"seeds vs {base['test_bound']:.2f} ± {base['test_bound_std']:.2f} over "
             f"{len(base['seeds'])}"
         )
-        noise = f"{diff:+.2f} ± {se:.2f} (se), {abs(diff) / se:.1f} se"
+        noise = f"{diff:+.2f} ± {se:.2f} (se)" + (f", {abs(diff) / se:.1f} se" if se else "")
     lines = [
         f"**LN ends with a lower test bound: {bound}** ({spread} at epoch "
         f"{result['horizon']}: {noise}; the paper: 82.09 vs 82.36 at epoch 200)."

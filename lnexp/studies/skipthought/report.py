@@ -178,11 +178,13 @@ def along_training(
     """
     a, b = evaluated[baseline], evaluated[other]
     common = sorted(set(a) & set(b))
-    if not common:
-        raise UserError(f"{baseline} and {other} have no evaluated step in common.")
-    tasks = []
+    tasks, left_out = [], []
     for name in HEADLINE:
+        if not common:
+            break
         if not all(name in scores(a[s]) and name in scores(b[s]) for s in common):
+            if any(name in scores(r) for r in (*a.values(), *b.values())):
+                left_out.append(name)
             continue
         gaps = []
         for step in common:
@@ -217,8 +219,9 @@ def along_training(
                 "gap_change_se": change_se,
             }
         )
-    verdicts = _along_verdicts(baseline, other, tasks)
+    verdicts = _along_verdicts(baseline, other, tasks, left_out)
     return {
+        "left_out": left_out,
         "baseline": baseline,
         "other": other,
         "steps": common,
@@ -227,12 +230,20 @@ def along_training(
     }
 
 
-def _along_verdicts(baseline: str, other: str, tasks: Sequence[dict]) -> list[str]:
+def _along_verdicts(
+    baseline: str, other: str, tasks: Sequence[dict], left_out: Sequence[str] = ()
+) -> list[str]:
     if not tasks:
         return [f"No score evaluated for both {baseline} and {other} at the same steps."]
+    scope = (
+        f" (of those evaluated at every common step; left out: {', '.join(left_out)})"
+        if left_out
+        else ""
+    )
     gaps = [(t["score"], g) for t in tasks for g in t["gaps"]]
     sure = [g["se"] is not None and g["gap"] > 2 * g["se"] for _, g in gaps]
     behind = [(n, g) for n, g in gaps if g["se"] is not None and g["gap"] < -2 * g["se"]]
+    unknown = sum(g["se"] is None for _, g in gaps)
     if all(sure):
         ahead = "holds"
     elif behind:
@@ -242,9 +253,10 @@ def _along_verdicts(baseline: str, other: str, tasks: Sequence[dict]) -> list[st
     detail = "; ".join(
         f"{t['score']} " + ", ".join(_gap_text(t["score"], g) for g in t["gaps"]) for t in tasks
     )
+    no_se = f", {unknown} without a standard error" if unknown else ""
     lines = [
-        f"**{other} ahead of {baseline} on every task at equal steps: {ahead}** "
-        f"({sum(sure)} of {len(sure)} gaps above 2 se; gap at step: {detail})."
+        f"**{other} ahead of {baseline} on every task{scope} at equal steps: {ahead}** "
+        f"({sum(sure)} of {len(sure)} gaps above 2 se{no_se}; gap at step: {detail})."
     ]
     half, every = [], True
     for t in tasks:
