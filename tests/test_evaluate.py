@@ -429,7 +429,7 @@ def test_along_training_reads_the_papers_figure_3():
     assert "ahead of plain on every task at equal steps: inconclusive**" in ahead
     assert "(5 of 9 gaps above 2 se" in ahead
     assert "at most half the steps: holds on every task**" in half
-    assert "MR: holds (plain's 62.0 at step 30,000; LN at step 10,000)" in half
+    assert "MR: holds (plain's 62.0 at step 30,000; LN first at or above it at step 10,000)" in half
     assert "SICK r shrinks (+0.100 at step 3,000 to +0.020 at 30,000" in trend
     assert "TREC about the same" in trend and "MR shrinks" in trend
     # LN behind beyond the noise somewhere: does not hold; never reaching: does not hold.
@@ -438,10 +438,14 @@ def test_along_training_reads_the_papers_figure_3():
     assert "equal steps: does not hold**" in result["verdicts"][0]
     evaluated["LN"] = {s: _results(50.0, 60.0, 0.4) for s in (3000, 10000, 30000)}
     half = along_training(evaluated, "plain", "LN")["verdicts"][1]
-    assert (
-        "not on every task**" in half
-        and "MR: does not hold (plain's 62.0 at step 30,000; LN never)" in half
-    )
+    assert "not on every task**" in half
+    assert "MR: does not hold (plain's 62.0 at step 30,000; LN first at or above it never)" in half
+    # Evaluated only at the same last step: LN above there, but not evaluated at half of it.
+    only = {name: {3000: _results(mr, 70.0, 0.5)} for name, mr in (("plain", 55.0), ("LN", 59.0))}
+    half = along_training(only, "plain", "LN")["verdicts"][1]
+    assert "half the steps: inconclusive**" in half
+    assert "MR: inconclusive (plain's 55.0 at step 3,000; LN first at or above it at " in half
+    assert "at step 3,000; not evaluated from step 1,500 until then)" in half
 
 
 def test_along_training_without_common_steps_or_with_partial_tasks():

@@ -171,7 +171,9 @@ def along_training(
       step on every task, *does not hold* when it is below -2 se somewhere, else *inconclusive*;
     * **the baseline's final score in at most half the steps**: the first evaluated step of
       ``other`` at or above the baseline's score at its last step ``S`` (the point estimates,
-      read off the evaluated steps as one reads a figure); *holds* when it is at most ``S/2``;
+      read off the evaluated steps as one reads a figure); *holds* when it is at most ``S/2``,
+      *does not hold* when ``other`` was evaluated below it at a step from ``S/2`` on,
+      *inconclusive* when it was not evaluated between ``S/2`` and that first step;
     * **the gap from the first common step to the last**: *grows* when it rose by more than
       2 se of the change (the four standard errors combined), *shrinks* when it fell by as much,
       else *about the same*.
@@ -215,6 +217,7 @@ def along_training(
                 "gaps": gaps,
                 "baseline_final": {"step": last, "score": final},
                 "reaches_at": hits[0] if hits else None,
+                "other_steps": sorted(b),
                 "gap_change": change if len(gaps) > 1 else None,
                 "gap_change_se": change_se,
             }
@@ -258,20 +261,37 @@ def _along_verdicts(
         f"**{other} ahead of {baseline} on every task{scope} at equal steps: {ahead}** "
         f"({sum(sure)} of {len(sure)} gaps above 2 se{no_se}; gap at step: {detail})."
     ]
-    half, every = [], True
+    half, verdicts = [], []
     for t in tasks:
         last, final = t["baseline_final"]["step"], t["baseline_final"]["score"]
         reach = t["reaches_at"]
-        holds = reach is not None and reach <= last / 2
-        every &= holds
+        below = [s for s in t["other_steps"] if s >= last / 2 and (reach is None or s < reach)]
+        if reach is not None and reach <= last / 2:
+            verdict = "holds"
+        elif below:
+            verdict = "does not hold"
+        else:
+            verdict = "inconclusive"
+        verdicts.append(verdict)
         when = "never" if reach is None else f"at step {reach:,}"
-        half.append(
-            f"{t['score']}: {'holds' if holds else 'does not hold'} ({baseline}'s "
-            f"{_plain(t['score'], final)} at step {last:,}; {other} {when})"
+        why = (
+            f"; not evaluated from step {last // 2:,} until then"
+            if verdict == "inconclusive"
+            else ""
         )
+        half.append(
+            f"{t['score']}: {verdict} ({baseline}'s {_plain(t['score'], final)} at step "
+            f"{last:,}; {other} first at or above it {when}{why})"
+        )
+    if all(v == "holds" for v in verdicts):
+        overall = "holds on every task"
+    elif "does not hold" in verdicts:
+        overall = "not on every task"
+    else:
+        overall = "inconclusive"
     lines.append(
-        f"**{other} reaches {baseline}'s final score in at most half the steps: "
-        f"{'holds on every task' if every else 'not on every task'}** ({'; '.join(half)})."
+        f"**{other} reaches {baseline}'s final score in at most half the steps: {overall}** "
+        f"({'; '.join(half)})."
     )
     trend = []
     for t in tasks:
