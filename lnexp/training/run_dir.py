@@ -115,12 +115,7 @@ class RunDir:
         change on resuming (:mod:`lnexp.training.config_changes`); both empty without a
         ``config.json``."""
         previous = self.read_config()
-        if previous is None:
-            return [], []
-        new = flatten_dict(_as_json(config), sep=".")
-        old = flatten_dict(previous, sep=".")
-        missing = missing_fields(old, new)
-        return missing, [k for k in refused_changes(old, new) if k not in missing]
+        return ([], []) if previous is None else _compare(previous, config)[2:]
 
     def check_compatible(self, config: ml_collections.ConfigDict) -> None:
         """Refuses to resume checkpoints written with another config (a change in
@@ -136,9 +131,7 @@ class RunDir:
         previous = self.read_config()
         if previous is None:
             return
-        new = flatten_dict(_as_json(config), sep=".")
-        old = flatten_dict(previous, sep=".")
-        missing, changed = self.config_changes(config)
+        old, new, missing, changed = _compare(previous, config)
         if missing:
             values = ", ".join(f"{k}={json.dumps(new[k])}" for k in missing)  # As JSON writes.
             also = f" It also differs from this config in: {', '.join(changed)}." if changed else ""
@@ -417,6 +410,16 @@ def _step_in(torn: str | None) -> int | None:
     """The step a torn record names, when its first part reached the disk."""
     found = re.search(r'"step": (\d+)[,}]', torn or "")
     return int(found.group(1)) if found else None
+
+
+def _compare(
+    previous: dict[str, Any], config: ml_collections.ConfigDict
+) -> tuple[dict[str, Any], dict[str, Any], list[str], list[str]]:
+    """``(old, new, missing, changed)``: the saved and the given config flattened, the fields the
+    saved one lacks, and the others that differ and may not change on resuming."""
+    old, new = flatten_dict(previous, sep="."), flatten_dict(_as_json(config), sep=".")
+    missing = missing_fields(old, new)
+    return old, new, missing, [k for k in refused_changes(old, new) if k not in missing]
 
 
 def _as_json(config: ml_collections.ConfigDict) -> dict[str, Any]:

@@ -122,9 +122,7 @@ def table_markdown(runs: Mapping[str, tuple[int, dict[str, float]]]) -> str:
     ]
 
     def fmt(name: str, value: float | None) -> str:
-        if value is None:
-            return "–"
-        return f"{value:.1f}" if name in ("MR", "CR", "SUBJ", "MPQA", "TREC") else f"{value:.3f}"
+        return "–" if value is None else _plain(name, value)
 
     for label, (step, s) in runs.items():
         lines.append(
@@ -181,9 +179,7 @@ def along_training(
     a, b = evaluated[baseline], evaluated[other]
     common = sorted(set(a) & set(b))
     tasks, left_out = [], []
-    for name in HEADLINE:
-        if not common:
-            break
+    for name in HEADLINE if common else ():
         if not all(name in scores(a[s]) and name in scores(b[s]) for s in common):
             if any(name in scores(r) for r in (*a.values(), *b.values())):
                 left_out.append(name)
@@ -304,8 +300,8 @@ def _along_verdicts(
             word = "grows" if change > 0 else "shrinks"
         first, end = t["gaps"][0], t["gaps"][-1]
         trend.append(
-            f"{t['score']} {word} ({_signed(t['score'], first['gap'])} at step "
-            f"{first['step']:,} to {_signed(t['score'], end['gap'])} at {end['step']:,}"
+            f"{t['score']} {word} ({_plain(t['score'], first['gap'], '+')} at step "
+            f"{first['step']:,} to {_plain(t['score'], end['gap'], '+')} at {end['step']:,}"
             + ("" if se is None else f", change ± {_plain(t['score'], se)}")
             + ")"
         )
@@ -314,18 +310,15 @@ def _along_verdicts(
     return lines
 
 
-def _plain(name: str, value: float) -> str:
-    """A score as the tables show it: r to 3 decimals, accuracies (percent) to 1."""
-    return f"{value:.3f}" if name.startswith("SICK") else f"{value:.1f}"
-
-
-def _signed(name: str, value: float) -> str:
-    return f"{value:+.3f}" if name.startswith("SICK") else f"{value:+.1f}"
+def _plain(name: str, value: float, sign: str = "") -> str:
+    """A score as the tables show it: SICK's to 3 decimals, accuracies (percent) to 1;
+    ``sign='+'`` for a difference."""
+    return f"{value:{sign}.{3 if name.startswith('SICK') else 1}f}"
 
 
 def _gap_text(name: str, gap: Mapping) -> str:
     se = "" if gap["se"] is None else f" ± {_plain(name, gap['se'])}"
-    return f"{gap['step']:,}: {_signed(name, gap['gap'])}{se}"
+    return f"{gap['step']:,}: {_plain(name, gap['gap'], '+')}{se}"
 
 
 def along_training_markdown(comparison: Mapping) -> str:
@@ -344,7 +337,7 @@ def along_training_markdown(comparison: Mapping) -> str:
             se = "" if g["se"] is None else f" ± {_plain(name, g['se'])}"
             lines.append(
                 f"| {name} | {g['step']:,} | {_plain(name, g[baseline])} | "
-                f"{_plain(name, g[other])} | {_signed(name, g['gap'])}{se} |"
+                f"{_plain(name, g[other])} | {_plain(name, g['gap'], '+')}{se} |"
             )
     lines += ["", *[f"- {v}" for v in comparison["verdicts"]], ""]
     return "\n".join(lines)
