@@ -73,15 +73,17 @@ def define_flags() -> None:
     flag_kinds.text("columns", None, "Key drawn as columns (default: the second grid key).")
     flag_kinds.texts(
         "metrics",
-        ["train_nll", "test_error"],
-        "Rows of the figure.",
+        None,
+        "Rows of the figure (default: the study's, e.g. train_nll,test_error for PI-MNIST, "
+        "train_loss,valid_nll,valid_next_ppl for skip-thoughts).",
         pattern=METRIC_NAME,
         example="train_nll,test_error",
     )
     flag_kinds.text(
         "metric",
-        "test_error",
-        "Metric of the table (valid_error when choosing hyperparameters).",
+        None,
+        "Metric of the table (default: the study's, e.g. test_error for PI-MNIST, valid_nll "
+        "for skip-thoughts; valid_error when choosing hyperparameters).",
         pattern=METRIC_NAME,
     )
     flag_kinds.path(
@@ -143,7 +145,7 @@ def main(argv):
         )
         for cell, message in failures:
             print(f"FAILED {cell.run_dir(workdir)}: {message}", file=sys.stderr)
-    rows = summary.report(
+    summary.report(
         workdir,
         line_key=line_key,
         column_key=column_key,
@@ -165,7 +167,7 @@ def main(argv):
         for name in names:
             shutil.copyfile(workdir / name, export_dir / name)
         print(f"Exported {exported} runs and the report to {export_dir}")
-    print(summary.summary_markdown(rows, f.metric))
+    print((workdir / "summary.md").read_text(), end="")
     print(f"Wrote {workdir / 'figure.png'}, {workdir / 'summary.md'}, {workdir / 'summary.json'}")
     if claimed is not None:
         print(claims.claims_markdown(claimed))

@@ -629,6 +629,59 @@ def test_summarize_single_seed_unfinished_runs_and_other_experiments():
         report(Path("/nonexistent/lnexp-grid"))
 
 
+def write_runs(workdir: Path, experiment: str, records: list[dict], norms=("none", "layer")):
+    """One seed per norm of ``experiment``, each with ``records``."""
+    for norm in norms:
+        run_dir = workdir / f"model.norm={norm}" / "seed=0"
+        run_dir.mkdir(parents=True)
+        config = {"experiment": experiment, "model": {"norm": norm}, "seed": 0}
+        (run_dir / "config.json").write_text(json.dumps(config))
+        (run_dir / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+
+
+@pytest.mark.parametrize(
+    "experiment, metric, metrics",
+    [
+        ("pimnist", "test_error", ("train_nll", "test_error")),
+        ("skipthought", "valid_nll", ("train_loss", "valid_nll", "valid_next_ppl")),
+        ("transformer", "valid_bpc", ("train_loss", "valid_bpc")),
+        ("draw", "test_bound", ("train_loss", "test_bound")),
+    ],
+)
+def test_report_defaults_to_the_studys_metrics(tmp_path, monkeypatch, experiment, metric, metrics):
+    """A grid of skip-thoughts (or any study) is reported by its own metrics unless told:
+    before, every report defaulted to PI-MNIST's and a finished skip-thoughts grid ended in
+    "no run has the metric 'train_nll'"."""
+    import matplotlib.figure
+
+    figures = []
+    monkeypatch.setattr(
+        matplotlib.figure.Figure, "savefig", lambda fig, *a, **k: figures.append(fig)
+    )
+    names = {"epoch", "step", "wall_s", metric, *metrics}
+    records = [{n: float(e) if n != "epoch" else e for n in names} for e in (1, 2)]
+    write_runs(tmp_path, experiment, records)
+    report(tmp_path)
+    assert f"final {metric}" in (tmp_path / "summary.md").read_text().splitlines()[0]
+    (fig,) = figures
+    assert [ax.get_ylabel() for ax in fig.axes] == list(metrics)
+    # Told otherwise, the flags win.
+    report(tmp_path, metric="wall_s", metrics=["wall_s"])
+    assert "final wall_s" in (tmp_path / "summary.md").read_text()
+
+
+def test_report_of_several_studies_asks_for_the_metrics(tmp_path):
+    for sub, experiment, metric in (("a", "pimnist", "test_error"), ("b", "draw", "test_bound")):
+        records = [{"epoch": 1, metric: 0.1, "wall_s": 1.0}]
+        write_runs(tmp_path / sub, experiment, records, norms=("none",))
+    for sub in ("a", "b"):
+        for cell in (tmp_path / sub).iterdir():
+            cell.rename(tmp_path / f"{sub}-{cell.name}")
+    with pytest.raises(UserError, match=r"\['draw', 'pimnist'\].*--metric=NAME --metrics="):
+        report(tmp_path)
+    report(tmp_path, metric="wall_s", metrics=["wall_s"])  # Named, they are reported.
+
+
 # --------------------------------------------------------------------------------------------
 # End to end through the CLI.
 

@@ -23,7 +23,7 @@ def plot_figure(
     *,
     line_key: str,
     column_key: str | None,
-    metrics: Sequence[str] = ("train_nll", "test_error"),
+    metrics: Sequence[str],
 ) -> None:
     """Draws the grid like the paper's Fig. 6 (see the module docstring)."""
     import matplotlib

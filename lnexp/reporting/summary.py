@@ -139,14 +139,16 @@ def report(
     *,
     line_key: str | None = None,
     column_key: str | None = None,
-    metrics: Sequence[str] = ("train_nll", "test_error"),
-    metric: str = "test_error",
+    metrics: Sequence[str] | None = None,
+    metric: str | None = None,
     at_epoch: int | None = None,
 ) -> list[dict[str, Any]]:
     """Writes ``figure.png``, ``summary.md`` and ``summary.json`` for the runs in ``workdir``.
 
-    ``metric`` is the one tabulated (``valid_error`` to choose hyperparameters, never test);
-    ``at_epoch`` tabulates it at that epoch instead of the last.
+    ``metric`` is the one tabulated (``valid_error`` to choose hyperparameters, never test),
+    ``metrics`` the rows of the figure; ``None`` takes the study's own
+    (:func:`lnexp.studies.report_metrics`: ``test_error`` for PI-MNIST, ``valid_nll`` for
+    skip-thoughts, ...). ``at_epoch`` tabulates ``metric`` at that epoch instead of the last.
     """
     runs = find_runs(workdir)
     if not runs:
@@ -154,6 +156,12 @@ def report(
             f"No run directories with metrics under {workdir} (expected "
             f"{workdir}/<cell>/seed=<s>/metrics.jsonl)."
         )
+    if metric is None or metrics is None:
+        default_metric, default_metrics = studies.report_metrics(
+            [r.config.get("experiment") for r in runs]
+        )
+        metric = metric or default_metric
+        metrics = metrics or default_metrics
     line_key = line_key or "model.norm"
     keys = {"--lines": [line_key], "--columns": [column_key] if column_key else []}
     check_names(runs, keys=keys, metrics={"--metric": [metric], "--metrics": list(metrics)})

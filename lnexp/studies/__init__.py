@@ -18,6 +18,10 @@ fields: {metric: values, '<metric>_epoch': epochs, ...}}``; the reports
 the study. One with a table in the paper exposes ``reference_table()`` (read by the report that
 prints it, e.g. :mod:`lnexp.studies.skipthought.report`).
 
+Every task module names what a grid of its runs is reported by (``scripts/compare.py``, unless
+its flags say otherwise): ``REPORT_METRIC``, the metric of the table, and ``REPORT_METRICS``,
+the rows of the figure (:func:`report_metrics`).
+
 Every task's ``build_model`` builds its model in the computation dtype of ``config.dtype``
 (:func:`compute_dtype`; float32 parameters whatever it is) and its loss takes the cross-entropy
 of float32 logits.
@@ -31,7 +35,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from typing import Any
 
 import jax
@@ -141,6 +145,23 @@ def check_config(config: ml_collections.ConfigDict) -> None:
             f"config.model: the model cannot be built from these fields ({e}). Fix the field "
             "with --config.model.KEY=VALUE (the config file documents each)."
         ) from None
+
+
+def report_metrics(experiments: Collection[Any]) -> tuple[str, tuple[str, ...]]:
+    """``(REPORT_METRIC, REPORT_METRICS)`` of the study the runs belong to (``experiments``: the
+    ``config.experiment`` of each run): what a report tabulates and draws unless told.
+
+    Raises:
+        UserError: when the runs are of several studies, or of none this package knows.
+    """
+    names = sorted({str(e) for e in experiments})
+    if len(names) != 1 or names[0] not in EXPERIMENTS:
+        raise UserError(
+            f"The runs are of the experiment(s) {names}, so there is no default metric to report: "
+            "name them with --metric=NAME --metrics=NAME,NAME (or report one study's runs)."
+        )
+    module = importlib.import_module(f"lnexp.studies.{names[0]}.task")
+    return module.REPORT_METRIC, tuple(module.REPORT_METRICS)
 
 
 def _reference_module(config: Mapping[str, Any]) -> Any:

@@ -36,6 +36,11 @@ EVAL_NOISE_SEED = 1_000_003
 CHOICES = {"model.norm": Choice(LSTMCell.accepted_norms(), "the LSTM cells' normalization")}
 """The names of this study's string fields (:func:`lnexp.config_ranges.check_ranges`)."""
 
+REPORT_METRIC = "test_bound"
+"""What ``scripts/compare.py`` tabulates unless told (:func:`lnexp.studies.report_metrics`)."""
+REPORT_METRICS = ("train_loss", "test_bound")
+"""The metrics it draws, one row of the figure each, unless told."""
+
 
 def build_model(config: ml_collections.ConfigDict, rngs: nnx.Rngs) -> DRAW:
     m = config.model

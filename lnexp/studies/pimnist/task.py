@@ -83,6 +83,11 @@ CHOICES = {
 }
 """The names of this study's string fields (:func:`lnexp.config_ranges.check_ranges`)."""
 
+REPORT_METRIC = "test_error"
+"""What ``scripts/compare.py`` tabulates unless told (:func:`lnexp.studies.report_metrics`)."""
+REPORT_METRICS = ("train_nll", "test_error")
+"""The metrics it draws, one row of the figure each, unless told."""
+
 STD_FLOOR = 0.1
 """The smallest per-pixel standard deviation :func:`pixel_standardizer` divides by (pixels in
 [0, 1]). MNIST's border pixels are 0 in (nearly) every training image: dividing by their own

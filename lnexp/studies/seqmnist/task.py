@@ -45,6 +45,11 @@ CHOICES = {
 }
 """The names of this study's string fields (:func:`lnexp.config_ranges.check_ranges`)."""
 
+REPORT_METRIC = "test_error"
+"""What ``scripts/compare.py`` tabulates unless told (:func:`lnexp.studies.report_metrics`)."""
+REPORT_METRICS = ("train_nll", "test_error")
+"""The metrics it draws, one row of the figure each, unless told."""
+
 
 def build_model(config: ml_collections.ConfigDict, rngs: nnx.Rngs) -> RecurrentClassifier:
     model = config.model

@@ -31,6 +31,11 @@ CHOICES = {
 }
 """The names of this study's string fields (:func:`lnexp.config_ranges.check_ranges`)."""
 
+REPORT_METRIC = "valid_nll"
+"""What ``scripts/compare.py`` tabulates unless told (:func:`lnexp.studies.report_metrics`)."""
+REPORT_METRICS = ("train_loss", "valid_nll", "valid_next_ppl")
+"""The metrics it draws, one row of the figure each, unless told."""
+
 
 def build_model(config: ml_collections.ConfigDict, vocab_size: int, rngs: nnx.Rngs) -> SkipThought:
     model = config.model

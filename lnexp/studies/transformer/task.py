@@ -44,6 +44,11 @@ CHOICES = {
 }
 """The names of this study's string fields (:func:`lnexp.config_ranges.check_ranges`)."""
 
+REPORT_METRIC = "valid_bpc"
+"""What ``scripts/compare.py`` tabulates unless told (:func:`lnexp.studies.report_metrics`)."""
+REPORT_METRICS = ("train_loss", "valid_bpc")
+"""The metrics it draws, one row of the figure each, unless told."""
+
 
 def build_model(config: ml_collections.ConfigDict, vocab_size: int, rngs: nnx.Rngs) -> Transformer:
     m = config.model
