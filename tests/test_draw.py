@@ -341,6 +341,7 @@ def test_tiny_config_bound_falls(tiny_run):
     first, last = records
     assert last["test_bound"] < first["test_bound"] < 784 * math.log(2)
     assert last["train_loss"] < first["train_loss"]
+    assert {experiment.REPORT_METRIC, *experiment.REPORT_METRICS} <= last.keys()
     for r in records:
         for split in ("valid", "test"):
             parts = r[f"{split}_recon"] + r[f"{split}_kl"]

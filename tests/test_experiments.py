@@ -6,6 +6,7 @@ import pytest
 from conftest import load_config
 
 from lnexp.errors import UserError
+from lnexp.studies.seqmnist import task as seqmnist
 from lnexp.training import train_and_evaluate
 
 
@@ -30,6 +31,7 @@ def test_seqmnist_learns(tiny_mnist_dir, tmp_path, cell, norm):
     assert last["train_loss"] < records[0]["train_loss"]  # mean training loss of each epoch
     assert last["train_nll"] < 2.25  # below chance, log(10) = 2.30
     assert 0.0 <= last["test_error"] <= 1.0
+    assert {seqmnist.REPORT_METRIC, *seqmnist.REPORT_METRICS} <= last.keys()  # compare.py's
 
 
 @pytest.mark.parametrize(

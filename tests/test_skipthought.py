@@ -17,6 +17,7 @@ import lnexp
 from lnexp import training
 from lnexp.errors import UserError
 from lnexp.models.skipthought import SkipThought, token_mean_loss, token_nll
+from lnexp.studies.skipthought import task as skipthought
 from lnexp.studies.skipthought.encode import SentenceEncoder
 
 
@@ -90,6 +91,7 @@ def test_tiny_model_overfits_tiny_corpus(tiny_books_dir, tmp_path):
     # The story is deterministic: held-out sentences become nearly certain.
     assert last["valid_next_ppl"] < 2.0 and last["valid_prev_ppl"] < 2.0
     assert {"valid_prev_nll", "valid_next_nll", "valid_nll", "sentences_per_sec"} <= last.keys()
+    assert {skipthought.REPORT_METRIC, *skipthought.REPORT_METRICS} <= last.keys()  # compare.py's
     assert (tmp_path / "run" / "vocab.txt").read_text().startswith("<pad>\n<unk>\n<eos>\n")
 
 

@@ -206,6 +206,7 @@ def test_smoke_every_norm(tiny_dir, tmp_path, norm):
         assert record["examples_per_sec"] > 0 and record["wall_s"] > 0
     assert records[-1]["train_nll"] < records[0]["train_nll"]
     assert records[-1]["train_loss"] < records[0]["train_loss"]
+    assert {pimnist.REPORT_METRIC, *pimnist.REPORT_METRICS} <= records[-1].keys()  # compare.py's
 
     events = list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))
     assert events and all(e.stat().st_size > 0 for e in events)

@@ -233,6 +233,7 @@ def test_every_variant_trains_with_falling_loss(norm, placement, qk_norm, tiny_b
     # Uniform guessing is `chance`; 20 and 40 steps of a tiny model on repetitive books.
     assert second["valid_nll"] < first["valid_nll"] < 0.95 * chance
     assert second["train_loss"] < first["train_loss"]
+    assert {experiment.REPORT_METRIC, *experiment.REPORT_METRICS} <= second.keys()
 
 
 @pytest.fixture(scope="module")
