@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -358,6 +359,45 @@ def test_run_grid_skips_finished_cells_and_collects_failures(tmp_path, monkeypat
         str(REPO / "configs" / "pimnist.py"), tmp_path, cells, [("num_epochs", "2")], log.append
     )
     assert [(n, s) for n, s, *_ in calls] == [("rms", 0), ("rms", 1)]
+
+
+def test_run_grid_skips_a_cell_another_process_is_training(tmp_path, monkeypatch):
+    """The same grid started twice shares the cells: a cell whose lock another process holds is
+    skipped (not a failure) and the next free one trained."""
+    import lnexp.training.loop
+    from lnexp.training.run_dir import RunDir
+
+    trained = []
+
+    def fake_train(config, run_dir):
+        with RunDir(run_dir).lock():  # The real loop's first step on a run directory.
+            trained.append(Path(run_dir))
+            (run_dir / "metrics.jsonl").write_text('{"epoch": 1}\n')
+        return {}
+
+    monkeypatch.setattr(lnexp.training.loop, "train_and_evaluate", fake_train)
+    cells = expand_grid(["model.norm=none,layer"], seeds=2)
+    log = []
+    with RunDir(cells[1].run_dir(tmp_path)).lock():  # "Another process" trains none, seed 1.
+        failures = run_grid(
+            str(REPO / "configs" / "pimnist.py"), tmp_path, cells, [("num_epochs", "1")], log.append
+        )
+    assert failures == []
+    assert trained == [cells[i].run_dir(tmp_path) for i in (0, 2, 3)]
+    busy = [line for line in log if "is being trained by" in line]
+    assert len(busy) == 1 and str(cells[1].run_dir(tmp_path)) in busy[0]
+    assert f"pid {os.getpid()}" in busy[0]  # The holder, as its lock file names it.
+    assert "1 cell(s) were being trained by other processes" in log[-1]
+
+    def failing_train(config, run_dir):
+        raise UserError("diverged")
+
+    # Freed, the cell trains on the next pass; a failure that is not the lock is still one.
+    monkeypatch.setattr(lnexp.training.loop, "train_and_evaluate", failing_train)
+    failures = run_grid(
+        str(REPO / "configs" / "pimnist.py"), tmp_path, cells, [("num_epochs", "1")], log.append
+    )
+    assert failures == [(cells[1], "diverged")]
 
 
 def test_run_grid_refuses_a_finished_run_of_another_config(tmp_path, monkeypatch):
@@ -754,6 +794,38 @@ def test_cli_runs_a_grid_skips_finished_cells_and_reports(tmp_path, tiny_mnist_d
     assert result.returncode == 2 and "No run directories" in result.stderr
     result = run_cli(f"--workdir={workdir}", "--grid=model.norm=layer")
     assert result.returncode == 2 and "--config is required" in result.stderr
+
+
+@pytest.mark.slow
+def test_cli_grid_in_two_processes_shares_the_cells(tmp_path, tiny_mnist_dir):
+    """The same grid command in a second process skips the cell the first is training (its
+    lock held, here by this test) and trains the next; run again, it trains the freed cell."""
+    from lnexp.training.run_dir import RunDir
+
+    workdir = tmp_path / "grid"
+    grid_args = [
+        "--config=configs/pimnist.py",
+        f"--workdir={workdir}",
+        "--grid=model.norm=none,layer",
+        "--config.num_epochs=1",
+        f"--config.data.dir={tiny_mnist_dir}",
+        "--config.model.hidden_sizes=(16,)",
+        "--config.batch_size=32",
+        "--config.data.limit_train=64",
+    ]
+    held, other = (workdir / f"model.norm={n}" / "seed=0" for n in ("none", "layer"))
+    with RunDir(held).lock():
+        result = run_cli(*grid_args)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"{held} is being trained by pid {os.getpid()}" in result.stdout, result.stdout
+    assert not (held / "metrics.jsonl").exists()
+    assert [r["epoch"] for r in read_metrics(other)] == [1]
+
+    result = run_cli(*grid_args)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"{other} is finished; skipped." in result.stdout
+    assert [r["epoch"] for r in read_metrics(held)] == [1]
+    assert "being trained by" not in result.stdout
 
 
 def test_cli_refuses_a_bad_grid_or_override_before_training(tmp_path):

@@ -29,7 +29,7 @@ from lnexp.config import (
 )
 from lnexp.errors import UserError
 from lnexp.reporting.runs import read_metrics
-from lnexp.training.run_dir import RunDir
+from lnexp.training.run_dir import RunDir, RunInUseError
 
 FAILURE_FILE = "failed.txt"
 """Written into a cell's run directory when its training stops with an error (a divergence, say);
@@ -123,6 +123,10 @@ def run_grid(
 ) -> list[tuple[Cell, str]]:
     """Trains every unfinished cell, one after the other; returns the cells that failed.
 
+    A cell whose run directory another process is training (its lock is held: e.g. the same
+    grid command started again in a second terminal) is skipped, not failed: the same command
+    run in N processes trains N cells at a time, each process taking the next free cell.
+
     ``config_path`` is the config file (``path[:arg]``); ``shared`` are the overrides every cell
     shares, ``(key, value)`` pairs applied before the cell's own values (a text is read by
     :func:`lnexp.config.parse_value`, any other value set as it is: what
@@ -149,7 +153,7 @@ def run_grid(
         key = (cell.values, resume_step) if vectorize_seeds else i
         groups.setdefault(key, []).append((i, cell, config, run_dir))
 
-    failures = []
+    failures, busy = [], []
     for group in groups.values():
         if len(group) > 1:
             seeds = [cell.seed for _, cell, _, _ in group]
@@ -166,11 +170,19 @@ def run_grid(
             try:
                 loop.train_and_evaluate(config, run_dir)
                 failure.unlink(missing_ok=True)
+            except RunInUseError as e:
+                log(f"[{i}/{len(cells)}] {run_dir} is being trained by {e.holder}; skipped.")
+                busy.append(cell)
             except UserError as e:
                 log(f"[{i}/{len(cells)}] {run_dir} failed: {e}")
                 failures.append((cell, str(e)))
                 if run_dir.is_dir():  # The reports say why the cell stopped (e.g. divergence).
                     failure.write_text(str(e) + "\n")
+    if busy:
+        log(
+            f"{len(busy)} cell(s) were being trained by other processes: a report now counts "
+            "them as far as they got; the last process to finish reports them complete."
+        )
     return failures
 
 

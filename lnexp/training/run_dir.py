@@ -54,6 +54,15 @@ from lnexp.training.durable import write_atomically
 from lnexp.training.metric_writers import missing_epochs, read_records, read_records_and_tail
 
 
+class RunInUseError(UserError):
+    """Another process holds the run directory's lock (:meth:`RunDir.lock`); ``holder`` names
+    it (its pid, host and command, as it wrote them)."""
+
+    def __init__(self, message: str, holder: str):
+        super().__init__(message)
+        self.holder = holder
+
+
 class ConfigView(enum.Enum):
     """What a process finds in the ``config.json`` that process 0 wrote."""
 
@@ -304,7 +313,7 @@ class RunDir:
         so no stale lock ever blocks a later run.
 
         Raises:
-            UserError: when another process holds it (named by its pid, host and command).
+            RunInUseError: when another process holds it (named by its pid, host and command).
         """
         handle, holder, error = None, "", None
         if jax.process_index() == 0:
@@ -340,10 +349,12 @@ class RunDir:
         free = all(ok for (ok,) in distributed.all_processes([mine]))
         try:
             if not free:
-                raise UserError(
-                    f"{self.path} is in use by another run ({holder or 'held, says process 0'}"
-                    "): two runs in one workdir would write over each other's checkpoints and "
-                    "records. Wait for it to finish (or stop it), or choose another --workdir."
+                holder = holder or "held, says process 0"
+                raise RunInUseError(
+                    f"{self.path} is in use by another run ({holder}): two runs in one workdir "
+                    "would write over each other's checkpoints and records. Wait for it to "
+                    "finish (or stop it), or choose another --workdir.",
+                    holder,
                 )
             yield
         finally:
