@@ -69,8 +69,15 @@ def define_flags() -> None:
         "axis; faster for small models). Not for skip-thoughts.",
     )
     flags.DEFINE_bool("report", False, "Only aggregate existing run directories.")
-    flag_kinds.text("lines", None, "Key drawn as lines (default: the first grid key).")
-    flag_kinds.text("columns", None, "Key drawn as columns (default: the second grid key).")
+    flag_kinds.text(
+        "lines", None, "Key drawn as lines (default: the first --grid key; else model.norm)."
+    )
+    flag_kinds.text(
+        "columns",
+        None,
+        "Key drawn as columns (default: the second --grid key; batch_size with --report and "
+        "no --grid).",
+    )
     flag_kinds.texts(
         "metrics",
         None,
@@ -163,7 +170,7 @@ def main(argv):
         export_dir = Path(f.export)
         exported = runs.export(workdir, export_dir)
         names = ["figure.png", "summary.md", "summary.json"]
-        names += [f for f in ("claims.md", "claims.json") if (workdir / f).exists()]
+        names += [n for n in ("claims.md", "claims.json") if (workdir / n).exists()]
         for name in names:
             shutil.copyfile(workdir / name, export_dir / name)
         print(f"Exported {exported} runs and the report to {export_dir}")

@@ -400,6 +400,66 @@ def test_run_grid_skips_a_cell_another_process_is_training(tmp_path, monkeypatch
     assert failures == [(cells[1], "diverged")]
 
 
+def test_run_grid_skips_a_cell_another_process_finished_meanwhile(tmp_path, monkeypatch):
+    """The cells to train are listed at the start; one that another copy of the grid finishes
+    while this one trains an earlier cell is skipped when its turn comes, not trained again."""
+    import lnexp.training.loop
+
+    cells = expand_grid(["model.norm=none,layer"], seeds=1)
+    trained = []
+
+    def fake_train(config, run_dir):
+        trained.append(Path(run_dir))
+        for cell in cells:  # Meanwhile, the other process finishes the next cell.
+            cell.run_dir(tmp_path).mkdir(parents=True, exist_ok=True)
+            (cell.run_dir(tmp_path) / "metrics.jsonl").write_text('{"epoch": 1}\n')
+        return {}
+
+    monkeypatch.setattr(lnexp.training.loop, "train_and_evaluate", fake_train)
+    log = []
+    failures = run_grid(
+        str(REPO / "configs" / "pimnist.py"), tmp_path, cells, [("num_epochs", "1")], log.append
+    )
+    assert failures == [] and trained == [cells[0].run_dir(tmp_path)]
+    assert f"[2/2] {cells[1].run_dir(tmp_path)} is finished now; skipped." in log
+
+
+def test_vectorized_seeds_with_one_held_train_the_others(tmp_path, monkeypatch):
+    """--vectorize_seeds when another process trains one seed: the others still train (one by
+    one), the held one is skipped as busy, and nothing counts as failed."""
+    import lnexp.training.loop
+    from lnexp.training.run_dir import RunDir, held
+
+    def fake_train_seeds(config, seeds, run_dirs):
+        with held([RunDir(d) for d in run_dirs]):  # The real program locks every seed's dir.
+            raise AssertionError("a held seed's lock was taken")
+
+    trained = []
+
+    def fake_train(config, run_dir):
+        with RunDir(run_dir).lock():
+            trained.append(config.seed)
+            (run_dir / "metrics.jsonl").write_text('{"epoch": 1}\n')
+        return {}
+
+    monkeypatch.setattr(lnexp.training.loop, "train_seeds", fake_train_seeds)
+    monkeypatch.setattr(lnexp.training.loop, "train_and_evaluate", fake_train)
+    cells = expand_grid(["model.norm=layer"], seeds=3)
+    log = []
+    with RunDir(cells[1].run_dir(tmp_path)).lock():
+        failures = run_grid(
+            str(REPO / "configs" / "pimnist.py"),
+            tmp_path,
+            cells,
+            [("num_epochs", "1")],
+            log.append,
+            vectorize_seeds=True,
+        )
+    assert failures == [] and trained == [0, 2]
+    assert any("is training one of these seeds; the others one by one" in line for line in log)
+    assert sum("is being trained by" in line for line in log) == 1
+
+
 def test_run_grid_refuses_a_finished_run_of_another_config(tmp_path, monkeypatch):
     """A finished run whose config.json differs from its cell's config in a field that may not
     change (another rate) is refused, not skipped as the cell's own; one that differs only in
@@ -695,14 +755,18 @@ def test_report_defaults_to_the_studys_metrics(tmp_path, monkeypatch, experiment
     import matplotlib.figure
 
     figures = []
+    savefig = matplotlib.figure.Figure.savefig
     monkeypatch.setattr(
-        matplotlib.figure.Figure, "savefig", lambda fig, *a, **k: figures.append(fig)
+        matplotlib.figure.Figure,
+        "savefig",
+        lambda fig, *a, **k: figures.append(fig) or savefig(fig, *a, **k),
     )
     names = {"epoch", "step", "wall_s", metric, *metrics}
     records = [{n: float(e) if n != "epoch" else e for n in names} for e in (1, 2)]
     write_runs(tmp_path, experiment, records)
     report(tmp_path)
     assert f"final {metric}" in (tmp_path / "summary.md").read_text().splitlines()[0]
+    assert not list(tmp_path.glob("*.tmp"))  # Each file written beside, then renamed over.
     (fig,) = figures
     assert [ax.get_ylabel() for ax in fig.axes] == list(metrics)
     # Told otherwise, the flags win.

@@ -482,6 +482,7 @@ def test_what_needs_the_model_or_the_data_is_refused_before_the_run_directory(
     [
         ("scripts/compare.py", ["--workdir={grid}", "--report", "--metric=nope"], "--metric"),
         ("scripts/compare.py", ["--workdir={grid}", "--report", "--lines=nope"], "--lines"),
+        ("scripts/compare.py", ["--workdir={mixed}", "--report"], "--metric=NAME --metrics="),
         ("scripts/compare.py", ["--workdir={grid}", "--report", "--at_epoch=999"], "--at_epoch"),
         ("lnexp.reporting.tuning", ["--workdir={grid}", "--key=nope"], "--key"),
         ("lnexp.reporting.tuning", ["--workdir={grid}", "--by=nope"], "--by"),
@@ -525,9 +526,13 @@ def test_what_the_runs_or_the_settings_cannot_take_is_one_error(name, args, name
     import shutil
 
     grid = shutil.copytree(REPO / "results" / "fig6_ablation", tmp_path / "grid")
+    # Runs of two studies (PI-MNIST's and skip-thoughts'): no default metric fits both.
+    mixed = shutil.copytree(REPO / "results" / "skipthought_30k", tmp_path / "mixed")
+    cell = next(grid.glob("model.norm=*"))
+    shutil.copytree(cell, mixed / cell.name)
     command = COMMANDS[name]
     module = command.load()
-    argv = [name, *(a.format(grid=grid, tmp=tmp_path) for a in args)]
+    argv = [name, *(a.format(grid=grid, mixed=mixed, tmp=tmp_path) for a in args)]
     before = tree(tmp_path)
     err = io.StringIO()
     with contextlib.redirect_stderr(err), contextlib.chdir(REPO):

@@ -1,12 +1,14 @@
 """The figure of a grid, drawn like the paper's Figure 6: ``figure.png`` of ``--report``.
 
-One column per value of the column key (e.g. batch size), one row per metric (default: training
-NLL on a log scale, test error); one line per value of the line key (e.g. the normalization) with
-the mean over seeds and a band from the lowest to the highest seed; the paper's curves dashed.
+One column per value of the column key (e.g. batch size), one row per metric (the study's own
+unless told, :func:`lnexp.studies.report_metrics`; NLLs on a log scale); one line per value of
+the line key (e.g. the normalization) with the mean over seeds and a band from the lowest to
+the highest seed; the paper's curves dashed.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -15,6 +17,7 @@ import numpy as np
 
 from lnexp import studies
 from lnexp.reporting.runs import Run
+from lnexp.training.durable import replace_synced
 
 
 def plot_figure(
@@ -58,8 +61,10 @@ def plot_figure(
             if i == 0:
                 ax.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")  # Several writers: the last wins whole.
+    fig.savefig(tmp, dpi=120, format="png")
     plt.close(fig)
+    replace_synced(tmp, path)
 
 
 def _draw_line(ax: Any, runs: Sequence[Run], metric: str, label: str, color: str) -> None:

@@ -153,8 +153,18 @@ def run_grid(
         key = (cell.values, resume_step) if vectorize_seeds else i
         groups.setdefault(key, []).append((i, cell, config, run_dir))
 
+    def finished_meanwhile(
+        i: int, cell: Cell, config: ml_collections.ConfigDict, run_dir: Path
+    ) -> bool:
+        """Whether the cell is finished now (another process of the same grid trained it)."""
+        if _finished(run_dir, config):
+            log(f"[{i}/{len(cells)}] {run_dir} is finished now; skipped.")
+            return True
+        return False
+
     failures, busy = [], []
     for group in groups.values():
+        group = [g for g in group if not finished_meanwhile(*g)]
         if len(group) > 1:
             seeds = [cell.seed for _, cell, _, _ in group]
             where = f"[{group[0][0]}-{group[-1][0]}/{len(cells)}] {group[0][1].name}"
@@ -162,9 +172,13 @@ def run_grid(
             try:
                 loop.train_seeds(group[0][2], seeds, [run_dir for *_, run_dir in group])
                 continue
+            except RunInUseError as e:
+                log(f"{where}: {e.holder} is training one of these seeds; the others one by one.")
             except UserError as e:
                 log(f"{where}: training the seeds together failed: {e} Training them one by one.")
         for i, cell, config, run_dir in group:
+            if len(group) > 1 and finished_meanwhile(i, cell, config, run_dir):
+                continue  # Another process finished it while the seeds before it trained.
             log(f"[{i}/{len(cells)}] training {run_dir}")
             failure = run_dir / FAILURE_FILE
             try:

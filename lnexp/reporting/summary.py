@@ -3,8 +3,9 @@
 
 :func:`report` reads whatever run directories exist and writes ``figure.png``
 (:mod:`lnexp.reporting.figure`), and ``summary.md`` and ``summary.json``: per cell the final and
-best test error (mean ± std over seeds), the epoch of the best, wall time, and the paper's value
-at the last epoch of its curve (``paper_at_64``: epoch 64 in Fig. 6; the runs' experiment's
+best value of the tabulated metric (the study's own unless told: test error for PI-MNIST; mean
+± std over seeds), the epoch of the best, wall time, and the paper's value at the last epoch of
+its curve (``paper_at_64``: epoch 64 in Fig. 6; the runs' experiment's
 :func:`lnexp.studies.reference_curve`; this module knows no experiment by name).
 """
 
@@ -22,6 +23,7 @@ from lnexp import studies
 from lnexp.errors import UserError
 from lnexp.reporting.figure import plot_figure
 from lnexp.reporting.runs import Run, check_names, find_runs
+from lnexp.training.durable import write_atomically
 from lnexp.training.metric_writers import missing_epochs
 
 
@@ -160,8 +162,8 @@ def report(
         default_metric, default_metrics = studies.report_metrics(
             [r.config.get("experiment") for r in runs]
         )
-        metric = metric or default_metric
-        metrics = metrics or default_metrics
+        metric = default_metric if metric is None else metric
+        metrics = default_metrics if metrics is None else metrics
     line_key = line_key or "model.norm"
     keys = {"--lines": [line_key], "--columns": [column_key] if column_key else []}
     check_names(runs, keys=keys, metrics={"--metric": [metric], "--metrics": list(metrics)})
@@ -169,8 +171,11 @@ def report(
     if at_epoch is not None and not 1 <= at_epoch <= last_epoch:
         raise UserError(f"--at_epoch={at_epoch}: the runs have epochs 1 to {last_epoch}.")
     rows = summarize(runs, metric, at_epoch)
-    (workdir / "summary.md").write_text(summary_markdown(rows, metric) + holes_markdown(runs))
-    (workdir / "summary.json").write_text(json.dumps(rows, indent=2) + "\n")
+    # Each copy of a grid's command writes the report when it ends (lnexp.reporting.grid): the
+    # files are replaced whole, so a reader never sees two writers' lines mixed.
+    markdown = summary_markdown(rows, metric) + holes_markdown(runs)
+    write_atomically(workdir / "summary.md", markdown, shared=True)
+    write_atomically(workdir / "summary.json", json.dumps(rows, indent=2) + "\n", shared=True)
     plot_figure(
         runs,
         workdir / "figure.png",

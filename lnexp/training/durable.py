@@ -13,9 +13,13 @@ import os
 from pathlib import Path
 
 
-def write_atomically(path: Path, text: str) -> None:
-    """Replaces ``path`` by ``text`` (UTF-8): written beside it, synced, then renamed over it."""
-    tmp = path.with_name(path.name + ".tmp")
+def write_atomically(path: Path, text: str, *, shared: bool = False) -> None:
+    """Replaces ``path`` by ``text`` (UTF-8): written beside it, synced, then renamed over it.
+
+    ``shared``: several processes may write ``path`` at once (a grid's report), so each writes
+    its own temporary file (named by its pid) and the last rename wins whole.
+    """
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp" if shared else f"{path.name}.tmp")
     tmp.write_text(text, encoding="utf-8")
     replace_synced(tmp, path)
 

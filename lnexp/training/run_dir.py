@@ -349,7 +349,7 @@ class RunDir:
         free = all(ok for (ok,) in distributed.all_processes([mine]))
         try:
             if not free:
-                holder = holder or "held, says process 0"
+                holder = holder or "another process (as process 0 found)"
                 raise RunInUseError(
                     f"{self.path} is in use by another run ({holder}): two runs in one workdir "
                     "would write over each other's checkpoints and records. Wait for it to "
