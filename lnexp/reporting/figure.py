@@ -8,7 +8,6 @@ the highest seed; the paper's curves dashed.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -17,7 +16,7 @@ import numpy as np
 
 from lnexp import studies
 from lnexp.reporting.runs import Run
-from lnexp.training.durable import replace_synced
+from lnexp.training.durable import replace_synced, shared_temporary
 
 
 def plot_figure(
@@ -61,7 +60,7 @@ def plot_figure(
             if i == 0:
                 ax.legend(fontsize=7)
     fig.tight_layout()
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")  # Several writers: the last wins whole.
+    tmp = shared_temporary(path)  # Every copy of a grid's command writes it: the last wins whole.
     fig.savefig(tmp, dpi=120, format="png")
     plt.close(fig)
     replace_synced(tmp, path)

@@ -177,7 +177,7 @@ def run_grid(
             except UserError as e:
                 log(f"{where}: training the seeds together failed: {e} Training them one by one.")
         for i, cell, config, run_dir in group:
-            if len(group) > 1 and finished_meanwhile(i, cell, config, run_dir):
+            if finished_meanwhile(i, cell, config, run_dir):
                 continue  # Another process finished it while the seeds before it trained.
             log(f"[{i}/{len(cells)}] training {run_dir}")
             failure = run_dir / FAILURE_FILE

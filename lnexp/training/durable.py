@@ -17,11 +17,17 @@ def write_atomically(path: Path, text: str, *, shared: bool = False) -> None:
     """Replaces ``path`` by ``text`` (UTF-8): written beside it, synced, then renamed over it.
 
     ``shared``: several processes may write ``path`` at once (a grid's report), so each writes
-    its own temporary file (named by its pid) and the last rename wins whole.
+    its own temporary file (:func:`shared_temporary`) and the last rename wins whole.
     """
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp" if shared else f"{path.name}.tmp")
+    tmp = shared_temporary(path) if shared else path.with_name(f"{path.name}.tmp")
     tmp.write_text(text, encoding="utf-8")
     replace_synced(tmp, path)
+
+
+def shared_temporary(path: Path) -> Path:
+    """Where this process writes a new ``path`` that other processes may write too: beside it,
+    named by the pid, to be renamed over it by :func:`replace_synced`."""
+    return path.with_name(f"{path.name}.{os.getpid()}.tmp")
 
 
 def replace_synced(tmp: Path, path: Path) -> None:
