@@ -164,7 +164,8 @@ def run_grid(
 
     failures, busy = [], []
     for group in groups.values():
-        group = [g for g in group if not finished_meanwhile(*g)]
+        if len(group) > 1:  # Seeds to train together: drop those another process finished.
+            group = [g for g in group if not finished_meanwhile(*g)]
         if len(group) > 1:
             seeds = [cell.seed for _, cell, _, _ in group]
             where = f"[{group[0][0]}-{group[-1][0]}/{len(cells)}] {group[0][1].name}"
@@ -178,7 +179,7 @@ def run_grid(
                 log(f"{where}: training the seeds together failed: {e} Training them one by one.")
         for i, cell, config, run_dir in group:
             if finished_meanwhile(i, cell, config, run_dir):
-                continue  # Another process finished it while the seeds before it trained.
+                continue  # Another process finished it while the cells before it trained.
             log(f"[{i}/{len(cells)}] training {run_dir}")
             failure = run_dir / FAILURE_FILE
             try:
